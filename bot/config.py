@@ -1,0 +1,245 @@
+"""``config.yaml`` parsed once into validated, typed, immutable objects.
+
+Every section is a pydantic model that forbids unknown keys, so a typo stops start-up with the
+key path, the bad value and what is allowed, instead of being silently ignored. Relative paths
+in a config file are resolved against that file's folder, so ``--config`` works from anywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic.functional_validators import AfterValidator
+
+DEFAULT_CHECKPOINT = "hf://SWivid/F5-TTS/F5TTS_v1_Base/model_1250000.safetensors"
+DEFAULT_VOCAB = "hf://SWivid/F5-TTS/F5TTS_v1_Base/vocab.txt"
+DEFAULT_VOCODER = "charactr/vocos-mel-24khz"
+BUILTIN_VOICE = "default"
+VOICE_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+_HUB_REPO_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; ``str()`` is a message meant for the user."""
+
+
+def _base_dir(info: ValidationInfo) -> Path:
+    ctx = info.context or {}
+    base = ctx.get("base_dir")
+    return Path(base) if base is not None else Path.cwd()
+
+
+def _resolve_path(value: Path, info: ValidationInfo) -> Path:
+    value = value.expanduser()
+    return value if value.is_absolute() else (_base_dir(info) / value).resolve()
+
+
+def _resolve_location(value: str, info: ValidationInfo) -> str:
+    """Keep ``hf://`` URLs; turn anything else into an absolute local path."""
+    if value.startswith("hf://"):
+        if len(value.removeprefix("hf://").split("/")) < 3:
+            raise ValueError("an hf:// URL must look like hf://OWNER/REPO/path/to/file")
+        return value
+    return str(_resolve_path(Path(value), info))
+
+
+def _resolve_vocoder(value: str, info: ValidationInfo) -> str:
+    """A hub repo id (``owner/name``) stays as is unless a local folder of that name exists."""
+    local = Path(value).expanduser()
+    if not local.is_absolute():
+        local = _base_dir(info) / local
+    if _HUB_REPO_RE.match(value) and not local.exists() and not value.startswith("."):
+        return value
+    return str(local.resolve())
+
+
+ConfigPath = Annotated[Path, AfterValidator(_resolve_path)]
+Location = Annotated[str, AfterValidator(_resolve_location)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class F5Config(_Section):
+    """F5-TTS weights and sampling settings (``engine.f5``)."""
+
+    model: str | dict[str, Any] = Field(
+        default="F5TTS_v1_Base",
+        description="An f5-tts model config name, or a mapping of DiT arguments.",
+    )
+    checkpoint: Location = DEFAULT_CHECKPOINT
+    vocab: Location = DEFAULT_VOCAB
+    vocoder: str = DEFAULT_VOCODER
+    nfe_step: int = Field(default=16, ge=2, le=128)
+    precision: Literal["auto", "fp16", "fp32"] = "auto"
+    cfg_strength: float = Field(default=2.0, ge=0.0, le=10.0)
+    sway_sampling_coef: float = Field(default=-1.0, ge=-2.0, le=2.0)
+    speed: float = Field(default=1.0, ge=0.5, le=2.0)
+    max_chunk_chars: int = Field(default=160, ge=20, le=1000)
+    seed: int | None = Field(default=None, ge=0)
+
+    @field_validator("vocoder")
+    @classmethod
+    def _vocoder(cls, value: str, info: ValidationInfo) -> str:
+        return _resolve_vocoder(value, info)
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, value: str | dict[str, Any]) -> str | dict[str, Any]:
+        if isinstance(value, str) and not re.fullmatch(r"[A-Za-z0-9_]+", value):
+            raise ValueError("must be an f5-tts model config name such as F5TTS_v1_Base")
+        return value
+
+
+class EspeakConfig(_Section):
+    """eSpeak NG fallback engine settings (``engine.espeak``)."""
+
+    voice: str = Field(default="en-us+klatt3", pattern=r"^[A-Za-z0-9_+\-]{1,40}$")
+    rate: int = Field(default=175, ge=80, le=450, description="words per minute")
+    pitch: int = Field(default=50, ge=0, le=99)
+
+
+class EngineConfig(_Section):
+    """Which TTS engine runs, and where (``engine``)."""
+
+    name: Literal["auto", "f5", "espeak"] = "auto"
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    timeout_s: float = Field(default=60.0, gt=0, le=600)
+    f5: F5Config = F5Config()
+    espeak: EspeakConfig = EspeakConfig()
+
+
+class VoicesConfig(_Section):
+    """Where voices live and which one speaks by default (``voices``)."""
+
+    dir: ConfigPath = Path("voices")
+    default: str = BUILTIN_VOICE
+
+    @field_validator("default")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not VOICE_NAME_RE.match(value):
+            raise ValueError("must be 1-32 letters, digits, '-' or '_'")
+        return value
+
+
+class AudioConfig(_Section):
+    """Output device and loudness (``audio``)."""
+
+    device: str | int | None = None
+    volume: float = Field(default=1.0, ge=0.0, le=1.0)
+    gap_ms: int = Field(default=250, ge=0, le=10_000, description="pause between messages")
+    block_ms: int = Field(default=20, ge=5, le=200)
+
+
+class ChatConfig(_Section):
+    """Where chat comes from (``chat``)."""
+
+    source: Literal["auto", "terminal", "twitch"] = "auto"
+    max_length: int = Field(default=500, ge=10, le=5000)
+
+
+class TwitchConfig(_Section):
+    """Twitch connection (``twitch``); the client id may come from the environment."""
+
+    channel: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_]{2,25}$")
+    client_id: str | None = None
+    rewards: tuple[str, ...] = ()
+    min_bits: int = Field(default=100, ge=1)
+
+    @field_validator("client_id")
+    @classmethod
+    def _client_id(cls, value: str | None) -> str | None:
+        return value or os.environ.get("ISHOWTTS_TWITCH_CLIENT_ID") or None
+
+
+class StorageConfig(_Section):
+    """Local state: database, tokens (``storage``); defaults to the user's state folder."""
+
+    dir: ConfigPath | None = None
+
+
+class Config(_Section):
+    """The whole configuration."""
+
+    engine: EngineConfig = EngineConfig()
+    voices: VoicesConfig = VoicesConfig()
+    audio: AudioConfig = AudioConfig()
+    chat: ChatConfig = ChatConfig()
+    twitch: TwitchConfig = TwitchConfig()
+    storage: StorageConfig = StorageConfig()
+
+    source_path: Path | None = Field(default=None, exclude=True)
+
+
+def _describe(error: Any) -> str:
+    loc = ".".join(str(p) for p in error["loc"])
+    kind = error["type"]
+    value = error.get("input")
+    if kind == "extra_forbidden":
+        return f"{loc}: unknown key (check the spelling; see the README's config reference)"
+    msg = error["msg"]
+    msg = msg.removeprefix("Value error, ")
+    if kind == "literal_error":
+        msg = msg.replace("Input should be", "must be one of:")
+    return f"{loc}: got {value!r}; {msg[0].lower()}{msg[1:]}" if msg else f"{loc}: got {value!r}"
+
+
+def parse_config(data: Any, base_dir: Path, source: Path | None = None) -> Config:
+    """Validate already-loaded YAML data.
+
+    Args:
+        data: The YAML document (None for an empty file).
+        base_dir: Folder that relative paths are resolved against.
+        source: File the data came from, for messages.
+
+    Raises:
+        ConfigError: Naming every bad key path, its value and what is allowed.
+    """
+    where = str(source) if source else "config"
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: the top level must be a mapping of sections, got {data!r}")
+    try:
+        cfg = Config.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        lines = [_describe(e) for e in exc.errors()]
+        raise ConfigError(f"{where} has problems:\n  " + "\n  ".join(lines)) from None
+    return cfg.model_copy(update={"source_path": source})
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate a config file; a missing default file means all defaults.
+
+    Raises:
+        ConfigError: When the file is unreadable, not YAML, or has bad values.
+    """
+    path = path.expanduser()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+    return parse_config(data, path.resolve().parent, path.resolve())

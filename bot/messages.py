@@ -1,0 +1,113 @@
+"""The project's one vocabulary for chat: every source turns platform events into these.
+
+Commands, filters, moderation and the speech queue only ever see these types, so a new
+chat source (Twitch, the terminal, an HTTP ingest) is a translation layer and nothing more.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+
+class Role(enum.IntEnum):
+    """Chat roles, ordered so that ``a >= b`` means "a may do what b may do"."""
+
+    EVERYONE = 0
+    SUBSCRIBER = 1
+    VIP = 2
+    MODERATOR = 3
+    BROADCASTER = 4
+
+
+Replier = Callable[[str], Awaitable[None]]
+"""Sends a line back to the chat a message came from (each source provides one)."""
+
+
+async def _no_reply(_text: str) -> None:
+    """Default replier for messages whose source cannot answer (e.g. a test)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChatUser:
+    """Who wrote a message, independent of the platform.
+
+    Attributes:
+        id: Stable platform user id (the key for mutes and voice choices).
+        login: Lower-case login name, used by ``@user`` arguments.
+        display_name: The name shown in chat, used by the "NAME says" template.
+        roles: Every role the user holds in this channel.
+    """
+
+    id: str
+    login: str
+    display_name: str
+    roles: frozenset[Role] = frozenset()
+
+    @property
+    def role(self) -> Role:
+        """The user's highest role (EVERYONE when they hold none)."""
+        return max(self.roles, default=Role.EVERYONE)
+
+    def at_least(self, role: Role) -> bool:
+        """Whether the user's highest role reaches ``role``."""
+        return self.role >= role
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    """One normalized chat message.
+
+    Attributes:
+        id: Platform message id; moderation (delete) and de-duplication use it.
+        user: The author.
+        text: Plain text to consider for speech, emote and cheermote fragments already removed.
+        source: Short name of the source ("terminal", "twitch", "http").
+        bits: Bits cheered with the message (0 when none).
+        reward: Title of the channel-points reward that carried the text, if any.
+        is_reply: Whether the message answers another chat message.
+        voice: A voice requested by the source itself (the HTTP ingest can set one).
+        received_at: ``time.monotonic()`` when the source received it.
+        reply: Sends a line back to the chat the message came from.
+    """
+
+    id: str
+    user: ChatUser
+    text: str
+    source: str
+    bits: int = 0
+    reward: str | None = None
+    is_reply: bool = False
+    voice: str | None = None
+    received_at: float = field(default_factory=time.monotonic)
+    reply: Replier = field(default=_no_reply, compare=False, repr=False)
+
+    @property
+    def paid(self) -> bool:
+        """Whether the message was paid for (cheer or channel-points reward)."""
+        return self.bits > 0 or self.reward is not None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageDeleted:
+    """A moderator deleted one message: drop it, or stop it if it is playing."""
+
+    message_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class UserPurged:
+    """A user was timed out or banned: drop everything of theirs, playing or queued."""
+
+    user_id: str
+    login: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ChatCleared:
+    """The whole chat was cleared: drop everything."""
+
+
+ModerationEvent = MessageDeleted | UserPurged | ChatCleared
