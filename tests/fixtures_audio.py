@@ -1,0 +1,1 @@
+"""Fixtures that run a real PulseAudio null sink (owned by the player work)."""
