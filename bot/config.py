@@ -90,6 +90,9 @@ class F5Config(_Section):
     speed: float = Field(default=1.0, ge=0.5, le=2.0)
     max_chunk_chars: int = Field(default=160, ge=20, le=1000)
     seed: int | None = Field(default=None, ge=0)
+    fast: bool = Field(
+        default=True, description="use the project's accelerated sampler on CUDA (issue 5)"
+    )
 
     @field_validator("vocoder")
     @classmethod

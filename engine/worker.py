@@ -283,6 +283,9 @@ class EngineWorker:
             self._post(job._end, EngineError(f"engine unavailable: {load_error}"))
             return
         job.started_at = time.monotonic()
+        # The rate is read when the job starts: an auto engine only knows it after loading.
+        # Chunks reach the loop through call_soon_threadsafe, so the loop sees this write first.
+        job.sample_rate = self.engine.sample_rate
         try:
             for chunk in self.engine.synthesize(job.text, job.voice, job._stop.is_set):
                 if job.cancelled:
