@@ -148,6 +148,15 @@ class AudioConfig(_Section):
     block_ms: int = Field(default=20, ge=5, le=200)
 
 
+class QueueConfig(_Section):
+    """The speech queue's bounds and policies (``queue``)."""
+
+    max_size: int = Field(default=30, ge=1, le=10_000)
+    overflow: Literal["drop_newest", "drop_oldest"] = "drop_newest"
+    per_user_limit: int = Field(default=3, ge=1, le=1000, description="pending messages per user")
+    paid_first: bool = True
+
+
 class ChatConfig(_Section):
     """Where chat comes from (``chat``)."""
 
@@ -182,6 +191,7 @@ class Config(_Section):
     voices: VoicesConfig = VoicesConfig()
     audio: AudioConfig = AudioConfig()
     chat: ChatConfig = ChatConfig()
+    queue: QueueConfig = QueueConfig()
     twitch: TwitchConfig = TwitchConfig()
     storage: StorageConfig = StorageConfig()
 

@@ -9,6 +9,7 @@ touches asyncio objects from the wrong thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import queue
@@ -207,10 +208,8 @@ class EngineWorker:
         loop = self._loop
         if loop is None or loop.is_closed():
             return
-        try:
+        with contextlib.suppress(RuntimeError):  # loop closed between the check and the call
             loop.call_soon_threadsafe(fn, *args)
-        except RuntimeError:  # loop closed between the check and the call
-            pass
 
     def _set_state(self, state: EngineState, detail: str) -> None:
         def apply() -> None:
@@ -256,7 +255,8 @@ class EngineWorker:
 
     def _run_call(self, work: _Work, load_error: BaseException | None) -> None:
         future = work.future
-        assert future is not None and work.call is not None
+        assert future is not None
+        assert work.call is not None
 
         def settle(result: Any, error: BaseException | None) -> None:
             if future.done():
@@ -309,5 +309,7 @@ def _default_validator(chunk: Audio) -> Audio:
     if arr.ndim != 1:
         arr = arr.reshape(-1)
     if not np.all(np.isfinite(arr)):
-        raise EngineError("the engine produced invalid audio (NaN or infinity); try precision: fp32")
+        raise EngineError(
+            "the engine produced invalid audio (NaN or infinity); try engine.f5.precision: fp32"
+        )
     return np.clip(arr, -1.0, 1.0)

@@ -1,0 +1,213 @@
+"""The bot: wires a chat source, the speech queue, the engine thread and the player.
+
+Construction does no I/O. ``start()`` opens the audio device and starts the engine thread
+(which loads the model in the background, so chat is read and queued while it warms);
+``run()`` serves one source until it ends or the bot is stopped; ``close()`` releases it all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from bot.config import Config
+from bot.messages import ChatCleared, ChatMessage, MessageDeleted, ModerationEvent, UserPurged
+from bot.player import AudioPlayer
+from bot.sources.base import ChatSource
+from bot.speech import Speaker, SpeechEvent, SpeechItem, SpeechQueue
+from bot.text import clean_for_speech
+from engine.base import Engine, EngineState
+from engine.worker import EngineWorker
+
+log = logging.getLogger(__name__)
+
+
+class EngineUnavailable(RuntimeError):
+    """The engine failed to load; the message says why and how to fix it."""
+
+
+class App:
+    """One running bot.
+
+    Attributes:
+        cfg: The validated configuration.
+        worker: The engine thread.
+        player: The audio output.
+        speaker: The speech queue and its playback loop.
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        engine: Engine | None = None,
+        player: AudioPlayer | None = None,
+        on_engine_state: Callable[[EngineState, str], None] | None = None,
+    ) -> None:
+        """Assemble the bot without touching devices, models or files.
+
+        Args:
+            cfg: Validated configuration.
+            engine: Engine to use; by default ``engine.factory.create_engine(cfg)``.
+            player: Audio player; by default one on ``cfg.audio``.
+            on_engine_state: Extra observer of engine state changes (e.g. a control panel).
+        """
+        self.cfg = cfg
+        if engine is None:
+            from engine.factory import create_engine
+
+            engine = create_engine(cfg)
+        self._extra_state_observer = on_engine_state
+        self.worker = EngineWorker(engine, on_state=self._on_engine_state)
+        self.player = player if player is not None else AudioPlayer(cfg.audio)
+        self.queue = SpeechQueue(cfg.queue)
+        self.speaker = Speaker(
+            self.queue,
+            self.worker,
+            self.player,
+            gap_s=cfg.audio.gap_ms / 1000.0,
+            on_audio_error=self._on_audio_error,
+        )
+        self.speaker.add_listener(self._log_speech)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._speaker_task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self._engine_failed: str | None = None
+        self._warned_warming: set[str] = set()
+        self._started = False
+
+    # -- life cycle -----------------------------------------------------------------
+    async def start(self) -> None:
+        """Open the audio device and start the engine thread (loading runs in the background).
+
+        Raises:
+            bot.devices.AudioDeviceError: No usable output device (the message names
+                ``ishowtts devices``).
+        """
+        if self._started:
+            return
+        self._stop = asyncio.Event()
+        await self.player.start()
+        await self.worker.start()
+        self._speaker_task = asyncio.create_task(self.speaker.run(), name="speaker")
+        self._started = True
+
+    async def close(self) -> None:
+        """Stop speaking, stop the engine thread and close the audio device."""
+        self.speaker.clear(include_current=True)
+        if self._speaker_task is not None:
+            self._speaker_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._speaker_task
+            self._speaker_task = None
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.worker.close()
+        await self.player.close()
+        self._started = False
+
+    def request_stop(self) -> None:
+        """Ask ``run()`` to return soon (Ctrl-C, SIGTERM)."""
+        self._stop.set()
+
+    async def run(self, source: ChatSource) -> int:
+        """Serve ``source`` until it ends (then drain the queue) or a stop is requested.
+
+        Returns:
+            Process exit status: 0 on a normal end, 1 when the engine could not load.
+        """
+        source_task = asyncio.create_task(source.run(self), name=f"source-{source.name}")
+        stop_task = asyncio.create_task(self._stop.wait(), name="stop-wait")
+        try:
+            done, _ = await asyncio.wait(
+                {source_task, stop_task}, return_when=asyncio.FIRST_COMPLETED
+            )
+            if source_task in done and not self._stop.is_set():
+                exc = source_task.exception()
+                if exc is not None:
+                    log.error("chat source %s failed: %s", source.name, exc)
+                # End of input: finish what is queued, unless told to stop meanwhile.
+                drain = asyncio.create_task(self.speaker.wait_idle(), name="drain")
+                await asyncio.wait({drain, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+                drain.cancel()
+        finally:
+            await source.close()
+            for task in (source_task, stop_task):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        if self._engine_failed is not None:
+            log.error("stopped because the TTS engine is unavailable: %s", self._engine_failed)
+            return 1
+        return 0
+
+    # -- engine state -------------------------------------------------------------------
+    def _on_engine_state(self, state: EngineState, detail: str) -> None:
+        if state is EngineState.ERROR:
+            self._engine_failed = detail
+            log.error("TTS engine unavailable: %s", detail)
+            self.speaker.clear(include_current=True)
+            self._stop.set()
+        elif state is EngineState.READY:
+            log.info("%s", detail)
+        elif state in (EngineState.LOADING, EngineState.WARMING):
+            log.info("engine %s: %s", state.value, detail)
+        if self._extra_state_observer is not None:
+            self._extra_state_observer(state, detail)
+
+    def _on_audio_error(self, exc: Exception) -> None:
+        log.error("audio output failed: %s", exc)
+
+    def _log_speech(self, event: SpeechEvent) -> None:
+        item = event.item
+        if event.kind == "started":
+            log.info("speaking %s (voice %s): %s", item.message.user.login, item.voice, item.text)
+        elif event.kind == "finished" and event.outcome is not None:
+            log.debug("%s: %s %s", event.outcome.value, item.message.id, event.detail)
+
+    # -- chat ---------------------------------------------------------------------------
+    def voice_for(self, message: ChatMessage) -> str:
+        """The voice a message is spoken in (the source's request, else the default)."""
+        return (message.voice or self.cfg.voices.default).lower()
+
+    async def on_message(self, message: ChatMessage) -> None:
+        """Turn a chat message into queued speech; bad input is dropped, never raised."""
+        try:
+            text = clean_for_speech(message.text, self.cfg.chat.max_length)
+            if not text:
+                log.debug("nothing speakable in %s", message.id)
+                return
+            item = SpeechItem(
+                message=message,
+                text=text,
+                voice=self.voice_for(message),
+                priority=1 if message.paid else 0,
+            )
+            if self.speaker.enqueue(item):
+                await self._say_warming(message)
+        except Exception:
+            log.exception("could not handle message %s", message.id)
+
+    async def _say_warming(self, message: ChatMessage) -> None:
+        state = self.worker.state
+        warming = state in (EngineState.LOADING, EngineState.WARMING, EngineState.STOPPED)
+        if warming and message.user.id not in self._warned_warming:
+            self._warned_warming.add(message.user.id)
+            await message.reply("the voice engine is still warming up; your message is queued")
+
+    async def on_moderation(self, event: ModerationEvent) -> None:
+        """Apply deletes, purges and chat clears to queued and playing speech at once."""
+        if isinstance(event, MessageDeleted):
+            n = self.speaker.remove_message(event.message_id)
+        elif isinstance(event, UserPurged):
+            n = self.speaker.purge_user(event.user_id)
+        elif isinstance(event, ChatCleared):
+            n = self.speaker.clear(include_current=True)
+        else:  # pragma: no cover - exhaustive over ModerationEvent
+            return
+        log.info("moderation %s removed %d item(s)", type(event).__name__, n)

@@ -1,0 +1,209 @@
+"""The ``ishowtts`` command line.
+
+``ishowtts [--config PATH] [run]`` starts the bot; ``say`` speaks (or writes) one line;
+``devices`` lists audio outputs; ``voices`` lists voices and their problems. Every user-facing
+failure (bad config, no audio device, missing weights) ends with a plain message and a
+non-zero status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bot.config import Config, ConfigError, load_config
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONFIG = Path("config.yaml")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ishowtts", description="Speak your Twitch chat aloud in cloned voices."
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="config file (default: ./config.yaml; built-in defaults when it does not exist)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("run", help="run the bot (the default)")
+    say = sub.add_parser("say", help="speak one line and exit")
+    say.add_argument("text", help="what to say")
+    say.add_argument("--voice", default=None, help="voice name (default: voices.default)")
+    say.add_argument("--out", type=Path, default=None, help="write a WAV file instead of playing")
+    sub.add_parser("devices", help="list audio output devices and their rates")
+    sub.add_parser("voices", help="list the voices found, with problems if any")
+    return parser
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    if not verbose:
+        # Third-party chatter that says nothing a streamer can act on.
+        for noisy in ("httpx", "urllib3", "numba", "matplotlib", "twitchio.http"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _load(path: Path | None) -> Config:
+    if path is None:
+        if DEFAULT_CONFIG.exists():
+            return load_config(DEFAULT_CONFIG)
+        from bot.config import parse_config
+
+        return parse_config({}, Path.cwd())
+    return load_config(path)
+
+
+async def _run_bot(cfg: Config) -> int:
+    from bot.app import App
+    from bot.devices import AudioDeviceError
+    from bot.sources.terminal import TerminalSource
+
+    app = App(cfg)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, app.request_stop)
+    try:
+        await app.start()
+    except AudioDeviceError as exc:
+        log.error("%s", exc)
+        await app.close()
+        return 2
+    source = TerminalSource()
+    log.info("reading chat from the terminal: type a line and press Enter (Ctrl-C quits)")
+    try:
+        return await app.run(source)
+    finally:
+        await app.close()
+
+
+async def _say(cfg: Config, text: str, voice: str | None, out: Path | None) -> int:
+    from engine.factory import create_engine
+
+    from bot.player import AudioPlayer
+    from bot.text import clean_for_speech
+    from engine.base import Engine, EngineState
+    from engine.worker import EngineWorker, SynthesisFailed
+
+    spoken = clean_for_speech(text, cfg.chat.max_length)
+    if not spoken:
+        log.error("nothing speakable in %r", text)
+        return 2
+    worker = EngineWorker(create_engine(cfg))
+    player: AudioPlayer | None = None
+    try:
+        if out is None:
+            player = AudioPlayer(cfg.audio)
+            await player.start()
+        await worker.start()
+        if await worker.wait_ready() is EngineState.ERROR:
+            log.error("the TTS engine could not load: %s", worker.state_detail)
+            return 1
+        job = worker.submit(spoken, (voice or cfg.voices.default).lower())
+        try:
+            if out is not None:
+                audio = await job.collect()
+                rate = job.sample_rate
+
+                def write(_engine: Engine) -> None:
+                    import soundfile
+
+                    soundfile.write(str(out), audio, rate, subtype="PCM_16")
+
+                await worker.call(write)
+                print(f"wrote {out} ({len(audio) / rate:.2f} s at {rate} Hz)")
+            else:
+                assert player is not None
+                await player.play(aiter(job), job.sample_rate)
+        except SynthesisFailed as exc:
+            log.error("could not synthesise: %s", exc)
+            return 1
+        return 0
+    finally:
+        await worker.close()
+        if player is not None:
+            await player.close()
+
+
+def _devices() -> int:
+    from bot.devices import AudioDeviceError, list_output_devices
+
+    try:
+        devices = list_output_devices()
+    except AudioDeviceError as exc:
+        print(exc)
+        return 2
+    if not devices:
+        print("No audio output devices found. Is PortAudio installed and a sound server running?")
+        return 2
+    print(f"{'index':>5}  {'rate':>6}  {'ch':>2}  name")
+    for dev in devices:
+        mark = " (default)" if dev.is_default else ""
+        where = f"{dev.name} [{dev.hostapi}]{mark}"
+        print(f"{dev.index:>5}  {dev.default_rate:>6}  {dev.channels:>2}  {where}")
+    print("\nSet audio.device in config.yaml to a name (or part of it) or an index.")
+    return 0
+
+
+def _voices(cfg: Config) -> int:
+    from engine.voices import VoiceLibrary
+
+    voices = VoiceLibrary(cfg.voices).scan()
+    problems = 0
+    print(f"voices from {cfg.voices.dir} (default: {cfg.voices.default})")
+    for name in sorted(voices):
+        spec = voices[name]
+        where = "built in" if spec.builtin else str(spec.clip)
+        if spec.problem:
+            problems += 1
+            print(f"  {name:<20} PROBLEM: {spec.problem}")
+        else:
+            print(f"  {name:<20} {where}")
+    if cfg.voices.default not in voices:
+        print(f"  default voice {cfg.voices.default!r} was not found")
+        problems += 1
+    return 1 if problems else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``ishowtts`` console script and ``python -m bot``."""
+    args = _parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        cfg = _load(args.config)
+    except ConfigError as exc:
+        print(f"ishowtts: {exc}", file=sys.stderr)
+        return 2
+    command = args.command or "run"
+    try:
+        if command == "run":
+            return asyncio.run(_run_bot(cfg))
+        if command == "say":
+            return asyncio.run(_say(cfg, args.text, args.voice, args.out))
+        if command == "devices":
+            return _devices()
+        if command == "voices":
+            return _voices(cfg)
+    except KeyboardInterrupt:
+        return 130
+    raise AssertionError(f"unhandled command {command}")  # pragma: no cover
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""Turning raw chat text into something a TTS engine can say without embarrassment.
+
+This is the always-on baseline every message passes (whatever the configured filters are):
+control characters go, whitespace collapses, absurd lengths are capped at a word boundary,
+and lines with nothing pronounceable (emoji-only, punctuation-only) become empty so that they
+are skipped instead of producing noise.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+_WS_RE = re.compile(r"\s+")
+# Categories that never carry speech: controls, format chars (bidi overrides, zero-width),
+# surrogates, private use and unassigned code points.
+_DROP_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
+# Combining marks beyond this many in a row are "zalgo" noise, not diacritics.
+_MAX_COMBINING = 2
+
+
+def strip_unspeakable(text: str) -> str:
+    """Remove control/format characters and excess combining marks; collapse whitespace.
+
+    Tabs and newlines become spaces first so words on separate lines stay separate.
+    """
+    out: list[str] = []
+    combining = 0
+    for ch in text:
+        if ch in "\t\r\n\v\f":
+            out.append(" ")
+            combining = 0
+            continue
+        cat = unicodedata.category(ch)
+        if cat in _DROP_CATEGORIES:
+            continue
+        if cat.startswith("M"):
+            combining += 1
+            if combining > _MAX_COMBINING:
+                continue
+        else:
+            combining = 0
+        out.append(ch)
+    return _WS_RE.sub(" ", "".join(out)).strip()
+
+
+def has_speakable(text: str) -> bool:
+    """Whether any letter or digit remains (emoji, symbols and punctuation alone are noise)."""
+    return any(unicodedata.category(ch)[0] in "LN" for ch in text)
+
+
+def cap_length(text: str, max_chars: int) -> str:
+    """Cut ``text`` to at most ``max_chars``, at a word boundary when one is reasonably close."""
+    if len(text) <= max_chars:
+        return text
+    cut = text[:max_chars]
+    space = cut.rfind(" ")
+    if space >= max_chars * 0.6:
+        cut = cut[:space]
+    return cut.rstrip(" ,;:-")
+
+
+def clean_for_speech(text: str, max_chars: int) -> str:
+    """Baseline cleaning for any chat line; returns "" when there is nothing worth saying.
+
+    Args:
+        text: Raw text from a chat source (already without platform emote fragments).
+        max_chars: Longest text to speak; longer lines are capped, not rejected.
+    """
+    cleaned = strip_unspeakable(text)
+    if not has_speakable(cleaned):
+        return ""
+    return cap_length(cleaned, max_chars)
