@@ -20,6 +20,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic.functional_validators import AfterValidator
 
@@ -71,6 +72,17 @@ Location = Annotated[str, AfterValidator(_resolve_location)]
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_sections(cls, data: Any) -> Any:
+        """Validate absent sub-sections from {} so their paths resolve against the config file."""
+        if isinstance(data, dict):
+            for name, info in cls.model_fields.items():
+                ann = info.annotation
+                if name not in data and isinstance(ann, type) and issubclass(ann, _Section):
+                    data = {**data, name: {}}
+        return data
 
 
 class F5Config(_Section):
