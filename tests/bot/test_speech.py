@@ -16,7 +16,7 @@ import pytest
 
 from bot.config import QueueConfig
 from bot.messages import ChatMessage, ChatUser, Role
-from bot.speech import Outcome, Speaker, SpeechEvent, SpeechItem, SpeechQueue
+from bot.speech import Speaker, SpeechEvent, SpeechItem, SpeechQueue
 from engine.base import Audio, Engine, EngineError, EngineState, StopCheck, VoiceInfo
 from engine.worker import EngineWorker
 
@@ -163,10 +163,12 @@ async def test_next_message_is_synthesised_while_the_current_one_plays() -> None
         h.speaker.enqueue(item("second"))
         await h.until(lambda: h.speaker.current is not None)
         second = h.queue.peek()
-        assert second is not None and second.job is not None  # prefetched
+        assert second is not None
+        assert second.job is not None
         await h.until(lambda: second.job is not None and second.job.done)
         # "second" finished synthesising while "first" was still playing
-        assert h.speaker.current is not None and h.speaker.current.text == "first"
+        assert h.speaker.current is not None
+        assert h.speaker.current.text == "first"
         await asyncio.wait_for(h.speaker.wait_idle(), 10)
 
 
@@ -176,7 +178,8 @@ async def test_skip_stops_the_current_message_and_the_next_one_plays() -> None:
         h.speaker.enqueue(item("next"))
         await h.until(lambda: bool(h.speaker.current) and h.player.current == "long")
         skipped = h.speaker.skip()
-        assert skipped is not None and skipped.text == "long"
+        assert skipped is not None
+        assert skipped.text == "long"
         await asyncio.wait_for(h.speaker.wait_idle(), 10)
         assert h.finished() == [("long", "skipped"), ("next", "played")]
         long_samples = dict(h.player.played)["long"]
@@ -235,7 +238,8 @@ async def test_removed_items_cancel_their_engine_jobs() -> None:
         h.speaker.enqueue(item("b", mid="b"))
         await h.until(lambda: h.speaker.current is not None)
         queued = h.queue.peek()
-        assert queued is not None and queued.job is not None
+        assert queued is not None
+        assert queued.job is not None
         h.speaker.remove_message("b")
         assert queued.job.cancelled
         engine.gate.set()
@@ -317,6 +321,9 @@ def test_evicted_items_have_their_jobs_cancelled(overflow: str) -> None:
     q.push(first)
     accepted, evicted, _ = q.push(item("second"))
     if overflow == "drop_oldest":
-        assert accepted and evicted == [first] and first.job.cancelled  # type: ignore[union-attr]
+        assert accepted
+        assert evicted == [first]
+        assert first.job.cancelled
     else:
-        assert not accepted and not first.job.cancelled  # type: ignore[union-attr]
+        assert not accepted
+        assert not first.job.cancelled
