@@ -27,7 +27,7 @@ async def test_lines_from_a_pipe_become_broadcaster_messages_until_eof() -> None
     source = TerminalSource(fd=read_fd)
     sink = Sink()
     task = asyncio.create_task(source.run(sink))
-    os.write(write_fd, "hello there\n\n   \nsecond line\r\nno newline at end".encode())
+    os.write(write_fd, b"hello there\n\n   \nsecond line\r\nno newline at end")
     await asyncio.sleep(0.05)
     assert [m.text for m in sink.messages] == ["hello there", "second line"]
     os.close(write_fd)
