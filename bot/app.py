@@ -68,6 +68,7 @@ class App:
             self.worker,
             self.player,
             gap_s=cfg.audio.gap_ms / 1000.0,
+            timeout_s=cfg.engine.timeout_s,
             on_audio_error=self._on_audio_error,
         )
         self.speaker.add_listener(self._log_speech)

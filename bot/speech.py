@@ -202,9 +202,11 @@ class Speaker:
         player: Player,
         *,
         gap_s: float = 0.25,
+        timeout_s: float = 60.0,
         on_audio_error: Callable[[Exception], None] | None = None,
     ) -> None:
         self.queue = queue
+        self._timeout_s = timeout_s
         self._engine = engine
         self._player = player
         self._gap_s = gap_s
@@ -341,7 +343,7 @@ class Speaker:
     async def _speak(self, item: SpeechItem, job: SynthesisJob) -> tuple[Outcome, str]:
         chunks = aiter(job)
         try:
-            first = await anext(chunks)
+            first = await asyncio.wait_for(anext(chunks), self._timeout_s)
         except StopAsyncIteration:
             if self._current_outcome is not None:
                 return self._current_outcome, ""
@@ -349,10 +351,21 @@ class Speaker:
         except SynthesisFailed as exc:
             log.warning("could not speak %s's message: %s", item.message.user.login, exc)
             return Outcome.FAILED, str(exc)
+        except TimeoutError:
+            job.cancel()
+            log.warning("synthesis took longer than %.0f s; message dropped", self._timeout_s)
+            return Outcome.FAILED, "synthesis timed out"
 
         async def stream() -> AsyncIterator[Audio]:
             yield first
-            async for chunk in chunks:
+            while True:
+                try:
+                    chunk = await asyncio.wait_for(anext(chunks), self._timeout_s)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    job.cancel()
+                    raise SynthesisFailed("synthesis timed out") from None
                 yield chunk
 
         started = False

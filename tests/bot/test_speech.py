@@ -327,3 +327,17 @@ def test_evicted_items_have_their_jobs_cancelled(overflow: str) -> None:
     else:
         assert not accepted
         assert not first.job.cancelled
+
+
+async def test_a_hung_synthesis_times_out_and_the_next_message_plays() -> None:
+    engine = ToneEngine(chunks=2)
+    async with Harness(engine) as h:
+        h.speaker._timeout_s = 0.3
+        engine.gate.clear()  # the engine hangs on the first message
+        h.speaker.enqueue(item("hangs"))
+        await h.until(lambda: h.finished() == [("hangs", "failed")])
+        engine.gate.set()  # the engine recovers; its late output for "hangs" is discarded
+        h.speaker.enqueue(item("after"))
+        await asyncio.wait_for(h.speaker.wait_idle(), 10)
+        assert h.finished() == [("hangs", "failed"), ("after", "played")]
+        assert [t for t, _ in h.player.played] == ["after"]
