@@ -69,7 +69,7 @@ class App:
             self.player,
             gap_s=cfg.audio.gap_ms / 1000.0,
             timeout_s=cfg.engine.timeout_s,
-            on_audio_error=self._on_audio_error,
+            recover_audio=self._recover_audio,
         )
         self.speaker.add_listener(self._log_speech)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -161,8 +161,27 @@ class App:
         if self._extra_state_observer is not None:
             self._extra_state_observer(state, detail)
 
-    def _on_audio_error(self, exc: Exception) -> None:
-        log.error("audio output failed: %s", exc)
+    async def _recover_audio(self, error: Exception) -> None:
+        """Reopen the output device with backoff; the queue waits meanwhile (nothing is lost)."""
+        log.error("audio output lost (%s); the queue is kept, retrying the device", error)
+        delay = 0.5
+        attempt = 0
+        while True:
+            attempt += 1
+            with contextlib.suppress(Exception):
+                await self.player.close()
+            try:
+                await self.player.start()
+            except Exception as exc:
+                if attempt == 1 or attempt % 10 == 0:
+                    log.warning(
+                        "audio device still unavailable (%s); next try in %.1f s", exc, delay
+                    )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            log.info("audio device is back after %d attempt(s); resuming speech", attempt)
+            return
 
     def _log_speech(self, event: SpeechEvent) -> None:
         item = event.item

@@ -12,7 +12,7 @@ import asyncio
 import enum
 import itertools
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -139,6 +139,11 @@ class SpeechQueue:
             return min(candidates, key=lambda it: it.seq) if candidates else None
         return None
 
+    def push_front(self, item: SpeechItem) -> None:
+        """Put an interrupted item back first in line (bounds don't apply: it was accepted)."""
+        self._items.insert(0, item)
+        self._changed.set()
+
     def pop(self) -> SpeechItem | None:
         """Take the next item, or None when empty."""
         if not self._items:
@@ -164,6 +169,14 @@ class SpeechQueue:
         while not self._items:
             self._changed.clear()
             await self._changed.wait()
+
+
+class _AudioLost(Exception):
+    """The player failed (device gone); carries the original error."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class Player(Protocol):
@@ -203,14 +216,14 @@ class Speaker:
         *,
         gap_s: float = 0.25,
         timeout_s: float = 60.0,
-        on_audio_error: Callable[[Exception], None] | None = None,
+        recover_audio: Callable[[Exception], Awaitable[None]] | None = None,
     ) -> None:
         self.queue = queue
         self._timeout_s = timeout_s
         self._engine = engine
         self._player = player
         self._gap_s = gap_s
-        self._on_audio_error = on_audio_error
+        self._recover_audio = recover_audio
         self.current: SpeechItem | None = None
         self._current_outcome: Outcome | None = None
         self._listeners: list[Listener] = []
@@ -333,12 +346,30 @@ class Speaker:
             if item.job is None:
                 item.job = self._engine.submit(item.text, item.voice)
             self._prefetch()
-            outcome, detail = await self._speak(item, item.job)
+            try:
+                outcome, detail = await self._speak(item, item.job)
+            except _AudioLost as lost:
+                await self._audio_lost(item, lost.error)
+                continue
             self.current = None
             self._emit("finished", item, outcome, detail)
             self._check_idle()
             if outcome in (Outcome.PLAYED, Outcome.SKIPPED) and self._gap_s > 0:
                 await asyncio.sleep(self._gap_s)
+
+    async def _audio_lost(self, item: SpeechItem, error: Exception) -> None:
+        """Keep the interrupted message (first in line) and the queue; wait for the device."""
+        interrupted_by_control = self._current_outcome is not None
+        self.current = None
+        if interrupted_by_control:
+            self._emit("finished", item, self._current_outcome, "")
+        else:
+            item.job = None  # its audio was cut: synthesise it again once the device is back
+            self.queue.push_front(item)
+        if self._recover_audio is None:
+            log.error("audio output failed: %s", error)
+            return
+        await self._recover_audio(error)
 
     async def _speak(self, item: SpeechItem, job: SynthesisJob) -> tuple[Outcome, str]:
         chunks = aiter(job)
@@ -383,11 +414,7 @@ class Speaker:
             return Outcome.FAILED, str(exc)
         except Exception as exc:  # the audio device vanished or broke
             job.cancel()
-            if self._on_audio_error is not None:
-                self._on_audio_error(exc)
-            else:
-                log.error("audio output failed: %s", exc)
-            return Outcome.FAILED, f"audio output failed: {exc}"
+            raise _AudioLost(exc) from exc
         if not started:
             self._emit("started", item)
         if self._current_outcome is not None:

@@ -63,6 +63,7 @@ class RecordingPlayer:
         self.played: list[tuple[str, int]] = []
         self._stop = asyncio.Event()
         self.current = ""
+        self.fail_after_blocks: int | None = None
 
     async def play(
         self,
@@ -79,6 +80,11 @@ class RecordingPlayer:
                 on_started()
                 started = True
             samples += len(chunk)
+            if self.fail_after_blocks is not None:
+                self.fail_after_blocks -= 1
+                if self.fail_after_blocks <= 0:
+                    self.fail_after_blocks = None
+                    raise RuntimeError("device unplugged")
             try:
                 await asyncio.wait_for(self._stop.wait(), self.block_s)
             except TimeoutError:
@@ -114,10 +120,19 @@ class Harness:
         self.worker = EngineWorker(engine)
         self.player = RecordingPlayer()
         self.queue = SpeechQueue(cfg or QueueConfig())
-        self.speaker = Speaker(self.queue, self.worker, self.player, gap_s=0)
+        self.recoveries: list[str] = []
+        self.device_back = asyncio.Event()
+        self.device_back.set()
+        self.speaker = Speaker(
+            self.queue, self.worker, self.player, gap_s=0, recover_audio=self._recover
+        )
         self.events: list[tuple[str, str, str | None]] = []
         self.speaker.add_listener(self._record)
         self.task: asyncio.Task[None] | None = None
+
+    async def _recover(self, error: Exception) -> None:
+        self.recoveries.append(str(error))
+        await self.device_back.wait()
 
     def _record(self, ev: SpeechEvent) -> None:
         self.events.append((ev.kind, ev.item.text, ev.outcome.value if ev.outcome else None))
@@ -341,3 +356,18 @@ async def test_a_hung_synthesis_times_out_and_the_next_message_plays() -> None:
         await asyncio.wait_for(h.speaker.wait_idle(), 10)
         assert h.finished() == [("hangs", "failed"), ("after", "played")]
         assert [t for t, _ in h.player.played] == ["after"]
+
+
+async def test_a_lost_audio_device_keeps_the_queue_and_replays_the_interrupted_message() -> None:
+    async with Harness(ToneEngine(chunks=5)) as h:
+        h.device_back.clear()
+        h.player.fail_after_blocks = 2
+        h.speaker.enqueue(item("interrupted"))
+        h.speaker.enqueue(item("waiting", user="bob"))
+        await h.until(lambda: h.recoveries == ["device unplugged"])
+        # While the device is away nothing is lost: both messages wait, in order.
+        assert [it.text for it in h.queue.snapshot()] == ["interrupted", "waiting"]
+        h.device_back.set()
+        await asyncio.wait_for(h.speaker.wait_idle(), 10)
+        assert h.player.played == [("interrupted", 400), ("waiting", 400)]
+        assert h.finished() == [("interrupted", "played"), ("waiting", "played")]
