@@ -12,12 +12,14 @@ import contextlib
 import logging
 from collections.abc import Callable
 
+from bot.chat import ChatPipeline
+from bot.commands import VoiceCatalog
 from bot.config import Config
 from bot.messages import ChatCleared, ChatMessage, MessageDeleted, ModerationEvent, UserPurged
 from bot.player import AudioPlayer
 from bot.sources.base import ChatSource
-from bot.speech import Speaker, SpeechEvent, SpeechItem, SpeechQueue
-from bot.text import clean_for_speech
+from bot.speech import Speaker, SpeechEvent, SpeechQueue
+from bot.store import Store, StoreError, database_path
 from engine.base import Engine, EngineState
 from engine.worker import EngineWorker
 
@@ -36,6 +38,9 @@ class App:
         worker: The engine thread.
         player: The audio output.
         speaker: The speech queue and its playback loop.
+        store: The state database (voices, mutes, volume/pause/on-off, history).
+        voices: The engine's voice list, cached for chat commands.
+        chat: The message pipeline: commands, filters, triggers, mutes, queueing.
     """
 
     def __init__(
@@ -72,6 +77,11 @@ class App:
             recover_audio=self._recover_audio,
         )
         self.speaker.add_listener(self._log_speech)
+        self.store = Store(database_path(cfg), history_limit=cfg.storage.history_limit)
+        self.voices = VoiceCatalog(self._engine_voices, fallback=self._folder_voices)
+        self.chat = ChatPipeline(
+            cfg, store=self.store, speaker=self.speaker, voices=self.voices, player=self.player
+        )
         self._tasks: set[asyncio.Task[None]] = set()
         self._speaker_task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
@@ -81,7 +91,10 @@ class App:
 
     # -- life cycle -----------------------------------------------------------------
     async def start(self) -> None:
-        """Open the audio device and start the engine thread (loading runs in the background).
+        """Open the database and the audio device, restore the saved state, start the engine.
+
+        Loading the model runs in the background. A database that cannot be used is reported
+        and replaced by an in-memory one, so the stream goes on (changes are not saved then).
 
         Raises:
             bot.devices.AudioDeviceError: No usable output device (the message names
@@ -90,7 +103,13 @@ class App:
         if self._started:
             return
         self._stop = asyncio.Event()
+        try:
+            await self.store.open()
+        except StoreError as exc:
+            log.error("%s; voices, mutes and volume will NOT be saved this session", exc)
+            await self.store.open_memory()
         await self.player.start()
+        self.chat.restore()
         await self.worker.start()
         self._speaker_task = asyncio.create_task(self.speaker.run(), name="speaker")
         self._started = True
@@ -110,6 +129,7 @@ class App:
                 await task
         await self.worker.close()
         await self.player.close()
+        await self.store.close()
         self._started = False
 
     def request_stop(self) -> None:
@@ -156,6 +176,7 @@ class App:
             self._stop.set()
         elif state is EngineState.READY:
             log.info("%s", detail)
+            self.voices.invalidate()  # the loaded engine's own list replaces any folder scan
         elif state in (EngineState.LOADING, EngineState.WARMING):
             log.info("engine %s: %s", state.value, detail)
         if self._extra_state_observer is not None:
@@ -192,26 +213,34 @@ class App:
 
     # -- chat ---------------------------------------------------------------------------
     def voice_for(self, message: ChatMessage) -> str:
-        """The voice a message is spoken in (the source's request, else the default)."""
-        return (message.voice or self.cfg.voices.default).lower()
+        """The voice a message is spoken in: the source's request, the author's, or the default."""
+        return self.chat.voice_for(message)
 
     async def on_message(self, message: ChatMessage) -> None:
-        """Turn a chat message into queued speech; bad input is dropped, never raised."""
+        """Run a message through the pipeline (bot.chat); bad input is dropped, never raised."""
         try:
-            text = clean_for_speech(message.text, self.cfg.chat.max_length)
-            if not text:
-                log.debug("nothing speakable in %s", message.id)
-                return
-            item = SpeechItem(
-                message=message,
-                text=text,
-                voice=self.voice_for(message),
-                priority=1 if message.paid else 0,
-            )
-            if self.speaker.enqueue(item):
+            decision = await self.chat.handle(message)
+            if decision.action == "queued":
                 await self._say_warming(message)
+            else:
+                log.debug("message %s: %s (%s)", message.id, decision.action, decision.reason)
         except Exception:
             log.exception("could not handle message %s", message.id)
+
+    async def _engine_voices(self) -> list[str]:
+        """The engine's usable voices (asked on the engine thread: it is the authority)."""
+        return await self.worker.call(lambda e: [v.name for v in e.voices() if not v.problem])
+
+    async def _folder_voices(self) -> list[str]:
+        """The voice folders on disk, for when the engine is busy loading."""
+        from engine.voices import VoiceLibrary
+
+        library = VoiceLibrary(self.cfg.voices)
+
+        def scan() -> list[str]:
+            return [name for name, spec in library.scan().items() if not spec.problem]
+
+        return await asyncio.to_thread(scan)
 
     async def _say_warming(self, message: ChatMessage) -> None:
         state = self.worker.state
