@@ -1,0 +1,775 @@
+"""The F5-TTS engine: voice cloning from a short reference clip, one chunk of text at a time.
+
+Weights come from the Hugging Face hub (``hf://owner/repo/path``) or local paths, and are
+loaded through f5-tts's own ``load_checkpoint``/``load_vocoder`` code, so tiny test
+checkpoints exercise exactly the path the real ones take. The sampling step sits behind a
+small sampler interface (``StockSampler`` here; ``engine.f5_fast.FastSampler`` on CUDA) so the
+accelerated path can be swapped in without touching the rest.
+
+Each voice's reference (decoded, mixed to mono, loudness-normalised, resampled to 24 kHz,
+turned into a mel spectrogram on the device) is computed once and cached under a hash of the
+clip's content and transcript; a stat check per request notices edited files cheaply.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import logging
+import os
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+import soxr
+import torch
+import yaml
+from torch.overrides import TorchFunctionMode
+
+from bot.config import BUILTIN_VOICE, F5Config, VoicesConfig
+from engine.base import (
+    Audio,
+    Engine,
+    EngineError,
+    EngineState,
+    StopCheck,
+    VoiceError,
+    VoiceInfo,
+)
+from engine.text import (
+    HOP_LENGTH,
+    SAMPLE_RATE,
+    chunk_limit,
+    duration_frames,
+    prepare_reference_text,
+    split_text,
+)
+from engine.voices import VoiceLibrary, VoiceSpec, load_reference, read_transcript
+
+log = logging.getLogger(__name__)
+
+N_MEL = 100
+TARGET_RMS = 0.1
+"""Loudness every reference is normalised to (f5-tts's own target), so voices sound alike."""
+MAX_GAIN = 30.0
+FADE_S = 0.005
+CACHE_ENTRIES = 32
+WARMUP_TEXT = "Warming up the voice."
+_OFFLINE_HINT = (
+    "Run once with internet access to download them, or download them elsewhere and point "
+    "engine.f5.checkpoint, engine.f5.vocab and engine.f5.vocoder in config.yaml at local "
+    "copies (the vocoder as a folder holding config.yaml and pytorch_model.bin)."
+)
+
+
+# -- sampling -------------------------------------------------------------------------------
+
+
+class _FixedNoise(TorchFunctionMode):
+    """Hands a given tensor to CFM.sample's one ``torch.randn`` call (its initial noise).
+
+    A torch function mode is scoped to this thread and this ``with`` block, so f5-tts's
+    sampler runs unmodified while the caller chooses the noise (needed to compare samplers).
+    """
+
+    def __init__(self, noise: torch.Tensor) -> None:
+        super().__init__()
+        self._noise = noise
+        self.used = False
+
+    def __torch_function__(
+        self,
+        func: Any,
+        types: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        kwargs = kwargs or {}
+        if func is torch.randn and not self.used:
+            shape = tuple(int(a) for a in args)
+            if shape != tuple(self._noise.shape[1:]):
+                raise ValueError(
+                    f"noise has shape {tuple(self._noise.shape)}, the sampler needs "
+                    f"[1, {', '.join(map(str, shape))}]"
+                )
+            self.used = True
+            return self._noise[0].to(device=kwargs.get("device"), dtype=kwargs.get("dtype"))
+        return func(*args, **kwargs)
+
+
+class StockSampler:
+    """f5-tts's own flow-matching sampler (``CFM.sample``), behind the sampler interface.
+
+    ``engine.f5_fast.FastSampler`` offers the same constructor and ``sample`` signature; the
+    engine uses whichever applies and does the rest (vocoder, trimming) itself.
+    """
+
+    def __init__(
+        self, cfm: Any, *, nfe_step: int, cfg_strength: float, sway_sampling_coef: float
+    ) -> None:
+        """Wrap a loaded ``f5_tts.model.CFM``.
+
+        Args:
+            cfm: The model, already on its device and in its dtype.
+            nfe_step: Number of ODE steps (function evaluations).
+            cfg_strength: Classifier-free guidance strength.
+            sway_sampling_coef: Sway sampling coefficient for the time steps.
+        """
+        self.cfm = cfm
+        self.nfe_step = nfe_step
+        self.cfg_strength = cfg_strength
+        self.sway_sampling_coef = sway_sampling_coef
+
+    def sample(
+        self,
+        cond: torch.Tensor,
+        text_ids: torch.Tensor,
+        duration: int,
+        noise: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Generate the mel spectrogram of reference + new speech.
+
+        Args:
+            cond: Reference mel, [1, T_ref, n_mel], in the model's dtype on its device.
+            text_ids: Reference + new text as f5's ``list_str_to_idx`` ids, [1, T_text] long.
+            duration: Total frames including the reference. CFM.sample raises it to at
+                least ``max(T_text, T_ref) + 1``; callers pass at least that.
+            noise: Initial noise [1, duration, n_mel]; drawn from torch's RNG when None.
+
+        Returns:
+            The mel [1, duration, n_mel] whose first T_ref frames equal ``cond``.
+        """
+        kwargs: dict[str, Any] = {
+            "cond": cond,
+            "text": text_ids,
+            "duration": duration,
+            "steps": self.nfe_step,
+            "cfg_strength": self.cfg_strength,
+            "sway_sampling_coef": self.sway_sampling_coef,
+        }
+        if noise is None:
+            out, trajectory = self.cfm.sample(**kwargs)
+        else:
+            mode = _FixedNoise(noise)
+            with mode:
+                out, trajectory = self.cfm.sample(**kwargs)
+            if not mode.used:
+                raise RuntimeError("CFM.sample drew no noise; f5-tts changed, update _FixedNoise")
+        del trajectory
+        result: torch.Tensor = out
+        return result
+
+
+# -- model description and weights ----------------------------------------------------------
+
+
+def model_architecture(model: str | Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The backbone class name and its arguments for ``engine.f5.model``.
+
+    Args:
+        model: An f5-tts config name (``f5_tts/configs/<name>.yaml`` in the installed
+            package, e.g. ``F5TTS_v1_Base``) or a mapping of DiT arguments.
+
+    Raises:
+        EngineError: Unknown config name, a config that is not a vocos mel model, or
+            arguments the engine sets itself.
+    """
+    if not isinstance(model, str):
+        arch = dict(model)
+        backbone = str(arch.pop("backbone", "DiT"))
+    else:
+        configs = importlib.resources.files("f5_tts").joinpath("configs")
+        path = configs.joinpath(f"{model}.yaml")
+        if not path.is_file():
+            names = sorted(
+                p.name.removesuffix(".yaml") for p in configs.iterdir() if p.name.endswith(".yaml")
+            )
+            raise EngineError(
+                f"engine.f5.model: f5-tts has no model config {model!r} "
+                f"(installed: {', '.join(names)}); or give a mapping of DiT arguments"
+            )
+        spec = yaml.safe_load(path.read_text(encoding="utf-8"))["model"]
+        mel = spec.get("mel_spec", {})
+        if mel.get("mel_spec_type", "vocos") != "vocos" or mel.get("n_mel_channels", 100) != N_MEL:
+            raise EngineError(f"engine.f5.model: {model} is not a 100-band vocos model")
+        backbone = str(spec["backbone"])
+        arch = dict(spec["arch"])
+    for key in ("text_num_embeds", "mel_dim"):
+        if key in arch:
+            raise EngineError(
+                f"engine.f5.model: remove {key!r}; it comes from the vocab and the mel settings"
+            )
+    if backbone not in {"DiT", "UNetT", "MMDiT"}:
+        raise EngineError(f"engine.f5.model: unknown backbone {backbone!r} (DiT, UNetT, MMDiT)")
+    return backbone, arch
+
+
+@dataclass(frozen=True, slots=True)
+class WeightFiles:
+    """Local paths of everything the engine loads."""
+
+    checkpoint: Path
+    vocab: Path
+    vocoder: Path
+    """A folder holding config.yaml and pytorch_model.bin."""
+
+
+def _offline() -> bool:
+    """HF_HUB_OFFLINE as set now (huggingface_hub itself only reads it at import)."""
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _hub_file(repo_id: str, filename: str) -> Path:
+    """Fetch one file from the hub cache, downloading it (with a progress bar) if needed."""
+    from huggingface_hub import hf_hub_download
+
+    path = hf_hub_download(
+        repo_id=repo_id,
+        filename=filename,
+        local_files_only=_offline(),
+        cache_dir=os.environ.get("HF_HUB_CACHE") or None,
+    )
+    return Path(path)
+
+
+def resolve_weights(f5: F5Config, progress: Callable[[str], None] | None = None) -> WeightFiles:
+    """Find (or download) the checkpoint, vocab and vocoder named by ``engine.f5``.
+
+    Every missing file is collected first, so the one error lists all of them together
+    with the config keys that can point at local copies.
+
+    Raises:
+        EngineError: When any file is missing locally and cannot be downloaded.
+    """
+    missing: list[str] = []
+
+    def fetch(key: str, location: str) -> Path | None:
+        if not location.startswith("hf://"):
+            path = Path(location)
+            if not path.is_file():
+                missing.append(f"engine.f5.{key}: {path} does not exist")
+                return None
+            return path
+        repo = "/".join(location.removeprefix("hf://").split("/")[:2])
+        filename = location.removeprefix(f"hf://{repo}/")
+        if progress is not None:
+            progress(f"fetching {location} (downloaded on first use)")
+        try:
+            return _hub_file(repo, filename)
+        except Exception as exc:  # the hub client raises many types when offline
+            missing.append(f"engine.f5.{key}: {location} ({_hub_reason(exc)})")
+            return None
+
+    checkpoint = fetch("checkpoint", f5.checkpoint)
+    vocab = fetch("vocab", f5.vocab)
+    vocoder: Path | None = Path(f5.vocoder)
+    if Path(f5.vocoder).is_absolute():
+        folder = Path(f5.vocoder)
+        absent = [n for n in ("config.yaml", "pytorch_model.bin") if not (folder / n).is_file()]
+        if absent:
+            missing.append(f"engine.f5.vocoder: {f5.vocoder} lacks {' and '.join(absent)}")
+            vocoder = None
+    else:
+        if progress is not None:
+            progress(f"fetching the vocoder {f5.vocoder} (downloaded on first use)")
+        try:
+            config = _hub_file(f5.vocoder, "config.yaml")
+            weights = _hub_file(f5.vocoder, "pytorch_model.bin")
+            vocoder = config.parent
+            if weights.parent != vocoder:
+                raise EngineError("hub cache holds the vocoder files in two folders")
+        except Exception as exc:  # the hub client raises many types when offline
+            missing.append(
+                f"engine.f5.vocoder: hub repo {f5.vocoder} (config.yaml, pytorch_model.bin: "
+                f"{_hub_reason(exc)})"
+            )
+            vocoder = None
+    if missing or checkpoint is None or vocab is None or vocoder is None:
+        offline = " (offline mode is on: HF_HUB_OFFLINE)" if _offline() else ""
+        raise EngineError(
+            f"F5-TTS weights are missing{offline}:\n  - "
+            + "\n  - ".join(missing)
+            + "\n"
+            + _OFFLINE_HINT
+        )
+    return WeightFiles(checkpoint, vocab, vocoder)
+
+
+def _hub_reason(exc: BaseException) -> str:
+    name = type(exc).__name__
+    if name in {"LocalEntryNotFoundError", "OfflineModeIsEnabled"} or _offline():
+        return "not in the local Hugging Face cache and the hub cannot be reached"
+    if name in {"RepositoryNotFoundError", "RemoteEntryNotFoundError", "EntryNotFoundError"}:
+        return "no such file on the hub"
+    text = str(exc).strip().splitlines()
+    return f"{name}: {text[-1][:160]}" if text else name
+
+
+# -- cached references ----------------------------------------------------------------------
+
+
+@dataclass
+class CacheStats:
+    """Counters proving what the reference cache did (tests and the status panel read them).
+
+    Attributes:
+        stat_checks: Requests that checked the files' stat (cheap, every request).
+        file_reads: Times a clip's bytes were read from disk.
+        preprocessed: Times a reference was decoded, normalised, resampled and turned into mel.
+        hits: Requests served from the cache.
+    """
+
+    stat_checks: int = 0
+    file_reads: int = 0
+    preprocessed: int = 0
+    hits: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """A voice's conditioning, ready on the device.
+
+    Attributes:
+        key: Hash of the clip's bytes and transcript.
+        cond: Reference mel [1, frames, n_mel] in the model's dtype on its device.
+        frames: Mel frames of the reference.
+        seconds: Reference length in seconds (24 kHz samples / 24000).
+        transcript: The words spoken in the (possibly trimmed) reference.
+        text: ``transcript`` formatted as f5-tts conditions on it.
+    """
+
+    key: str
+    cond: torch.Tensor
+    frames: int
+    seconds: float
+    transcript: str
+    text: str
+
+
+_Signature = tuple[tuple[int, int, int], ...]
+
+
+class _ReferenceCache:
+    """Content-keyed reference tensors with a per-voice stat shortcut."""
+
+    def __init__(self, prepare: Callable[[bytes, str, str], Reference]) -> None:
+        self._prepare = prepare
+        self._entries: OrderedDict[str, Reference] = OrderedDict()
+        self._seen: dict[Path, tuple[_Signature, str]] = {}
+        self.stats = CacheStats()
+
+    def get(self, spec: VoiceSpec) -> Reference:
+        files = [spec.clip] + ([spec.transcript_file] if spec.transcript_file else [])
+        self.stats.stat_checks += 1
+        try:
+            signature = tuple(_stat(p) for p in files)
+        except OSError as exc:
+            raise VoiceError(f"voice {spec.name!r}: cannot read {exc.filename}") from None
+        seen = self._seen.get(spec.clip)
+        if seen is not None and seen[0] == signature and seen[1] in self._entries:
+            self.stats.hits += 1
+            self._entries.move_to_end(seen[1])
+            return self._entries[seen[1]]
+        try:
+            data = spec.clip.read_bytes()
+        except OSError as exc:
+            raise VoiceError(f"voice {spec.name!r}: cannot read {spec.clip.name}") from exc
+        self.stats.file_reads += 1
+        transcript = (
+            read_transcript(spec.transcript_file)
+            if spec.transcript_file is not None
+            else spec.transcript or ""
+        )
+        digest = hashlib.sha256(data)
+        digest.update(b"\0" + transcript.encode("utf-8"))
+        key = digest.hexdigest()
+        ref = self._entries.get(key)
+        if ref is None:
+            ref = self._prepare(data, transcript, f"{spec.name}/{spec.clip.name}")
+            self.stats.preprocessed += 1
+            self._entries[key] = ref
+            while len(self._entries) > CACHE_ENTRIES:
+                self._entries.popitem(last=False)
+        else:
+            self.stats.hits += 1
+            self._entries.move_to_end(key)
+        self._seen[spec.clip] = (signature, key)
+        return ref
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._seen.clear()
+
+
+def _stat(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+# -- the engine -----------------------------------------------------------------------------
+
+
+class ChunkPlan(NamedTuple):
+    """One piece of a message and the number of mel frames it will be given."""
+
+    text: str
+    frames: int
+
+    @property
+    def samples(self) -> int:
+        """Output samples at 24 kHz for this piece."""
+        return self.frames * HOP_LENGTH
+
+
+class F5Engine(Engine):
+    """F5-TTS behind the engine interface.
+
+    Construction is free; ``load()`` resolves and loads the weights, picks the sampler and
+    warms up. Only the engine thread calls the engine after that.
+    """
+
+    name = "f5"
+    sample_rate = SAMPLE_RATE
+
+    def __init__(
+        self,
+        f5: F5Config,
+        voices: VoicesConfig,
+        device: Literal["auto", "cuda", "cpu"] = "auto",
+    ) -> None:
+        """Remember the settings; nothing is loaded until ``load()``."""
+        self._f5 = f5
+        self._device_choice = device
+        self.library = VoiceLibrary(voices)
+        self.device: torch.device | None = None
+        self.dtype: torch.dtype | None = None
+        self.cfm: Any = None
+        self.vocoder: Any = None
+        self.sampler: Any = None
+        self.chunks_generated = 0
+        self._cache = _ReferenceCache(self._prepare_reference)
+        self._to_ids: Callable[[str], torch.Tensor] | None = None
+
+    @property
+    def cache_stats(self) -> CacheStats:
+        """What the reference cache did so far."""
+        return self._cache.stats
+
+    # -- loading ----------------------------------------------------------------------------
+    def _pick_device(self) -> torch.device:
+        choice = self._device_choice
+        if choice == "cpu":
+            return torch.device("cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if choice == "cuda":
+            raise EngineError(
+                "engine.device is 'cuda' but no CUDA GPU is usable "
+                f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'none'}); "
+                "set engine.device to auto or cpu, or install a CUDA build of torch"
+            )
+        return torch.device("cpu")
+
+    def _pick_dtype(self, device: torch.device) -> torch.dtype:
+        precision = self._f5.precision
+        if device.type != "cuda":
+            if precision == "fp16":
+                log.warning("engine.f5.precision fp16 needs CUDA; using fp32 on the CPU")
+            return torch.float32
+        return torch.float32 if precision == "fp32" else torch.float16
+
+    def load(self, progress: Callable[[EngineState, str], None]) -> None:
+        """Resolve and load the weights, choose the sampler and run a warm-up synthesis.
+
+        Raises:
+            EngineError: Missing weights (saying which files and which config keys point at
+                local copies), a checkpoint that does not fit ``engine.f5.model``, or no GPU
+                when ``engine.device`` is ``cuda``.
+        """
+        device = self._pick_device()
+        dtype = self._pick_dtype(device)
+        backbone, arch = model_architecture(self._f5.model)
+        files = resolve_weights(self._f5, lambda msg: progress(EngineState.LOADING, msg))
+        progress(EngineState.LOADING, f"loading F5-TTS on {device.type} ({_dtype_name(dtype)})")
+        self.cfm = _load_cfm(backbone, arch, files, device, dtype)
+        self.vocoder = _load_vocoder(files.vocoder, device)
+        self._to_ids = _text_to_ids(self.cfm.vocab_char_map, device)
+        self.device, self.dtype = device, dtype
+        self.sampler = self._make_sampler(device)
+        self._cache.clear()
+        progress(EngineState.WARMING, "warming up F5-TTS")
+        self._warm_up()
+
+    def _make_sampler(self, device: torch.device) -> Any:
+        kwargs: dict[str, Any] = {
+            "nfe_step": self._f5.nfe_step,
+            "cfg_strength": self._f5.cfg_strength,
+            "sway_sampling_coef": self._f5.sway_sampling_coef,
+        }
+        if device.type == "cuda" and self._f5.fast:
+            try:
+                from engine.f5_fast import FastSampler  # type: ignore[import-not-found,unused-ignore]
+
+                return FastSampler(self.cfm, **kwargs)
+            except ImportError:
+                log.info("the accelerated sampler is not available; using f5-tts's own")
+            except Exception:
+                log.exception("the accelerated sampler failed to start; using f5-tts's own")
+        return StockSampler(self.cfm, **kwargs)
+
+    def _warm_up(self) -> None:
+        """One synthesis so kernels, allocators and the default voice's cache are ready."""
+        try:
+            ref = self._cache.get(self._resolve_voice(self.library.default_name))
+        except VoiceError as exc:
+            log.warning("warming up without a voice: %s", exc)
+            ref = self._silent_reference()
+        for _ in self._generate(ref, self._plan(ref, WARMUP_TEXT), lambda: False, None):
+            pass
+
+    def _silent_reference(self) -> Reference:
+        """A near-silent 1 s reference, so warm-up works even when no voice is usable."""
+        noise = np.random.default_rng(0).normal(0, 1e-3, SAMPLE_RATE).astype(np.float32)
+        return self._reference_from_audio(noise, "warm-up", "Hello.")
+
+    # -- voices ------------------------------------------------------------------------------
+    def voices(self) -> list[VoiceInfo]:
+        """Every voice found (scanning the folder again), with problems and notes."""
+        infos = []
+        for spec in self.library.scan().values():
+            if spec.builtin:
+                description = "f5-tts's packaged English sample (built in)"
+            else:
+                description = f"{spec.clip.parent.name}/{spec.clip.name}"
+            if spec.note:
+                description += f"; {spec.note}"
+            infos.append(VoiceInfo(spec.name, description, spec.problem))
+        return infos
+
+    def _resolve_voice(self, name: str) -> VoiceSpec:
+        """The voice to speak with: unknown names fall back to the default (logged)."""
+        spec = self.library.lookup(name)
+        if spec is None:
+            default = self.library.lookup(self.library.default_name)
+            if default is None or default.problem is not None:
+                builtin = self.library.lookup(BUILTIN_VOICE)
+                default = builtin if builtin is not None else default
+            if default is None:
+                raise VoiceError(f"no voice named {name[:40]!r} and no default voice")
+            log.warning("unknown voice %r: speaking with %r instead", name[:40], default.name)
+            spec = default
+        if spec.problem is not None:
+            raise VoiceError(f"voice {spec.name!r} cannot be used: {spec.problem}")
+        return spec
+
+    def reference(self, voice: str) -> Reference:
+        """The cached conditioning for ``voice`` (after the unknown-voice fallback)."""
+        self._require_loaded()
+        return self._cache.get(self._resolve_voice(voice))
+
+    def _prepare_reference(self, data: bytes, transcript: str, where: str) -> Reference:
+        audio = load_reference(data, transcript, where)
+        samples = audio.samples
+        if audio.sample_rate != SAMPLE_RATE:
+            samples = soxr.resample(samples, audio.sample_rate, SAMPLE_RATE, quality="HQ")
+        return self._reference_from_audio(
+            np.asarray(samples, dtype=np.float32), where, audio.transcript
+        )
+
+    def _reference_from_audio(self, samples: Audio, where: str, transcript: str) -> Reference:
+        """Loudness-normalise 24 kHz mono samples and compute their mel on the device."""
+        rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
+        if rms <= 0.0:
+            raise VoiceError(f"{where} is silent")
+        samples = samples * np.float32(min(MAX_GAIN, TARGET_RMS / rms))
+        assert self.device is not None
+        assert self.dtype is not None
+        with torch.inference_mode():
+            wave = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
+            wave = wave.unsqueeze(0).to(self.device)
+            mel = self.cfm.mel_spec(wave).permute(0, 2, 1).to(self.dtype).contiguous()
+        digest = hashlib.sha256(samples.tobytes() + transcript.encode("utf-8")).hexdigest()
+        return Reference(
+            key=digest,
+            cond=mel,
+            frames=int(mel.shape[1]),
+            seconds=len(samples) / SAMPLE_RATE,
+            transcript=transcript,
+            text=prepare_reference_text(transcript),
+        )
+
+    # -- synthesis ---------------------------------------------------------------------------
+    def _require_loaded(self) -> None:
+        if self.cfm is None or self.sampler is None:
+            raise EngineError("the F5 engine is not loaded")
+
+    def _plan(self, ref: Reference, text: str) -> list[ChunkPlan]:
+        assert self._to_ids is not None
+        limit = chunk_limit(ref.text, ref.seconds, self._f5.max_chunk_chars, self._f5.speed)
+        plans = []
+        for piece in split_text(text, limit):
+            frames = duration_frames(piece, ref.transcript, ref.seconds, self._f5.speed)
+            # CFM.sample never generates fewer frames than text tokens + 1; plan the same.
+            tokens = int(self._to_ids(ref.text + piece).shape[1])
+            frames = max(frames, tokens + 1 - ref.frames)
+            plans.append(ChunkPlan(piece, frames))
+        return plans
+
+    def plan(self, text: str, voice: str) -> list[ChunkPlan]:
+        """How ``text`` will be split and how many frames each piece gets, in ``voice``."""
+        return self._plan(self.reference(voice), text)
+
+    def synthesize(self, text: str, voice: str, should_stop: StopCheck) -> Iterator[Audio]:
+        """Speak ``text`` in ``voice``, one chunk per text piece, each yielded when ready.
+
+        Raises:
+            VoiceError: The voice (or, for unknown names, the default) cannot be used.
+            EngineError: The engine is not loaded.
+        """
+        ref = self.reference(voice)
+        generator = None
+        if self._f5.seed is not None:
+            assert self.device is not None
+            generator = torch.Generator(device=self.device).manual_seed(self._f5.seed)
+        yield from self._generate(ref, self._plan(ref, text), should_stop, generator)
+
+    def _generate(
+        self,
+        ref: Reference,
+        plans: list[ChunkPlan],
+        should_stop: StopCheck,
+        generator: torch.Generator | None,
+    ) -> Iterator[Audio]:
+        assert self._to_ids is not None
+        assert self.dtype is not None
+        for plan in plans:
+            if should_stop():
+                return
+            ids = self._to_ids(ref.text + plan.text)
+            duration = ref.frames + plan.frames
+            noise = None
+            if generator is not None:
+                noise = torch.randn(
+                    (1, duration, N_MEL),
+                    generator=generator,
+                    device=ref.cond.device,
+                    dtype=self.dtype,
+                )
+            with torch.inference_mode():
+                mel = self.sampler.sample(ref.cond, ids, duration, noise)
+                generated = mel[:, ref.frames :, :].float().permute(0, 2, 1)
+                wave = self.vocoder.decode(generated)
+            audio = wave.squeeze(0).float().cpu().numpy().astype(np.float32, copy=False)
+            self.chunks_generated += 1
+            yield _fade(audio)
+
+    def close(self) -> None:
+        """Drop the model, vocoder and cached tensors (freeing GPU memory)."""
+        self._cache.clear()
+        on_cuda = self.device is not None and self.device.type == "cuda"
+        self.cfm = self.vocoder = self.sampler = None
+        self._to_ids = None
+        if on_cuda:
+            torch.cuda.empty_cache()
+
+
+def _fade(audio: Audio) -> Audio:
+    """Short raised-cosine fades so chunk edges never click."""
+    n = min(len(audio) // 2, round(FADE_S * SAMPLE_RATE))
+    if n > 0:
+        ramp = (0.5 - 0.5 * np.cos(np.linspace(0.0, np.pi, n, dtype=np.float32))).astype(np.float32)
+        audio = audio.copy()
+        audio[:n] *= ramp
+        audio[-n:] *= ramp[::-1]
+    return audio
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return "fp16" if dtype == torch.float16 else "fp32"
+
+
+def _text_to_ids(vocab: dict[str, int], device: torch.device) -> Callable[[str], torch.Tensor]:
+    """f5-tts's own text front end: pinyin/char conversion, then ``list_str_to_idx``."""
+    from f5_tts.model.utils import convert_char_to_pinyin, list_str_to_idx
+
+    def to_ids(text: str) -> torch.Tensor:
+        ids: torch.Tensor = list_str_to_idx(convert_char_to_pinyin([text]), vocab)
+        return ids.to(device)
+
+    return to_ids
+
+
+def _load_cfm(
+    backbone: str,
+    arch: dict[str, Any],
+    files: WeightFiles,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> Any:
+    """Build the CFM model as f5-tts's ``load_model`` does, then ``load_checkpoint`` it.
+
+    ``load_model`` itself always picks fp16 on CUDA; building the same objects here lets
+    ``engine.f5.precision`` choose the dtype before the weights are cast.
+    """
+    import f5_tts.model as f5_model
+    from f5_tts.infer import utils_infer
+    from f5_tts.model.utils import get_tokenizer
+
+    try:
+        vocab_char_map, vocab_size = get_tokenizer(str(files.vocab), "custom")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EngineError(f"engine.f5.vocab: cannot read {files.vocab}: {exc}") from None
+    if vocab_size == 0:
+        raise EngineError(f"engine.f5.vocab: {files.vocab} is empty")
+    try:
+        transformer = getattr(f5_model, backbone)(
+            **arch, text_num_embeds=vocab_size, mel_dim=utils_infer.n_mel_channels
+        )
+    except TypeError as exc:
+        raise EngineError(f"engine.f5.model: bad {backbone} arguments: {exc}") from None
+    cfm = f5_model.CFM(
+        transformer=transformer,
+        mel_spec_kwargs={
+            "n_fft": utils_infer.n_fft,
+            "hop_length": utils_infer.hop_length,
+            "win_length": utils_infer.win_length,
+            "n_mel_channels": utils_infer.n_mel_channels,
+            "target_sample_rate": utils_infer.target_sample_rate,
+            "mel_spec_type": "vocos",
+        },
+        odeint_kwargs={"method": utils_infer.ode_method},
+        vocab_char_map=vocab_char_map,
+    ).to(device)
+    try:
+        cfm = utils_infer.load_checkpoint(
+            cfm, str(files.checkpoint), str(device), dtype=dtype, use_ema=True
+        )
+    except Exception as exc:  # safetensors, torch.load and load_state_dict raise many types
+        reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else repr(exc)
+        raise EngineError(
+            f"engine.f5.checkpoint: cannot load {files.checkpoint}: {reason} "
+            "(does engine.f5.model describe this checkpoint, and engine.f5.vocab belong to it?)"
+        ) from None
+    return cfm.eval()
+
+
+def _load_vocoder(folder: Path, device: torch.device) -> Any:
+    """Load Vocos with f5-tts's ``load_vocoder`` from a local folder.
+
+    The vocoder stays fp32: fp16 Vocos runs complex-half STFT code that torch marks
+    experimental.
+    """
+    from f5_tts.infer.utils_infer import load_vocoder
+
+    try:
+        vocoder = load_vocoder(
+            vocoder_name="vocos", is_local=True, local_path=str(folder), device=str(device)
+        )
+    except Exception as exc:  # yaml, torch.load and load_state_dict raise many types
+        reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else repr(exc)
+        raise EngineError(f"engine.f5.vocoder: cannot load {folder}: {reason}") from None
+    return vocoder.float().eval()
