@@ -13,7 +13,7 @@ Why it is built this way:
   chunked result equals a one-shot resample, with no seams at chunk boundaries.
 * The PortAudio callback runs on a real-time thread. It only copies from a lock-protected
   buffer and reports progress with ``loop.call_soon_threadsafe``; it never waits on the event
-  loop, and the event loop never polls it.
+  loop. The loop only looks once a second whether callbacks still arrive (a hung device).
 * :meth:`AudioPlayer.play` returns only once the last sample has been played by the device (it
   compares the stream clock with the time PortAudio said that sample reaches the DAC), so the
   next message's gap is measured from the real end of speech and closing cannot cut the tail.
