@@ -42,7 +42,19 @@ def _parser() -> argparse.ArgumentParser:
     say.add_argument("--voice", default=None, help="voice name (default: voices.default)")
     say.add_argument("--out", type=Path, default=None, help="write a WAV file instead of playing")
     sub.add_parser("devices", help="list audio output devices and their rates")
-    sub.add_parser("voices", help="list the voices found, with problems if any")
+    voices = sub.add_parser("voices", help="list the voices found, with problems if any")
+    voices_sub = voices.add_subparsers(dest="voices_command")
+    add = voices_sub.add_parser("add", help="import a clip as a new voice (checked and converted)")
+    add.add_argument("name", help="the voice's name: letters, digits, '-' or '_'")
+    add.add_argument("clip", type=Path, help="audio file: WAV, FLAC, OGG, MP3 ...")
+    add.add_argument("--text", default=None, help="the exact words spoken in the clip")
+    add.add_argument("--yes", action="store_true", help="accept a recognised transcript")
+    add.add_argument("--force", action="store_true", help="replace a voice of that name")
+    test = voices_sub.add_parser("test", help="speak a line in one voice")
+    test.add_argument("name", help="voice name")
+    test.add_argument("text", nargs="?", default=None, help="what to say")
+    test.add_argument("--out", type=Path, default=None, help="write a WAV file instead")
+    sub.add_parser("doctor", help="check everything the bot needs and say what to fix")
     return parser
 
 
@@ -72,9 +84,12 @@ def _load(path: Path | None) -> Config:
 async def _run_bot(cfg: Config) -> int:
     from bot.app import App
     from bot.devices import AudioDeviceError
+    from bot.progress import load_progress
     from bot.sources.terminal import TerminalSource
 
-    app = App(cfg)
+    progress = load_progress(cfg)
+    await progress.start()
+    app = App(cfg, on_engine_state=progress)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -84,6 +99,7 @@ async def _run_bot(cfg: Config) -> int:
     except AudioDeviceError as exc:
         log.error("%s", exc)
         await app.close()
+        await progress.close()
         return 2
     source = TerminalSource()
     log.info("reading chat from the terminal: type a line and press Enter (Ctrl-C quits)")
@@ -91,12 +107,14 @@ async def _run_bot(cfg: Config) -> int:
         return await app.run(source)
     finally:
         await app.close()
+        await progress.close()
 
 
 async def _say(cfg: Config, text: str, voice: str | None, out: Path | None) -> int:
     from engine.factory import create_engine
 
     from bot.player import AudioPlayer
+    from bot.progress import load_progress
     from bot.text import clean_for_speech
     from engine.base import Engine, EngineState
     from engine.worker import EngineWorker, SynthesisFailed
@@ -105,7 +123,9 @@ async def _say(cfg: Config, text: str, voice: str | None, out: Path | None) -> i
     if not spoken:
         log.error("nothing speakable in %r", text)
         return 2
-    worker = EngineWorker(create_engine(cfg))
+    progress = load_progress(cfg, announce=True)
+    await progress.start()
+    worker = EngineWorker(create_engine(cfg), on_state=progress)
     player: AudioPlayer | None = None
     try:
         if out is None:
@@ -137,6 +157,7 @@ async def _say(cfg: Config, text: str, voice: str | None, out: Path | None) -> i
         return 0
     finally:
         await worker.close()
+        await progress.close()
         if player is not None:
             await player.close()
 
@@ -185,6 +206,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ishowtts`` console script and ``python -m bot``."""
     args = _parser().parse_args(argv)
     _setup_logging(args.verbose)
+    if args.command == "doctor":
+        from bot.doctor import doctor_command
+
+        return doctor_command(args.config)
     try:
         cfg = _load(args.config)
     except ConfigError as exc:
@@ -198,6 +223,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_say(cfg, args.text, args.voice, args.out))
         if command == "devices":
             return _devices()
+        if command == "voices" and args.voices_command == "add":
+            from bot.voice_import import add_voice_command
+
+            return add_voice_command(
+                cfg.voices, args.name, args.clip, args.text, yes=args.yes, force=args.force
+            )
+        if command == "voices" and args.voices_command == "test":
+            from bot.voice_import import DEFAULT_TEST_LINE, voice_problem
+
+            problem = voice_problem(cfg.voices, args.name)
+            if problem is not None:
+                print(f"ishowtts: {problem}", file=sys.stderr)
+                return 2
+            line = args.text or DEFAULT_TEST_LINE.format(name=args.name)
+            return asyncio.run(_say(cfg, line, args.name, args.out))
         if command == "voices":
             return _voices(cfg)
     except KeyboardInterrupt:
