@@ -12,7 +12,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from bot.chat import ChatPipeline
+from bot.chat import ChatPipeline, Decision
 from bot.commands import VoiceCatalog
 from bot.config import Config
 from bot.messages import ChatCleared, ChatMessage, MessageDeleted, ModerationEvent, UserPurged
@@ -20,6 +20,7 @@ from bot.player import AudioPlayer
 from bot.sources.base import ChatSource
 from bot.speech import Speaker, SpeechEvent, SpeechQueue
 from bot.store import Store, StoreError, database_path
+from bot.web import WebServer
 from engine.base import Engine, EngineState
 from engine.worker import EngineWorker
 
@@ -41,6 +42,7 @@ class App:
         store: The state database (voices, mutes, volume/pause/on-off, history).
         voices: The engine's voice list, cached for chat commands.
         chat: The message pipeline: commands, filters, triggers, mutes, queueing.
+        web: The OBS overlay and control panel server (None when ``web.enabled`` is off).
     """
 
     def __init__(
@@ -82,6 +84,20 @@ class App:
         self.chat = ChatPipeline(
             cfg, store=self.store, speaker=self.speaker, voices=self.voices, player=self.player
         )
+        self.web: WebServer | None = None
+        if cfg.web.enabled:
+            from bot.sources.terminal import local_user
+            from bot.web.token import state_dir
+
+            self.web = WebServer(
+                cfg,
+                state_dir=state_dir(cfg.storage),
+                speaker=self.speaker,
+                engine=self.worker,
+                controls=self.chat,
+                submit=self.submit,
+                local_user=local_user,
+            )
         self._tasks: set[asyncio.Task[None]] = set()
         self._speaker_task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
@@ -110,12 +126,16 @@ class App:
             await self.store.open_memory()
         await self.player.start()
         self.chat.restore()
+        if self.web is not None:
+            await self.web.start()  # before the engine, so the panel shows it loading
         await self.worker.start()
         self._speaker_task = asyncio.create_task(self.speaker.run(), name="speaker")
         self._started = True
 
     async def close(self) -> None:
         """Stop speaking, stop the engine thread and close the audio device."""
+        if self.web is not None:
+            await self.web.close()
         self.speaker.clear(include_current=True)
         if self._speaker_task is not None:
             self._speaker_task.cancel()
@@ -179,6 +199,8 @@ class App:
             self.voices.invalidate()  # the loaded engine's own list replaces any folder scan
         elif state in (EngineState.LOADING, EngineState.WARMING):
             log.info("engine %s: %s", state.value, detail)
+        if self.web is not None:
+            self.web.on_engine_state(state, detail)
         if self._extra_state_observer is not None:
             self._extra_state_observer(state, detail)
 
@@ -218,14 +240,25 @@ class App:
 
     async def on_message(self, message: ChatMessage) -> None:
         """Run a message through the pipeline (bot.chat); bad input is dropped, never raised."""
+        await self.submit(message)
+
+    async def submit(self, message: ChatMessage) -> Decision | None:
+        """``on_message`` that also says what became of the message (None: handling failed).
+
+        The web panel's test line and the HTTP ingest use it to answer their caller.
+        """
         try:
             decision = await self.chat.handle(message)
             if decision.action == "queued":
                 await self._say_warming(message)
             else:
                 log.debug("message %s: %s (%s)", message.id, decision.action, decision.reason)
+                if decision.action == "command" and self.web is not None:
+                    self.web.changed()  # volume, pause, mutes... may have changed
+            return decision
         except Exception:
             log.exception("could not handle message %s", message.id)
+            return None
 
     async def _engine_voices(self) -> list[str]:
         """The engine's usable voices (asked on the engine thread: it is the authority)."""

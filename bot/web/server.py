@@ -1,0 +1,818 @@
+"""The OBS overlay and the local control panel, served by aiohttp beside the bot.
+
+* ``/overlay`` is a browser source: a transparent page that shows who is speaking and what,
+  exactly while the audio plays. It needs no token (OBS cannot send one, and it only shows
+  what the stream already hears).
+* ``/`` is the control panel: now playing, the queue, history, engine state, and every
+  control action. Its data and actions need the token kept in the state folder.
+* ``/api/ingest`` lets other stream tools feed messages through the same pipeline as chat.
+
+Both pages get live updates over WebSockets. Each client is sent the *latest* state whenever
+something changed rather than every event, so a slow browser never builds a backlog and a
+burst of chat costs one message per client.
+
+Every action calls the same code as the chat commands: the pipeline's ``set_paused`` /
+``set_volume`` / ``set_enabled``, the speaker's ``skip`` / ``clear``, and ``bot.actions`` for
+mutes and removing one item. Messages (the panel's test line, ingested ones) go through
+``App.on_message``, so filters, mutes and the queue's rules apply to them as to chat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from aiohttp import WSMsgType, web
+
+from bot.actions import mute_user, remove_item, unmute_user
+from bot.chat import Decision
+from bot.commands import CommandError, Controls, format_duration, parse_duration, parse_login
+from bot.config import VOICE_NAME_RE, Config, TtsConfig
+from bot.filters import speakable_name
+from bot.messages import ChatMessage, ChatUser
+from bot.speech import Outcome, Speaker, SpeechEvent, SpeechItem
+from bot.store import StoreError
+from bot.web.token import TOKEN_FILE_NAME, TokenError, load_or_create_token, tokens_match
+from engine.base import EngineState
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).with_name("static")
+MAX_BODY_BYTES = 64 * 1024
+MAX_TEXT_CHARS = 5000
+MAX_NAME_CHARS = 64
+SEND_TIMEOUT_S = 5.0
+_LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+_LOGIN_CHARS_RE = re.compile(r"[^a-z0-9_]+")
+
+PANEL_USER_LOGIN = "panel"
+"""Who mutes from the panel, as kept in the database (``muted_by``)."""
+
+
+class EngineStatus(Protocol):
+    """What the panel shows of the engine thread (``engine.worker.EngineWorker``)."""
+
+    @property
+    def state(self) -> EngineState:
+        """Loading, warming, ready, error or stopped."""
+        ...
+
+    @property
+    def state_detail(self) -> str:
+        """A sentence about the state (the error message when it failed)."""
+        ...
+
+
+Submit = Callable[[ChatMessage], Awaitable[object]]
+"""``App.on_message``: runs a message through the chat pipeline."""
+
+
+class ApiError(Exception):
+    """A request the API refuses; ``status`` and the message go back as JSON."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(eq=False)
+class _Feed:
+    """One WebSocket client, sent the latest rendering of its page's state when it changes."""
+
+    ws: web.WebSocketResponse
+    render: Callable[[], dict[str, Any]]
+    dirty: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def pump(self) -> None:
+        """Send the state whenever it is marked dirty; a stuck client is dropped."""
+        self.dirty.set()
+        while not self.ws.closed:
+            await self.dirty.wait()
+            self.dirty.clear()
+            try:
+                text = json.dumps(self.render())
+                await asyncio.wait_for(self.ws.send_str(text), SEND_TIMEOUT_S)
+            except (ConnectionError, RuntimeError, TimeoutError) as exc:
+                log.debug("dropping a web client: %s", exc)
+                with contextlib.suppress(Exception):
+                    await self.ws.close()
+                return
+
+
+def caption_text(item: SpeechItem, tts: TtsConfig) -> str:
+    """What the overlay shows as the message: the spoken text without "NAME says".
+
+    The overlay shows the name on its own line, so the announcement would say it twice. The
+    template and the name are applied by pure functions, so the same ones undo it exactly;
+    an item whose name was not announced (a repeated speaker) is shown as is.
+    """
+    text = item.text
+    if not tts.say_names:
+        return text
+    user = item.message.user
+    marker = "\x00"
+    head, _, tail = tts.template.format(
+        name=speakable_name(user.display_name, user.login), text=marker
+    ).partition(marker)
+    if text.startswith(head) and text.endswith(tail) and len(text) >= len(head) + len(tail):
+        inner = text[len(head) : len(text) - len(tail)] if tail else text[len(head) :]
+        return inner or text
+    return text
+
+
+def item_json(item: SpeechItem, tts: TtsConfig) -> dict[str, Any]:
+    """A queued or playing item as the pages see it."""
+    user = item.message.user
+    return {
+        "id": item.seq,
+        "user": user.login,
+        "name": user.display_name,
+        "text": item.text,
+        "caption": caption_text(item, tts),
+        "voice": item.voice,
+        "source": item.message.source,
+        "paid": item.message.paid,
+    }
+
+
+def clean_name(value: str) -> str:
+    """A display name from another tool: no control or direction characters, capped."""
+    return " ".join(_CONTROL_RE.sub(" ", value).split())[:MAX_NAME_CHARS]
+
+
+def login_from_name(name: str) -> str:
+    """A login for an ingested user name ("Some Person" -> "some_person")."""
+    login = _LOGIN_CHARS_RE.sub("_", name.casefold()).strip("_")
+    return login[:40] or "viewer"
+
+
+def _host_only(host: str) -> str:
+    """The host name of a Host header, without the port (IPv6 brackets removed)."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+class WebServer:
+    """The HTTP server of the overlay, the control panel and the ingest endpoint.
+
+    Construction does no I/O. ``start()`` reads (or creates) the token and binds the port;
+    a failure there is logged and leaves the bot running without the panel, since speaking
+    chat matters more than the panel. ``close()`` disconnects the pages and frees the port.
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        state_dir: Path,
+        speaker: Speaker,
+        engine: EngineStatus,
+        controls: Controls,
+        submit: Submit,
+        local_user: Callable[[], ChatUser],
+    ) -> None:
+        """Wire the server to the bot.
+
+        Args:
+            cfg: The whole configuration (``web`` for the server, ``tts`` for captions).
+            state_dir: Folder of the token file (the bot's state folder).
+            speaker: The speech queue and playback (events, skip, clear).
+            engine: The engine thread's state.
+            controls: The chat pipeline, which implements pause, volume, TTS on/off, mutes.
+            submit: ``App.on_message``: the test line and ingested messages go through it.
+            local_user: Who the panel's test line is from (the streamer); called when needed.
+        """
+        self.cfg = cfg
+        self._web = cfg.web
+        self._state_dir = state_dir
+        self._speaker = speaker
+        self._engine = engine
+        self._controls = controls
+        self._submit = submit
+        self._local_user = local_user
+        self._token: str | None = None
+        self._runner: web.AppRunner | None = None
+        self._port: int | None = None
+        self._panel_feeds: set[_Feed] = set()
+        self._overlay_feeds: set[_Feed] = set()
+        self._pumps: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._history: deque[dict[str, Any]] = deque(maxlen=cfg.web.history)
+        self._message_waiters: dict[str, list[SpeechEvent]] = {}
+        self._caption: dict[str, Any] | None = None
+        self._voices_task: asyncio.Task[None] | None = None
+        speaker.add_listener(self._on_speech)
+
+    # -- life cycle ---------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        """Whether the server is listening."""
+        return self._runner is not None
+
+    @property
+    def port(self) -> int | None:
+        """The port it listens on (``web.port``, or the one picked for port 0)."""
+        return self._port
+
+    @property
+    def base_url(self) -> str:
+        """``http://host:port`` as a browser on this machine reaches it."""
+        host = self._web.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self._port if self._port is not None else self._web.port}"
+
+    @property
+    def token(self) -> str | None:
+        """The panel token (None before ``start()``)."""
+        return self._token
+
+    @property
+    def token_path(self) -> Path:
+        """Where the token is kept."""
+        return self._state_dir / TOKEN_FILE_NAME
+
+    async def start(self) -> None:
+        """Read or create the token and start listening; problems are logged, not raised."""
+        if self._runner is not None:
+            return
+        try:
+            token, created = await asyncio.to_thread(load_or_create_token, self._state_dir)
+        except TokenError as exc:
+            log.error("%s; the control panel and overlay are off", exc)
+            return
+        self._token = token
+        app = web.Application(
+            client_max_size=MAX_BODY_BYTES, middlewares=[self._errors, self._guard]
+        )
+        app.on_response_prepare.append(self._headers)
+        self._routes(app)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+        await runner.setup()
+        site = web.TCPSite(runner, self._web.host, self._web.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            log.error(
+                "the control panel could not listen on %s port %d (%s); it and the overlay "
+                "are off. Set web.port to a free port (or web.enabled: false).",
+                self._web.host,
+                self._web.port,
+                exc.strerror or exc,
+            )
+            return
+        self._runner = runner
+        self._port = self._bound_port(site)
+        self._schedule(self._load_history(), "web-history")
+        if created:
+            log.info(
+                "control panel: %s/?token=%s  (first run: this link holds your new token; "
+                "keep it private, it is saved in %s)",
+                self.base_url,
+                token,
+                self.token_path,
+            )
+        else:
+            log.info(
+                "control panel: %s/  (its token is in %s; the first run printed a ready link)",
+                self.base_url,
+                self.token_path,
+            )
+        log.info("OBS browser source for captions: %s/overlay", self.base_url)
+
+    @staticmethod
+    def _bound_port(site: web.TCPSite) -> int:
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        for sock in sockets:
+            return int(sock.getsockname()[1])
+        raise RuntimeError("the web server has no listening socket")
+
+    async def close(self) -> None:
+        """Disconnect every page and stop listening."""
+        runner, self._runner = self._runner, None
+        for feed in list(self._panel_feeds | self._overlay_feeds):
+            with contextlib.suppress(Exception):
+                await feed.ws.close(code=1001, message=b"ishowtts is stopping")
+        for task in list(self._pumps | self._tasks):
+            task.cancel()
+        for task in list(self._pumps | self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if runner is not None:
+            await runner.cleanup()
+
+    def _schedule(self, coro: Awaitable[Any], name: str) -> None:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- what the bot tells us ------------------------------------------------------------
+    def on_engine_state(self, state: EngineState, detail: str) -> None:
+        """The engine's state changed (called on the event loop)."""
+        del state, detail  # read from the engine when rendering
+        self.changed()
+
+    def changed(self) -> None:
+        """Something the panel shows changed: push the new state to every panel."""
+        for feed in self._panel_feeds:
+            feed.dirty.set()
+
+    def _on_speech(self, event: SpeechEvent) -> None:
+        item = event.item
+        waiters = self._message_waiters.get(item.message.id)
+        if waiters is not None:
+            waiters.append(event)
+        if event.kind == "started":
+            self._caption = {
+                "id": item.seq,
+                "name": item.message.user.display_name,
+                "text": caption_text(item, self.cfg.tts),
+                "voice": item.voice,
+            }
+            self._overlay_changed()
+        elif event.kind == "finished":
+            if self._caption is not None and self._caption["id"] == item.seq:
+                self._caption = None
+                self._overlay_changed()
+            entry = item_json(item, self.cfg.tts)
+            entry["outcome"] = event.outcome.value if event.outcome else ""
+            entry["detail"] = event.detail
+            entry["at"] = time.time()
+            self._history.appendleft(entry)
+        self.changed()
+
+    def _overlay_changed(self) -> None:
+        for feed in self._overlay_feeds:
+            feed.dirty.set()
+
+    async def _load_history(self) -> None:
+        """Show what was spoken before a restart (the database keeps it)."""
+        try:
+            entries = await self._controls.store.history(self._web.history)
+        except Exception as exc:  # the panel works without it
+            log.debug("no history for the panel: %s", exc)
+            return
+        known = len(self._history)
+        for entry in entries[: max(0, self._web.history - known)]:
+            self._history.append(
+                {
+                    "id": None,
+                    "user": entry.login,
+                    "name": entry.login,
+                    "text": entry.text,
+                    "caption": entry.text,
+                    "voice": entry.voice,
+                    "source": "",
+                    "paid": False,
+                    "outcome": entry.outcome,
+                    "detail": entry.detail,
+                    "at": entry.at,
+                }
+            )
+        self.changed()
+
+    # -- state renderings ---------------------------------------------------------------------
+    def overlay_state(self) -> dict[str, Any]:
+        """What the overlay shows: the caption of the playing message, or none."""
+        return {"type": "caption", "caption": self._caption}
+
+    def panel_state(self) -> dict[str, Any]:
+        """Everything the control panel shows."""
+        tts = self.cfg.tts
+        speaker = self._speaker
+        controls = self._controls
+        store = controls.store
+        now = time.time()
+        mutes: list[dict[str, Any]] = []
+        for record in sorted(store.mutes(), key=lambda r: r.login):
+            mute = record.mute
+            if mute is None:
+                continue
+            mutes.append({"user": record.login, "until": mute.until, "by": mute.by})
+        voices = controls.voices.cached
+        if voices is None:
+            self._fetch_voices_soon()
+        current = speaker.current
+        return {
+            "type": "state",
+            "now": now,
+            "engine": {"state": self._engine.state.value, "detail": self._engine.state_detail},
+            "paused": speaker.paused,
+            "enabled": controls.enabled,
+            "volume": round(controls.volume * 100),
+            "current": item_json(current, tts) if current is not None else None,
+            "queue": [item_json(it, tts) for it in speaker.queue.snapshot()],
+            "history": list(self._history),
+            "mutes": mutes,
+            "voices": voices or [],
+            "default_voice": controls.default_voice,
+        }
+
+    def _fetch_voices_soon(self) -> None:
+        """Ask for the voice list once in the background; the panel updates when it comes."""
+        if self._voices_task is not None and not self._voices_task.done():
+            return
+
+        async def fetch() -> None:
+            with contextlib.suppress(Exception):
+                await self._controls.voices.names()
+                self.changed()
+
+        self._voices_task = asyncio.create_task(fetch(), name="web-voices")
+        self._tasks.add(self._voices_task)
+        self._voices_task.add_done_callback(self._tasks.discard)
+
+    # -- HTTP plumbing --------------------------------------------------------------------
+    def _routes(self, app: web.Application) -> None:
+        r = app.router
+        r.add_get("/", self._page("panel.html"))
+        r.add_get("/overlay", self._page("overlay.html"))
+        r.add_static("/static/", STATIC_DIR, follow_symlinks=False, show_index=False)
+        r.add_get("/ws/overlay", self._ws_overlay)
+        r.add_get("/ws/panel", self._ws_panel)
+        r.add_get("/api/state", self._api_state)
+        r.add_get("/api/voices", self._api_voices)
+        r.add_post("/api/skip", self._api_skip)
+        r.add_post("/api/clear", self._api_clear)
+        r.add_post("/api/remove", self._api_remove)
+        r.add_post("/api/pause", self._api_pause)
+        r.add_post("/api/resume", self._api_resume)
+        r.add_post("/api/volume", self._api_volume)
+        r.add_post("/api/tts", self._api_tts)
+        r.add_post("/api/mute", self._api_mute)
+        r.add_post("/api/unmute", self._api_unmute)
+        r.add_post("/api/say", self._api_say)
+        r.add_post("/api/ingest", self._api_ingest)
+
+    @staticmethod
+    def _page(name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        path = STATIC_DIR / name
+
+        async def handler(_request: web.Request) -> web.StreamResponse:
+            return web.FileResponse(path, headers={"Content-Type": "text/html; charset=utf-8"})
+
+        return handler
+
+    @staticmethod
+    async def _headers(request: web.Request, response: web.StreamResponse) -> None:
+        """Headers for every response: no caching of live data, no token leaks via Referer."""
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        if not request.path.startswith("/static/"):
+            response.headers.setdefault("Cache-Control", "no-store")
+        if response.content_type == "text/html":
+            response.headers.setdefault(
+                "Content-Security-Policy",
+                "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
+                "style-src 'self'; script-src 'self'; base-uri 'none'; form-action 'none'",
+            )
+
+    @web.middleware
+    async def _errors(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """API errors as JSON with a message a person can act on; no tracebacks to clients."""
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            return _json_error(exc.status, str(exc))
+        except web.HTTPException as exc:
+            if request.path.startswith("/api/"):
+                return _json_error(exc.status, exc.reason)
+            raise
+        except Exception:
+            log.exception("web request %s %s failed", request.method, request.path)
+            return _json_error(500, "internal error; the bot's log says more")
+
+    @web.middleware
+    async def _guard(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """Refuse foreign Host headers (DNS rebinding) and control requests without the token."""
+        if not self._web.allow_remote:
+            host = _host_only(request.host)
+            if host not in _LOOPBACK_NAMES and host != self._web.host.lower():
+                raise ApiError(403, f"this server answers to 127.0.0.1 only, not {host!r}")
+        path = request.path
+        if path.startswith("/api/") or path == "/ws/panel":
+            given = _token_of(request)
+            if not given:
+                raise ApiError(
+                    401,
+                    "this needs the control panel token: open the link the bot printed on "
+                    f"its first run, or send the token from {self.token_path} as "
+                    "'Authorization: Bearer TOKEN'",
+                )
+            assert self._token is not None
+            if not tokens_match(given, self._token):
+                raise ApiError(403, f"wrong token (the right one is in {self.token_path})")
+        return await handler(request)
+
+    # -- WebSockets -------------------------------------------------------------------------
+    async def _ws(
+        self, request: web.Request, feeds: set[_Feed], render: Callable[[], dict[str, Any]]
+    ) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=4096)
+        await ws.prepare(request)
+        feed = _Feed(ws, render)
+        feeds.add(feed)
+        pump = asyncio.create_task(feed.pump(), name="web-feed")
+        self._pumps.add(pump)
+        pump.add_done_callback(self._pumps.discard)
+        try:
+            async for msg in ws:
+                if msg.type is WSMsgType.TEXT and msg.data == "refresh":
+                    feed.dirty.set()
+        finally:
+            feeds.discard(feed)
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
+        return ws
+
+    async def _ws_overlay(self, request: web.Request) -> web.WebSocketResponse:
+        return await self._ws(request, self._overlay_feeds, self.overlay_state)
+
+    async def _ws_panel(self, request: web.Request) -> web.WebSocketResponse:
+        return await self._ws(request, self._panel_feeds, self.panel_state)
+
+    # -- the API ----------------------------------------------------------------------------
+    async def _api_state(self, _request: web.Request) -> web.Response:
+        return web.json_response(self.panel_state())
+
+    async def _api_voices(self, request: web.Request) -> web.Response:
+        refresh = request.query.get("refresh") in ("1", "true", "yes")
+        try:
+            names = await self._controls.voices.names(refresh=refresh)
+        except Exception as exc:
+            raise ApiError(503, str(exc)) from exc
+        self.changed()
+        return web.json_response({"voices": names, "default": self._controls.default_voice})
+
+    async def _api_skip(self, _request: web.Request) -> web.Response:
+        item = self._speaker.skip()
+        if item is None:
+            return _ok("nothing is playing")
+        return _ok(f"skipped {item.message.user.login}'s message")
+
+    async def _api_clear(self, _request: web.Request) -> web.Response:
+        n = self._speaker.clear()
+        return _ok(f"cleared {n} queued message{'s' if n != 1 else ''}")
+
+    async def _api_remove(self, request: web.Request) -> web.Response:
+        data = await _body(request)
+        item_id = _int_field(data, "id", lo=0, hi=2**63)
+        item = remove_item(self._controls, item_id)
+        if item is None:
+            raise ApiError(404, "that message is no longer queued")
+        return _ok(f"removed {item.message.user.login}'s message")
+
+    async def _api_pause(self, _request: web.Request) -> web.Response:
+        await self._store_write(self._controls.set_paused(True))
+        return _ok("paused; the current message finishes, the queue waits")
+
+    async def _api_resume(self, _request: web.Request) -> web.Response:
+        await self._store_write(self._controls.set_paused(False))
+        return _ok("resumed")
+
+    async def _api_volume(self, request: web.Request) -> web.Response:
+        data = await _body(request)
+        value = _int_field(data, "volume", lo=0, hi=100)
+        await self._store_write(self._controls.set_volume(value / 100.0))
+        return _ok(f"volume {value}%")
+
+    async def _api_tts(self, request: web.Request) -> web.Response:
+        data = await _body(request)
+        enabled = _bool_field(data, "enabled")
+        await self._store_write(self._controls.set_enabled(enabled))
+        return _ok("TTS is on" if enabled else "TTS is off (queued messages were dropped)")
+
+    async def _api_mute(self, request: web.Request) -> web.Response:
+        data = await _body(request)
+        login = _login_field(data)
+        duration = _str_field(data, "duration", required=False, max_len=32)
+        try:
+            seconds = parse_duration(duration) if duration else None
+        except CommandError as exc:
+            raise ApiError(400, f"duration: {exc}") from None
+        outcome = await self._store_write(
+            mute_user(self._controls, login, seconds=seconds, by=PANEL_USER_LOGIN)
+        )
+        span = "until unmuted" if seconds is None else f"for {format_duration(seconds)}"
+        removed = f" ({outcome.removed} removed)" if outcome.removed else ""
+        return _ok(f"muted {outcome.login} {span}{removed}")
+
+    async def _api_unmute(self, request: web.Request) -> web.Response:
+        data = await _body(request)
+        login = _login_field(data)
+        lifted = await self._store_write(unmute_user(self._controls, login))
+        return _ok(f"unmuted {login}" if lifted else f"{login} was not muted")
+
+    async def _api_say(self, request: web.Request) -> web.Response:
+        """A test line from the streamer, in any voice."""
+        data = await _body(request)
+        text = _text_field(data)
+        voice = await self._voice_field(data)
+        message = ChatMessage(
+            id=f"panel-{uuid.uuid4().hex}",
+            user=self._local_user(),
+            text=text,
+            source="panel",
+            voice=voice,
+        )
+        return await self._run_message(message)
+
+    async def _api_ingest(self, request: web.Request) -> web.Response:
+        """A message from another stream tool (Streamer.bot, Social Stream Ninja, alerts)."""
+        data = await _body(request)
+        name = clean_name(_str_field(data, "user", required=True, max_len=200))
+        if not name:
+            raise ApiError(400, "user: must name who wrote the message")
+        text = _text_field(data)
+        voice = await self._voice_field(data)
+        given_id = _str_field(data, "id", required=False, max_len=128)
+        bits = _int_field(data, "bits", lo=0, hi=10_000_000) if "bits" in data else 0
+        reward = _str_field(data, "reward", required=False, max_len=100) or None
+        login = login_from_name(name)
+        message = ChatMessage(
+            id=f"http:{given_id}" if given_id else f"http:{uuid.uuid4().hex}",
+            user=ChatUser(id=f"http:{login}", login=login, display_name=name),
+            text=text,
+            source="http",
+            bits=bits,
+            reward=reward,
+            voice=voice,
+        )
+        return await self._run_message(message)
+
+    async def _run_message(self, message: ChatMessage) -> web.Response:
+        """Send a message through the chat pipeline and say what became of it."""
+        events: list[SpeechEvent] = []
+        self._message_waiters[message.id] = events
+        try:
+            result = await self._submit(message)
+        finally:
+            self._message_waiters.pop(message.id, None)
+        if isinstance(result, Decision):
+            status, reason = result.action, result.reason
+            item = result.item
+        else:
+            item = next((e.item for e in events if e.kind == "queued"), None)
+            dropped = next(
+                (e for e in events if e.kind == "finished" and e.outcome is Outcome.DROPPED), None
+            )
+            status = "queued" if item is not None else "dropped"
+            reason = dropped.detail if dropped is not None else ""
+            if item is None and not reason:
+                reason = "not spoken (filtered, muted, TTS off or not a trigger; see the log)"
+        body: dict[str, Any] = {"ok": True, "status": status, "reason": reason}
+        if status == "queued" and item is not None:
+            body["id"] = item.seq
+            body["text"] = item.text
+            body["voice"] = item.voice
+            return web.json_response(body, status=202)
+        return web.json_response(body, status=200)
+
+    async def _voice_field(self, data: dict[str, Any]) -> str | None:
+        voice = _str_field(data, "voice", required=False, max_len=32)
+        if not voice:
+            return None
+        if not VOICE_NAME_RE.match(voice):
+            raise ApiError(400, "voice: names are 1-32 letters, digits, '-' or '_'")
+        names = self._controls.voices.cached
+        if names is not None:
+            known = {n.casefold(): n for n in names}
+            if voice.casefold() not in known:
+                raise ApiError(400, f"voice: no voice called {voice!r}; known: {', '.join(names)}")
+            return known[voice.casefold()]
+        return voice
+
+    async def _store_write(self, coro: Awaitable[Any]) -> Any:
+        try:
+            result = await coro
+        except StoreError as exc:
+            log.error("panel action failed: %s", exc)
+            raise ApiError(500, "could not save the change (see the bot's log)") from exc
+        self.changed()
+        return result
+
+
+# -- request helpers ----------------------------------------------------------------------------
+def _token_of(request: web.Request) -> str | None:
+    auth = request.headers.get("Authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip() or None
+    header = request.headers.get("X-Ishowtts-Token")
+    if header:
+        return header.strip()
+    return request.query.get("token") or None
+
+
+def _ok(message: str) -> web.Response:
+    return web.json_response({"ok": True, "message": message})
+
+
+def _json_error(status: int, message: str) -> web.Response:
+    headers = {"WWW-Authenticate": 'Bearer realm="ishowtts"'} if status == 401 else None
+    return web.json_response({"ok": False, "error": message}, status=status, headers=headers)
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    """The request's fields, from JSON or a form (``curl -d user=...``); empty is fine."""
+    if not request.can_read_body:
+        return {}
+    ctype = request.content_type
+    if ctype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        form = await request.post()
+        return {k: v for k, v in form.items() if isinstance(v, str)}
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ApiError(400, "the body is not valid JSON (or send a form)") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, 'send a JSON object, e.g. {"user": "bob", "text": "hi"}')
+    return data
+
+
+def _str_field(data: dict[str, Any], key: str, *, required: bool, max_len: int) -> str:
+    value = data.get(key)
+    if value is None or value == "":
+        if required:
+            raise ApiError(400, f"{key}: missing")
+        return ""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise ApiError(400, f"{key}: must be a string")
+    value = value.strip()
+    if len(value) > max_len:
+        raise ApiError(400, f"{key}: longer than {max_len} characters")
+    return value
+
+
+def _text_field(data: dict[str, Any]) -> str:
+    value = data.get("text")
+    if not isinstance(value, str) or not value.strip():
+        raise ApiError(400, "text: must be a non-empty string")
+    if len(value) > MAX_TEXT_CHARS:
+        raise ApiError(400, f"text: longer than {MAX_TEXT_CHARS} characters")
+    return value
+
+
+def _int_field(data: dict[str, Any], key: str, *, lo: int, hi: int) -> int:
+    value = data.get(key)
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            value = int(value.strip(), 10)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise ApiError(400, f"{key}: must be a whole number from {lo} to {hi}")
+    return value
+
+
+def _bool_field(data: dict[str, Any], key: str) -> bool:
+    value = data.get(key)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in (
+        "1",
+        "true",
+        "on",
+        "yes",
+        "0",
+        "false",
+        "off",
+        "no",
+    ):
+        return value.lower() in ("1", "true", "on", "yes")
+    raise ApiError(400, f"{key}: must be true or false")
+
+
+def _login_field(data: dict[str, Any]) -> str:
+    raw = _str_field(data, "user", required=True, max_len=64)
+    try:
+        return parse_login(raw)
+    except CommandError as exc:
+        raise ApiError(400, f"user: {exc}") from None
