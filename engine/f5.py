@@ -14,9 +14,11 @@ clip's content and transcript; a stat check per request notices edited files che
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.resources
 import logging
 import os
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -137,7 +139,8 @@ class StockSampler:
             text_ids: Reference + new text as f5's ``list_str_to_idx`` ids, [1, T_text] long.
             duration: Total frames including the reference. CFM.sample raises it to at
                 least ``max(T_text, T_ref) + 1``; callers pass at least that.
-            noise: Initial noise [1, duration, n_mel]; drawn from torch's RNG when None.
+            noise: Initial noise [1, duration, n_mel] (or [duration, n_mel]); drawn from
+                torch's global RNG, exactly as CFM.sample does, when None.
 
         Returns:
             The mel [1, duration, n_mel] whose first T_ref frames equal ``cond``.
@@ -153,7 +156,7 @@ class StockSampler:
         if noise is None:
             out, trajectory = self.cfm.sample(**kwargs)
         else:
-            mode = _FixedNoise(noise)
+            mode = _FixedNoise(noise if noise.ndim == 3 else noise.unsqueeze(0))
             with mode:
                 out, trajectory = self.cfm.sample(**kwargs)
             if not mode.used:
@@ -164,6 +167,13 @@ class StockSampler:
 
 
 # -- model description and weights ----------------------------------------------------------
+
+
+_BACKBONES = {
+    "DiT": "f5_tts.model.backbones.dit",
+    "UNetT": "f5_tts.model.backbones.unett",
+    "MMDiT": "f5_tts.model.backbones.mmdit",
+}
 
 
 def model_architecture(model: str | Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -202,7 +212,7 @@ def model_architecture(model: str | Mapping[str, Any]) -> tuple[str, dict[str, A
             raise EngineError(
                 f"engine.f5.model: remove {key!r}; it comes from the vocab and the mel settings"
             )
-    if backbone not in {"DiT", "UNetT", "MMDiT"}:
+    if backbone not in _BACKBONES:
         raise EngineError(f"engine.f5.model: unknown backbone {backbone!r} (DiT, UNetT, MMDiT)")
     return backbone, arch
 
@@ -502,6 +512,7 @@ class F5Engine(Engine):
         self.sampler = self._make_sampler(device)
         self._cache.clear()
         progress(EngineState.WARMING, "warming up F5-TTS")
+        self._warm_up_sampler(lambda msg: progress(EngineState.WARMING, msg))
         self._warm_up()
 
     def _make_sampler(self, device: torch.device) -> Any:
@@ -520,6 +531,26 @@ class F5Engine(Engine):
             except Exception:
                 log.exception("the accelerated sampler failed to start; using f5-tts's own")
         return StockSampler(self.cfm, **kwargs)
+
+    def _warm_up_sampler(self, report: Callable[[str], None]) -> None:
+        """Let a sampler with a ``warmup(progress=...)`` method prepare itself.
+
+        The fast sampler compiles and captures CUDA graphs there; if that fails, the engine
+        falls back to f5-tts's own sampler rather than failing to start.
+        """
+        warmup = getattr(self.sampler, "warmup", None)
+        if not callable(warmup):
+            return
+        try:
+            warmup(progress=report)
+        except Exception:
+            log.exception("the accelerated sampler failed to warm up; using f5-tts's own")
+            self.sampler = StockSampler(
+                self.cfm,
+                nfe_step=self._f5.nfe_step,
+                cfg_strength=self._f5.cfg_strength,
+                sway_sampling_coef=self._f5.sway_sampling_coef,
+            )
 
     def _warm_up(self) -> None:
         """One synthesis so kernels, allocators and the default voice's cache are ready."""
@@ -715,9 +746,13 @@ def _load_cfm(
     ``load_model`` itself always picks fp16 on CUDA; building the same objects here lets
     ``engine.f5.precision`` choose the dtype before the weights are cast.
     """
-    import f5_tts.model as f5_model
-    from f5_tts.infer import utils_infer
+    from f5_tts.model.cfm import CFM
     from f5_tts.model.utils import get_tokenizer
+
+    with warnings.catch_warnings():
+        # pydub warns about FFmpeg at import; the engine never uses pydub or FFmpeg.
+        warnings.filterwarnings("ignore", message=".*ffmpeg", category=RuntimeWarning)
+        from f5_tts.infer import utils_infer
 
     try:
         vocab_char_map, vocab_size = get_tokenizer(str(files.vocab), "custom")
@@ -726,12 +761,13 @@ def _load_cfm(
     if vocab_size == 0:
         raise EngineError(f"engine.f5.vocab: {files.vocab} is empty")
     try:
-        transformer = getattr(f5_model, backbone)(
+        module = importlib.import_module(_BACKBONES[backbone])
+        transformer = getattr(module, backbone)(
             **arch, text_num_embeds=vocab_size, mel_dim=utils_infer.n_mel_channels
         )
     except TypeError as exc:
         raise EngineError(f"engine.f5.model: bad {backbone} arguments: {exc}") from None
-    cfm = f5_model.CFM(
+    cfm = CFM(
         transformer=transformer,
         mel_spec_kwargs={
             "n_fft": utils_infer.n_fft,
