@@ -1,0 +1,192 @@
+"""Engine selection: which TTS engine ``engine.name`` gets, and the ``auto`` fallback.
+
+``f5`` means F5-TTS or a clear failure; ``espeak`` means eSpeak NG; ``auto`` means F5-TTS when it
+can keep up with chat (a usable CUDA GPU and weights that load), otherwise eSpeak NG with a
+prominent warning that says which condition failed and how to fix it. A streamer without an
+NVIDIA GPU still gets a working bot, and is told plainly why it is not cloning voices.
+
+Nothing here touches torch or the disk at import or construction time: the choice is made in
+``load()``, on the engine thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+
+from bot.config import Config
+from engine.base import Audio, Engine, EngineError, EngineState, StopCheck, VoiceInfo
+from engine.espeak import EspeakEngine
+
+log = logging.getLogger(__name__)
+
+_BANNER = "=" * 72
+
+
+def create_engine(cfg: Config) -> Engine:
+    """Build (but do not load) the engine that ``engine.name`` selects.
+
+    Args:
+        cfg: The whole configuration.
+
+    Returns:
+        An unloaded engine; the engine thread calls ``load()``.
+    """
+    name = cfg.engine.name
+    if name == "espeak":
+        return EspeakEngine(cfg.engine.espeak, cfg.voices)
+    if name == "f5":
+        return _f5_engine(cfg)
+    return AutoEngine(cfg)
+
+
+def _f5_engine(cfg: Config) -> Engine:
+    """Import the F5 engine only when it is wanted: it pulls in torch (seconds to import)."""
+    from engine.f5 import F5Engine
+
+    return F5Engine(cfg.engine.f5, cfg.voices, cfg.engine.device)
+
+
+def cuda_problem() -> str | None:
+    """Why F5-TTS cannot run on a CUDA GPU here, or None when one is usable.
+
+    The three cases need different fixes, so they get different messages: torch missing,
+    a CPU-only torch build, and a CUDA build that finds no GPU (driver or hardware).
+    """
+    try:
+        import torch
+    except ImportError as exc:
+        return (
+            f"torch cannot be imported ({exc}); install it with the project "
+            "(pip install -e .), choosing a CUDA build from https://pytorch.org"
+        )
+    if not torch.version.cuda:
+        return (
+            f"torch {torch.__version__} is a build without CUDA; install a CUDA build, e.g. "
+            "`pip install --force-reinstall torch torchaudio --index-url "
+            "https://download.pytorch.org/whl/cu124`"
+        )
+    if not torch.cuda.is_available():
+        return (
+            f"no CUDA GPU is usable (torch {torch.__version__} built for CUDA "
+            f"{torch.version.cuda} found none); check the NVIDIA driver with `nvidia-smi`"
+        )
+    return None
+
+
+class AutoEngine(Engine):
+    """F5-TTS when it can keep up with chat, otherwise eSpeak NG; the reason is logged.
+
+    After ``load()`` every call goes to ``chosen``; ``fallback_reason`` says why eSpeak NG was
+    chosen (None when F5-TTS runs). ``name`` and ``sample_rate`` follow the chosen engine, which
+    is why the worker reads the rate when each job starts.
+    """
+
+    def __init__(self, cfg: Config) -> None:
+        """Remember the config; nothing is imported or loaded until ``load()``."""
+        self._cfg = cfg
+        self.chosen: Engine | None = None
+        self.fallback_reason: str | None = None
+
+    @property  # type: ignore[override]
+    def name(self) -> str:
+        """``auto`` until loaded, then the chosen engine's name."""
+        return "auto" if self.chosen is None else self.chosen.name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        raise AttributeError("the auto engine's name follows the chosen engine")
+
+    @property  # type: ignore[override]
+    def sample_rate(self) -> int:
+        """The chosen engine's rate (F5-TTS's 24 kHz until one is chosen)."""
+        return 24_000 if self.chosen is None else self.chosen.sample_rate
+
+    @sample_rate.setter
+    def sample_rate(self, value: int) -> None:
+        raise AttributeError("the auto engine's sample rate follows the chosen engine")
+
+    def load(self, progress: Callable[[EngineState, str], None]) -> None:
+        """Try F5-TTS where it makes sense, else load eSpeak NG and say why, prominently.
+
+        Raises:
+            EngineError: Only when eSpeak NG itself cannot start.
+        """
+        reason = self._f5_blocker()
+        if reason is None:
+            f5 = _f5_engine(self._cfg)
+            try:
+                f5.load(progress)
+            except EngineError as exc:
+                reason = f"F5-TTS could not load: {exc}"
+            except Exception as exc:  # e.g. CUDA out of memory: still give the user a voice
+                log.exception("F5-TTS failed to load")
+                reason = f"F5-TTS failed to load ({type(exc).__name__}: {exc})"
+            else:
+                self.chosen = f5
+                self.fallback_reason = None
+                log.info("engine auto: using F5-TTS on the GPU")
+                return
+            _close_quietly(f5)
+        self.fallback_reason = reason
+        log.warning(
+            "\n%s\nNOT USING F5-TTS (engine.name: auto): speaking with eSpeak NG instead.\n"
+            "Why: %s\n"
+            "Voice names still work: each maps to its own eSpeak NG voice.\n"
+            "To get cloned voices, fix the above (F5-TTS needs an NVIDIA GPU to keep up with "
+            "chat).\nSet engine.name: espeak to choose eSpeak NG on purpose, or engine.name: "
+            "f5 to make this an error instead of a fallback.\n%s",
+            _BANNER,
+            reason,
+            _BANNER,
+        )
+        progress(EngineState.LOADING, f"F5-TTS unavailable, using eSpeak NG: {reason}")
+        espeak = EspeakEngine(self._cfg.engine.espeak, self._cfg.voices)
+        espeak.load(progress)
+        self.chosen = espeak
+
+    def _f5_blocker(self) -> str | None:
+        """Why F5-TTS should not even be tried (None: try it)."""
+        if self._cfg.engine.device == "cpu":
+            return (
+                "engine.device is 'cpu', and F5-TTS on a CPU runs about 15x slower than real "
+                "time; use engine.device: auto with an NVIDIA GPU, or engine.name: f5 to run "
+                "F5-TTS on the CPU anyway"
+            )
+        problem = cuda_problem()
+        if problem is None:
+            return None
+        return (
+            f"{problem}. F5-TTS on a CPU runs about 15x slower than real time; set "
+            "engine.name: f5 and engine.device: cpu to run it there anyway"
+        )
+
+    def _require(self) -> Engine:
+        if self.chosen is None:
+            raise EngineError("the TTS engine is not loaded yet")
+        return self.chosen
+
+    def voices(self) -> list[VoiceInfo]:
+        """The chosen engine's voices."""
+        return self._require().voices()
+
+    def synthesize(self, text: str, voice: str, should_stop: StopCheck) -> Iterator[Audio]:
+        """Speak through the chosen engine.
+
+        Raises:
+            EngineError: When not loaded, or when the chosen engine fails.
+        """
+        return self._require().synthesize(text, voice, should_stop)
+
+    def close(self) -> None:
+        """Close the chosen engine."""
+        if self.chosen is not None:
+            self.chosen.close()
+
+
+def _close_quietly(engine: Engine) -> None:
+    """Free whatever a failed load left behind (GPU memory) without masking the reason."""
+    try:
+        engine.close()
+    except Exception:
+        log.exception("closing the %s engine after its failed load also failed", engine.name)
