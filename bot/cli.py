@@ -55,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     test.add_argument("text", nargs="?", default=None, help="what to say")
     test.add_argument("--out", type=Path, default=None, help="write a WAV file instead")
     sub.add_parser("doctor", help="check everything the bot needs and say what to fix")
+    sub.add_parser("login", help="sign in to Twitch (shows a code to enter at twitch.tv)")
     return parser
 
 
@@ -67,7 +68,7 @@ def _setup_logging(verbose: bool) -> None:
     )
     if not verbose:
         # Third-party chatter that says nothing a streamer can act on.
-        for noisy in ("httpx", "urllib3", "numba", "matplotlib", "twitchio.http"):
+        for noisy in ("httpx", "urllib3", "numba", "matplotlib", "twitchio"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -85,8 +86,17 @@ async def _run_bot(cfg: Config) -> int:
     from bot.app import App
     from bot.devices import AudioDeviceError
     from bot.progress import load_progress
+    from bot.sources.base import ChatSource
     from bot.sources.terminal import TerminalSource
+    from bot.sources.twitch import TwitchSetupError, twitch_source_from_config
 
+    source: ChatSource | None = None
+    if cfg.chat.source != "terminal":
+        try:
+            source = await twitch_source_from_config(cfg, required=cfg.chat.source == "twitch")
+        except TwitchSetupError as exc:
+            log.error("%s", exc)
+            return 2
     progress = load_progress(cfg)
     await progress.start()
     app = App(cfg, on_engine_state=progress)
@@ -101,8 +111,9 @@ async def _run_bot(cfg: Config) -> int:
         await app.close()
         await progress.close()
         return 2
-    source = TerminalSource()
-    log.info("reading chat from the terminal: type a line and press Enter (Ctrl-C quits)")
+    if source is None:
+        source = TerminalSource()
+        log.info("reading chat from the terminal: type a line and press Enter (Ctrl-C quits)")
     try:
         return await app.run(source)
     finally:
@@ -219,6 +230,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if command == "run":
             return asyncio.run(_run_bot(cfg))
+        if command == "login":
+            from bot.auth import login_command
+
+            return login_command(cfg)
         if command == "say":
             return asyncio.run(_say(cfg, args.text, args.voice, args.out))
         if command == "devices":
