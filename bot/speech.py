@@ -335,7 +335,12 @@ class Speaker:
 
     async def run(self) -> None:
         """Speak queued items until cancelled."""
+        task = asyncio.current_task()
         while True:
+            if task is not None and task.cancelling():
+                # Python 3.11's wait_for can swallow a cancellation that races with a result
+                # (a skip or clear that ends the stream just as the bot closes): honour it here.
+                raise asyncio.CancelledError
             await self.queue.wait_nonempty()
             await self._resumed.wait()
             item = self.queue.pop()
