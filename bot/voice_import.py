@@ -19,7 +19,6 @@ mistakes and a wrong transcript is worse than none.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import logging
 import os
 import shutil
@@ -330,7 +329,8 @@ def check_clip(clip: ClipInfo, levels: ClipLevels) -> list[Finding]:
                 f"{TOO_QUIET_DBFS:.0f}); record closer to the microphone or raise its gain",
             )
         )
-    elif levels.speech_dbfs < QUIET_DBFS:
+        return out  # lengths and noise cannot be judged on a signal this close to the floor
+    if levels.speech_dbfs < QUIET_DBFS:
         out.append(
             Finding(
                 "quiet",
@@ -358,7 +358,7 @@ def check_clip(clip: ClipInfo, levels: ClipLevels) -> list[Finding]:
             )
         )
     snr = levels.speech_dbfs - levels.noise_dbfs
-    if snr < NOISY_SNR_DB and levels.speech_dbfs >= TOO_QUIET_DBFS:
+    if snr < NOISY_SNR_DB:
         out.append(
             Finding(
                 "noisy",
@@ -656,8 +656,12 @@ def save_voice(
 
 
 def recogniser_available() -> bool:
-    """Whether pocketsphinx (offline English recognition) is installed."""
-    return importlib.util.find_spec("pocketsphinx") is not None
+    """Whether pocketsphinx (offline English recognition) can be imported."""
+    try:
+        import pocketsphinx  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 _ASR_RATE = 16_000
