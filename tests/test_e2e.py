@@ -76,7 +76,8 @@ async def test_a_terminal_line_is_heard_at_the_sink(
         ("started", "hello chat, this is a test"),
         ("finished", "hello chat, this is a test"),
     ]
-    assert len(jobs) == 1 and jobs[0].sample_rate == 24_000
+    assert len(jobs) == 1
+    assert jobs[0].sample_rate == 24_000
     # The engine's output is noise of a known length: that much sound must reach the sink.
     start, end = active_span(recording, threshold=1e-4)
     heard_s = (end - start) / sink_recorder.rate
@@ -105,7 +106,8 @@ def test_cli_speaks_piped_lines_and_exits_zero_on_eof(
     spoken = [ln.split(": ", 2)[-1] for ln in log.splitlines() if "speaking " in ln]
     # Empty, whitespace-only and emoji-only lines say nothing; the 6,000-char line is capped.
     assert len(spoken) == 3, log
-    assert spoken[0] == "first line" and spoken[1] == "second line here"
+    assert spoken[0] == "first line"
+    assert spoken[1] == "second line here"
     assert 0 < len(spoken[2]) <= 500
     assert "Traceback" not in log
     assert rms(recording) > 1e-5
@@ -124,7 +126,8 @@ def test_cli_reports_a_broken_config_without_a_traceback(tmp_path: Path) -> None
         check=False,
     )
     assert done.returncode == 2
-    assert "engine.f5.nfe_step" in done.stderr and "'lots'" in done.stderr
+    assert "engine.f5.nfe_step" in done.stderr
+    assert "'lots'" in done.stderr
     assert "engine.name" in done.stderr
     assert "Traceback" not in done.stderr
 
@@ -156,7 +159,8 @@ def test_cli_say_writes_a_wav(tmp_path: Path, tiny_f5: dict[str, Any]) -> None:
     assert done.returncode == 0, done.stderr
     audio, rate = sf.read(str(out))
     assert rate == 24_000
-    assert audio.ndim == 1 and len(audio) > rate // 4
+    assert audio.ndim == 1
+    assert len(audio) > rate // 4
     assert np.isfinite(audio).all()
 
 
