@@ -229,7 +229,6 @@ class _Session:
         self.closing = False
         self.lost = asyncio.Event()
         self.reason = ""
-        self.welcomes = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed: asyncio.Future[None] | None = None
 
@@ -337,12 +336,12 @@ class _Session:
         if client is None:
             return False
         sockets = dict(getattr(client, "_websockets", {}).get(self.bot_id) or {})
-        for socket in sockets.values():
-            if getattr(socket, "_closed", False):
+        for sock in sockets.values():
+            if getattr(sock, "_closed", False):
                 continue
-            if getattr(socket, "_connecting", False):
+            if getattr(sock, "_connecting", False):
                 return True
-            reader = getattr(socket, "_listen_task", None)
+            reader = getattr(sock, "_listen_task", None)
             if reader is not None and reader.done():
                 continue
             return True
@@ -359,7 +358,6 @@ class _Session:
     async def _on_welcome(self, payload: Any) -> None:
         if self.closing:
             return
-        self.welcomes += 1
         if self.ready:
             log.info("Twitch: reconnected (session %s)", getattr(payload, "id", "?"))
             self.owner.set_state(ConnectionState.CONNECTED, "reconnected")
@@ -369,8 +367,8 @@ class _Session:
     async def _on_closed(self, payload: Any) -> None:
         if self.closing or not self.ready:
             return
-        socket = getattr(payload, "socket", None)
-        if socket is not None and not getattr(socket, "_closed", True):
+        sock = getattr(payload, "socket", None)
+        if sock is not None and not getattr(sock, "_closed", True):
             log.warning("Twitch: connection lost; twitchio is reconnecting")
             self.owner.set_state(ConnectionState.RECONNECTING, "connection lost")
             return
@@ -391,31 +389,20 @@ class _Session:
             await self.owner.sync_tokens(self)
 
     # -- chat -----------------------------------------------------------------------------
+    # twitchio runs each handler in its own task, in arrival order; they only post the event
+    # (no await first), so the source's single consumer sees events in the order Twitch sent
+    # them: a delete can never overtake the message it deletes.
     async def _on_message(self, payload: Any) -> None:
-        if self.closing:
-            return
-        try:
-            message = await self.owner.to_chat_message(self, payload)
-        except Exception as exc:
-            log.warning("Twitch: skipped a chat message that could not be read: %s", exc)
-            log.debug("unreadable chat message", exc_info=True)
-            return
-        if message is not None:
-            await self.owner.deliver(message)
+        self.owner.post(self, "message", payload)
 
     async def _on_delete(self, payload: Any) -> None:
-        if not self.closing:
-            await self.owner.moderate(MessageDeleted(message_id=str(payload.message_id)))
+        self.owner.post(self, "delete", payload)
 
     async def _on_clear_user(self, payload: Any) -> None:
-        if not self.closing:
-            user = payload.user
-            event = UserPurged(user_id=str(user.id), login=str(user.name or ""))
-            await self.owner.moderate(event)
+        self.owner.post(self, "clear_user", payload)
 
-    async def _on_clear(self, _payload: Any) -> None:
-        if not self.closing:
-            await self.owner.moderate(ChatCleared())
+    async def _on_clear(self, payload: Any) -> None:
+        self.owner.post(self, "clear", payload)
 
 
 class TwitchSource:
@@ -471,6 +458,8 @@ class TwitchSource:
         self._session: _Session | None = None
         self._sink: ChatSink | None = None
         self._closed = asyncio.Event()
+        self._inbox: asyncio.Queue[tuple[_Session, str, Any]] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._reward_ids = {r.casefold() for r in cfg.rewards if _UUID_RE.match(r)}
         self._reward_titles = {r.casefold() for r in cfg.rewards}
         self._titles: dict[str, str] = {}
@@ -515,6 +504,7 @@ class TwitchSource:
         self._token = token
         delay = self.cfg.reconnect_min_s
         first = True
+        pump = asyncio.create_task(self._pump(), name="twitch-events")
         try:
             while not self._closed.is_set():
                 self.set_state(
@@ -573,6 +563,10 @@ class TwitchSource:
             self._session = None
             if session_ is not None:
                 await session_.close()
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
+            await self._cancel_tasks()
             self.set_state(ConnectionState.STOPPED, "stopped")
             log.info("Twitch: disconnected")
 
@@ -582,6 +576,14 @@ class TwitchSource:
         session = self._session
         if session is not None:
             await session.close()
+        await self._cancel_tasks()
+
+    async def _cancel_tasks(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
     async def send(self, text: str, *, reply_to: str | None = None) -> bool:
         """Send a line to the channel's chat (as a reply when ``reply_to`` is a message id).
@@ -664,6 +666,31 @@ class TwitchSource:
             return
         log.info("Twitch: sign-in refreshed and saved")
 
+    def post(self, session: _Session, kind: str, payload: Any) -> None:
+        """Queue a twitchio event for the consumer (called in Twitch's delivery order)."""
+        if not self._closed.is_set():
+            self._inbox.put_nowait((session, kind, payload))
+
+    async def _pump(self) -> None:
+        """The one consumer: normalizes and hands over events strictly in arrival order."""
+        while True:
+            session, kind, payload = await self._inbox.get()
+            try:
+                if kind == "message":
+                    message = await self.to_chat_message(session, payload)
+                    if message is not None:
+                        await self.deliver(message)
+                elif kind == "delete":
+                    await self.moderate(MessageDeleted(message_id=str(payload.message_id)))
+                elif kind == "clear_user":
+                    user = payload.user
+                    await self.moderate(UserPurged(str(user.id), str(user.name or "")))
+                elif kind == "clear":
+                    await self.moderate(ChatCleared())
+            except Exception as exc:
+                log.warning("Twitch: skipped a %s event that could not be read: %s", kind, exc)
+                log.debug("unreadable %s event", kind, exc_info=True)
+
     async def deliver(self, message: ChatMessage) -> None:
         """Hand a message to the sink; the sink's failure never reaches twitchio."""
         sink = self._sink
@@ -679,7 +706,12 @@ class TwitchSource:
         sink = self._sink
         if sink is None:
             return
-        log.info("Twitch: moderation: %s", event)
+        if isinstance(event, MessageDeleted):
+            log.info("Twitch: a moderator deleted message %s", event.message_id)
+        elif isinstance(event, UserPurged):
+            log.info("Twitch: %s was timed out or banned", event.login or event.user_id)
+        else:
+            log.info("Twitch: the chat was cleared")
         try:
             await sink.on_moderation(event)
         except Exception:
@@ -818,10 +850,19 @@ class TwitchSource:
         return True
 
     def _replier(self, parent_id: str) -> Replier:
+        """A reply sent in the background: the bot never waits on Twitch to go on."""
+
         async def reply(text: str) -> None:
-            await self.send(text, reply_to=parent_id)
+            if self._closed.is_set():
+                return
+            task = asyncio.create_task(self._send_quietly(text, parent_id), name="twitch-reply")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
         return reply
+
+    async def _send_quietly(self, text: str, parent_id: str) -> None:
+        await self.send(text, reply_to=parent_id)
 
     # -- waiting --------------------------------------------------------------------------
     async def _until_closed(self, aw: Awaitable[T]) -> bool:

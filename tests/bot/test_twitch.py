@@ -343,6 +343,34 @@ async def test_moderation_events_are_normalized(
         ]
 
 
+class SlowSink(Sink):
+    """A bot that takes its time over each message (database, commands...)."""
+
+    async def on_message(self, message: ChatMessage) -> None:
+        await asyncio.sleep(0.3)
+        await super().on_message(message)
+
+
+async def test_events_reach_the_bot_in_twitchs_order(
+    double: TwitchDouble, alice: User, tmp_path: Path
+) -> None:
+    """A delete never overtakes the message it deletes, however slow the bot is."""
+    store, _ = sign_in(double, tmp_path / "t.json")
+    sink = SlowSink()
+    async with running_source(double, store, sink):
+        first = await double.chat(alice, "first")
+        second = await double.chat(alice, "second")
+        await double.delete(first, alice)
+        await double.clear_user(alice)
+        await sink.wait(lambda events: len(events) == 4)
+        assert [getattr(e, "id", None) or type(e).__name__ for e in sink.events] == [
+            first,
+            second,
+            "MessageDeleted",
+            "UserPurged",
+        ]
+
+
 async def test_cheers_at_or_above_min_bits_are_paid(
     double: TwitchDouble, alice: User, tmp_path: Path
 ) -> None:
@@ -666,8 +694,9 @@ async def test_sign_in_for_another_client_id_is_refused(
 
 
 async def test_refreshed_tokens_are_saved_at_once_and_used(
-    double: TwitchDouble, alice: User, tmp_path: Path
+    double: TwitchDouble, alice: User, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.chdir(tmp_path)  # where twitchio would drop .tio.tokens.json
     store, token = sign_in(double, tmp_path / "t.json")
     sink = Sink()
     async with running_source(double, store, sink):
@@ -687,6 +716,7 @@ async def test_refreshed_tokens_are_saved_at_once_and_used(
         await double.chat(alice, "after the rebuild")
         await sink.wait_text("after the rebuild")
         assert double.request_count("POST", "/oauth2/token") == 1
+    assert not (tmp_path / ".tio.tokens.json").exists()
 
 
 async def source_send(sink: Sink, double: TwitchDouble, alice: User) -> bool:
