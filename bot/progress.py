@@ -75,16 +75,18 @@ class DownloadProgress(_tqdm):  # type: ignore[misc]
 
     Attributes:
         interval_s: Least time between two progress lines.
+        refresh_s: Least time between two checks of the counter (tqdm's ``mininterval``).
     """
 
     interval_s: float = 5.0
+    refresh_s: float = 0.5
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """Accept the hub client's arguments; never draw, never disable counting."""
         kwargs.pop("name", None)  # huggingface_hub's own tqdm takes it; plain tqdm refuses it
         kwargs["file"] = _Discard()
         kwargs["disable"] = False
-        kwargs.setdefault("mininterval", 0.5)
+        kwargs["mininterval"] = self.refresh_s
         self._last_line = -math.inf
         self._closing = False
         self._started = time.monotonic()
@@ -92,8 +94,14 @@ class DownloadProgress(_tqdm):  # type: ignore[misc]
 
     @property
     def label(self) -> str:
-        """The file being downloaded (the hub client passes its name as ``desc``)."""
-        return str(self.desc or "download").rstrip(": ")
+        """The file being downloaded.
+
+        The hub client passes a file name, or the URL (shortened to ``(…)`` + its last 40
+        characters), or ``name: reconstructing file`` as ``desc``; the file name is kept.
+        """
+        text = str(self.desc or "").replace("(…)", "").split("?", 1)[0]
+        text = text.rsplit("/", 1)[-1].split(": ", 1)[0].strip(" :")
+        return text or "weights"
 
     def progress_line(self, now: float | None = None) -> str:
         """How much has arrived, how fast, and how long is left (where the size is known)."""
@@ -143,6 +151,7 @@ def _step_name(state: EngineState, detail: str) -> str:
 
     The engine's details name files and devices ("fetching hf://...", "loading F5-TTS on
     cuda (fp16)", "warming up F5-TTS"); their first word is stable from start to start.
+    A name that comes again within one start gets ``#2``, ``#3`` ... appended by the caller.
     """
     word = detail.split(" ", 1)[0].lower() if detail else ""
     return f"{state.value}/{word}"
@@ -220,7 +229,9 @@ class LoadProgress:
                 self._began = now
                 self._steps = []
             self._end_step(now)
-            self._step = _step_name(state, detail)
+            name = _step_name(state, detail)
+            repeats = sum(1 for done, _ in self._steps if done.split("#", 1)[0] == name)
+            self._step = f"{name}#{repeats + 1}" if repeats else name
             self._step_began = now
             if self._announce:
                 log.info("%s", detail or state.value)
@@ -270,7 +281,9 @@ class LoadProgress:
             return None
         index = names.index(self._step)
         current = self._previous[index][1] - (now - self._step_began)
-        later = sum(s for name, s in self._previous[index + 1 :] if not name.endswith("/fetching"))
+        later = sum(
+            s for name, s in self._previous[index + 1 :] if not name.startswith("loading/fetching")
+        )
         return max(0.0, current) + later
 
     def still_line(self, now: float | None = None) -> str | None:
