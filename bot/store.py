@@ -307,7 +307,7 @@ class Store:
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._executor, fn, *args)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, UnicodeError) as exc:
             raise StoreError(f"state database {self.path}: {exc}") from exc
 
     # -- memory -----------------------------------------------------------------------------
@@ -717,7 +717,16 @@ class Store:
                 "INSERT INTO history (at, message_id, user_id, login, text, voice, outcome,"
                 " detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (e.at, e.message_id, e.user_id, e.login, e.text, e.voice, e.outcome, e.detail)
+                    (
+                        e.at,
+                        _utf8(e.message_id),
+                        _utf8(e.user_id),
+                        _utf8(e.login),
+                        _utf8(e.text),
+                        _utf8(e.voice),
+                        _utf8(e.outcome),
+                        _utf8(e.detail),
+                    )
                     for e in batch
                 ],
             )
@@ -748,6 +757,13 @@ class Store:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("PRAGMA optimize")
             conn.close()
+
+
+def _utf8(value: str | None) -> str | None:
+    """Text that SQLite can store: lone surrogates (never valid UTF-8) become U+FFFD."""
+    if value is None:
+        return None
+    return value.encode("utf-8", "replace").decode("utf-8")
 
 
 def _statements(script: str) -> list[str]:
