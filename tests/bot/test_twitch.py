@@ -1053,3 +1053,49 @@ async def test_double_fixture_restores_twitchio_urls() -> None:
         assert d.wss.startswith("ws://127.0.0.1:")
     assert before == (websockets.WSS, Route.BASE, Route.ID_BASE)
     assert before[0] == "wss://eventsub.wss.twitch.tv/ws"
+
+
+@pytest.mark.usefixtures("quiet_loggers")
+def test_cli_login_signs_in_and_saves_the_token(tmp_path: Path, capsys: Any) -> None:
+    """``ishowtts login`` end to end; the double runs on its own loop in a thread."""
+    from bot.cli import main
+
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    stop = threading.Event()
+    box: dict[str, TwitchDouble] = {}
+
+    async def serve() -> None:
+        async with running_double() as d:
+            box["double"] = d
+            started.set()
+            while not stop.is_set():
+                for entry in list(d.device_codes.values()):
+                    if entry["approved"] is None:  # the streamer approves in the browser
+                        d.approve_device(entry["user_code"], d.bot)
+                await asyncio.sleep(0.05)
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),))
+    thread.start()
+    try:
+        assert started.wait(10)
+        double = box["double"]
+        config = tmp_path / "config.yaml"
+        twitch = f"twitch: {{channel: streamer, client_id: {double.client_id}}}\n"
+        config.write_text("storage: {dir: state}\n" + twitch)
+        assert main(["--config", str(config), "login"]) == 0
+    finally:
+        stop.set()
+        thread.join(10)
+        loop.close()
+    out = capsys.readouterr().out
+    (entry,) = double.device_codes.values()
+    assert entry["user_code"] in out
+    assert "Signed in to Twitch as ishowbot" in out
+    assert "The bot will read #streamer as ishowbot" in out
+    path = tmp_path / "state" / "twitch-tokens.json"
+    assert _mode(path) == 0o600
+    saved = TokenStore(path).read()
+    assert saved is not None
+    assert saved.user_id == double.bot.id
+    assert set(saved.scopes) == set(SCOPES)
