@@ -12,6 +12,8 @@ PYTHON=${PYTHON:-python3}
 
 need_debs=(libportaudio2)
 [[ $profile == test ]] && need_debs+=(pulseaudio pulseaudio-utils libasound2-plugins)
+# Browser tests of the overlay and panel: Debian's Chromium and its driver (no browser download).
+[[ $profile == test ]] && need_debs+=(chromium chromium-driver)
 
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then

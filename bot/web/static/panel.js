@@ -83,6 +83,10 @@
   }
 
   function fill(list, items, render, emptyText) {
+    // Rebuild a list only when its content changed, so buttons under the pointer stay put.
+    const key = JSON.stringify(items);
+    if (list.dataset.key === key) return;
+    list.dataset.key = key;
     list.replaceChildren();
     if (!items.length) {
       list.appendChild(el("li", "empty", emptyText));
