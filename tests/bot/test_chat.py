@@ -19,6 +19,7 @@ from tests.bot.chat_harness import (
     start_bot,
     until,
 )
+from tests.fixtures_audio import PulseServer
 
 
 @pytest.fixture
@@ -432,3 +433,53 @@ async def test_a_broken_database_does_not_stop_the_bot(tmp_path: Path) -> None:
     finally:
         await bot.close()
     assert (state / "ishowtts.db").read_bytes() == b"garbage" * 1000
+
+
+# -- the whole App on the real tiny F5 engine and the real player ------------------------------
+@pytest.mark.slow
+@pytest.mark.audio
+async def test_voice_commands_and_speech_on_the_real_tiny_f5_engine(
+    tmp_path: Path, tiny_f5: dict, pulse_server: PulseServer
+) -> None:
+    """Real f5-tts code (tiny weights), real engine thread, real player on the test sink."""
+    import asyncio
+
+    import yaml
+
+    from bot.app import App
+    from bot.config import load_config
+    from engine.base import EngineState
+    from tests.fixtures_f5 import write_tiny_f5_config
+
+    path = write_tiny_f5_config(tmp_path, tiny_f5, seed=3)
+    data = yaml.safe_load(path.read_text())
+    data["audio"] = {"device": pulse_server.device_name, "gap_ms": 0}
+    data["storage"] = {"dir": "state"}
+    data["web"] = {"enabled": False}
+    path.write_text(yaml.safe_dump(data))
+    app = App(load_config(path))
+    events: list[tuple[str, str, str, str | None]] = []
+    app.speaker.add_listener(
+        lambda ev: events.append(
+            (ev.kind, ev.item.text, ev.item.voice, ev.outcome.value if ev.outcome else None)
+        )
+    )
+    harness = Bot(app, None, None)  # type: ignore[arg-type]
+    await app.start()
+    try:
+        assert await asyncio.wait_for(app.worker.wait_ready(), 180) is EngineState.READY
+        _, replies = await harness.send("!voices")
+        assert replies == ["voices (!voice NAME): alice, default"]
+        _, replies = await harness.send("!voice Alice")
+        assert replies == ["your voice is now alice"]
+        decision, _ = await harness.send("hi chat")
+        assert decision.item is not None
+        assert decision.item.voice == "alice"
+        await asyncio.wait_for(app.speaker.wait_idle(), 180)
+    finally:
+        await app.close()
+    assert events == [
+        ("queued", "viewer says hi chat", "alice", None),
+        ("started", "viewer says hi chat", "alice", None),
+        ("finished", "viewer says hi chat", "alice", "played"),
+    ]
