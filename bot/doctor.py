@@ -400,6 +400,8 @@ def check_weights(
     timeout_s: float = NETWORK_TIMEOUT_S,
 ) -> CheckResult:
     """Whether the F5 checkpoint, vocab and vocoder are here or can be downloaded."""
+    from bot.progress import format_bytes
+
     name = "F5 weights"
     if engine.name == "espeak":
         return CheckResult(name, "skip", "not needed: engine.name is espeak")
@@ -422,7 +424,7 @@ def check_weights(
     pending = [f for f in files if f.state == "downloadable"]
     if pending:
         total = sum(f.size or 0 for f in pending)
-        size = f"{total / 1e9:.2f} GB" if total else "size unknown"
+        size = format_bytes(total) if total else "an unknown size"
         names = ", ".join(f.location.rsplit("/", 1)[-1] for f in pending)
         return CheckResult(
             name,
