@@ -36,7 +36,14 @@ from aiohttp import WSMsgType, web
 
 from bot.actions import mute_user, remove_item, unmute_user
 from bot.chat import Decision
-from bot.commands import CommandError, Controls, format_duration, parse_duration, parse_login
+from bot.commands import (
+    CommandError,
+    Controls,
+    VoiceListUnavailable,
+    format_duration,
+    parse_duration,
+    parse_login,
+)
 from bot.config import VOICE_NAME_RE, Config, TtsConfig
 from bot.filters import speakable_name
 from bot.messages import ChatMessage, ChatUser
@@ -697,7 +704,10 @@ class WebServer:
             return None
         if not VOICE_NAME_RE.match(voice):
             raise ApiError(400, "voice: names are 1-32 letters, digits, '-' or '_'")
-        names = self._controls.voices.cached
+        try:
+            names: list[str] | None = await self._controls.voices.names()
+        except VoiceListUnavailable:
+            names = None  # the engine is still starting: the engine falls back if unknown
         if names is not None:
             known = {n.casefold(): n for n in names}
             if voice.casefold() not in known:
