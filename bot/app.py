@@ -160,10 +160,12 @@ class App:
         """Serve ``source`` until it ends (then drain the queue) or a stop is requested.
 
         Returns:
-            Process exit status: 0 on a normal end, 1 when the engine could not load.
+            Process exit status: 0 on a normal end, 1 when the engine could not load or
+            the chat source failed (e.g. a revoked Twitch sign-in).
         """
         source_task = asyncio.create_task(source.run(self), name=f"source-{source.name}")
         stop_task = asyncio.create_task(self._stop.wait(), name="stop-wait")
+        source_failed = False
         try:
             done, _ = await asyncio.wait(
                 {source_task, stop_task}, return_when=asyncio.FIRST_COMPLETED
@@ -171,6 +173,7 @@ class App:
             if source_task in done and not self._stop.is_set():
                 exc = source_task.exception()
                 if exc is not None:
+                    source_failed = True
                     log.error("chat source %s failed: %s", source.name, exc)
                 # End of input: finish what is queued, unless told to stop meanwhile.
                 drain = asyncio.create_task(self.speaker.wait_idle(), name="drain")
@@ -185,7 +188,7 @@ class App:
         if self._engine_failed is not None:
             log.error("stopped because the TTS engine is unavailable: %s", self._engine_failed)
             return 1
-        return 0
+        return 1 if source_failed else 0
 
     # -- engine state -------------------------------------------------------------------
     def _on_engine_state(self, state: EngineState, detail: str) -> None:

@@ -392,9 +392,12 @@ class Speaker:
             log.warning("synthesis took longer than %.0f s; message dropped", self._timeout_s)
             return Outcome.FAILED, "synthesis timed out"
 
+        if self._current_outcome is not None:  # skipped/removed before a sample was played
+            return self._current_outcome, ""
+
         async def stream() -> AsyncIterator[Audio]:
             yield first
-            while True:
+            while self._current_outcome is None:
                 try:
                     chunk = await asyncio.wait_for(anext(chunks), self._timeout_s)
                 except StopAsyncIteration:

@@ -75,6 +75,10 @@ class SynthesisJob:
         """Stop this job: skipped if still queued, stopped at the next chunk if running."""
         if not self._stop.is_set():
             self._stop.set()
+            # Control beats data: audio already delivered but not yet consumed is dropped too.
+            while not self._chunks.empty():
+                self._chunks.get_nowait()
+            self._done = False  # the drained queue may have held the end marker: add it back
             self._end(None)
 
     async def __aiter__(self) -> AsyncIterator[Audio]:

@@ -97,6 +97,16 @@ class RecordingPlayer:
     def stop(self) -> None:
         self._stop.set()
 
+    # The rest of AudioPlayer's surface, for tests that run a whole App.
+    async def start(self) -> None:
+        self.started = True
+
+    async def close(self) -> None:
+        self.started = False
+
+    def set_volume(self, volume: float) -> None:
+        self.volume = volume
+
 
 def msg(text: str, user: str = "alice", mid: str | None = None, bits: int = 0) -> ChatMessage:
     return ChatMessage(

@@ -1,0 +1,120 @@
+"""App.run's exit status and shutdown paths, with the real worker and speaker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+from bot.app import App
+from bot.config import parse_config
+from bot.messages import ChatCleared, ChatMessage
+from bot.sources.base import ChatSink
+from engine.base import EngineError, EngineState
+from tests.bot.test_speech import RecordingPlayer, ToneEngine, msg
+
+
+class ScriptedSource:
+    name = "scripted"
+
+    def __init__(self, messages: list[ChatMessage], error: Exception | None = None) -> None:
+        self.messages = messages
+        self.error = error
+        self.closed = False
+
+    async def run(self, sink: ChatSink) -> None:
+        for m in self.messages:
+            await sink.on_message(m)
+        if self.error is not None:
+            raise self.error
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+class BrokenEngine(ToneEngine):
+    def load(self, progress: Callable[[EngineState, str], None]) -> None:
+        raise EngineError("weights missing: set engine.f5.checkpoint")
+
+
+def make_app(tmp_path: Path, engine: ToneEngine) -> tuple[App, RecordingPlayer]:
+    cfg = parse_config(
+        {"audio": {"gap_ms": 0}, "storage": {"dir": str(tmp_path)}, "web": {"enabled": False}},
+        tmp_path,
+    )
+    player = RecordingPlayer()
+    app = App(cfg, engine=engine, player=player)  # type: ignore[arg-type]
+    return app, player
+
+
+async def test_end_of_input_drains_the_queue_then_returns_zero(tmp_path: Path) -> None:
+    app, player = make_app(tmp_path, ToneEngine(chunks=3))
+    await app.start()
+    try:
+        source = ScriptedSource([msg("one", user="a"), msg("two", user="b")])
+        assert await asyncio.wait_for(app.run(source), 30) == 0
+        assert [n for _, n in player.played] == [240, 240]
+        assert source.closed
+    finally:
+        await app.close()
+
+
+async def test_a_failing_source_still_drains_but_exits_non_zero(tmp_path: Path) -> None:
+    app, player = make_app(tmp_path, ToneEngine(chunks=3))
+    await app.start()
+    try:
+        source = ScriptedSource([msg("last words")], error=RuntimeError("sign-in revoked"))
+        assert await asyncio.wait_for(app.run(source), 30) == 1
+        assert len(player.played) == 1
+    finally:
+        await app.close()
+
+
+async def test_an_engine_that_cannot_load_stops_the_bot_with_status_one(tmp_path: Path) -> None:
+    app, _player = make_app(tmp_path, BrokenEngine())
+    await app.start()
+    try:
+
+        class Forever(ScriptedSource):
+            async def run(self, sink: ChatSink) -> None:
+                await asyncio.Event().wait()
+
+        assert await asyncio.wait_for(app.run(Forever([])), 30) == 1
+        assert app.worker.state is EngineState.ERROR
+        assert "engine.f5.checkpoint" in app.worker.state_detail
+    finally:
+        await app.close()
+
+
+async def test_request_stop_ends_run_without_waiting_for_the_queue(tmp_path: Path) -> None:
+    app, _player = make_app(tmp_path, ToneEngine(chunks=10_000))
+    await app.start()
+    try:
+
+        class Stopper(ScriptedSource):
+            async def run(self, sink: ChatSink) -> None:
+                await sink.on_message(msg("very long"))
+                await asyncio.sleep(0.2)
+                app.request_stop()
+                await asyncio.Event().wait()
+
+        assert await asyncio.wait_for(app.run(Stopper([])), 30) == 0
+    finally:
+        await app.close()
+
+
+async def test_chat_clear_stops_everything(tmp_path: Path) -> None:
+    app, player = make_app(tmp_path, ToneEngine(chunks=10_000))
+    await app.start()
+    try:
+        await app.on_message(msg("playing", user="a"))
+        await app.on_message(msg("queued", user="b"))
+        async with asyncio.timeout(10):
+            while app.speaker.current is None:
+                await asyncio.sleep(0.01)
+        await app.on_moderation(ChatCleared())
+        await asyncio.wait_for(app.speaker.wait_idle(), 10)
+        assert len(player.played) == 1
+        assert len(app.queue) == 0
+    finally:
+        await app.close()
