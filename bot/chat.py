@@ -107,7 +107,9 @@ class ChatPipeline:
         self.filters = FilterChain(cfg.filters, cfg.chat.max_length)
         self.ignorer = MessageIgnorer(cfg.filters.ignore)
         self.cooldown = Cooldown(cfg.filters.cooldown, clock)
-        self.commands = CommandProcessor(cfg.commands, self, tts_command=cfg.triggers.command)
+        self.commands = CommandProcessor(
+            cfg.commands, self, tts_command=cfg.triggers.command, clock=clock
+        )
         self._min_role = ROLE_BY_NAME[cfg.triggers.min_role]
         self._reward_titles = frozenset(t.casefold() for t in cfg.triggers.reward_titles)
         self._enabled = True

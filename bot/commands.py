@@ -47,6 +47,10 @@ DEFAULT_ROLES: dict[str, Role] = {
 }
 """Who may use each command unless ``commands.<key>.min_role`` says otherwise."""
 
+DEFAULT_COOLDOWNS: dict[str, float] = {"voices": 30.0}
+"""Seconds between two uses of a command in the channel unless ``commands.<key>.cooldown_s``
+says otherwise: a raid typing ``!voices`` must not flood chat with the list."""
+
 USAGE: dict[str, str] = {
     "voice": "voice [NAME]",
     "voices": "voices",
@@ -369,7 +373,8 @@ class CommandResult:
 
     Attributes:
         key: The command (a COMMAND_KEYS entry), or None when unknown.
-        status: ``ok``, ``denied``, ``unknown``, ``invalid`` (bad arguments) or ``error``.
+        status: ``ok``, ``denied``, ``unknown``, ``cooldown`` (used too recently; ignored),
+            ``invalid`` (bad arguments) or ``error``.
         speak: For ``!tts``: the text to speak (the pipeline filters and queues it).
     """
 
@@ -392,7 +397,12 @@ class CommandProcessor:
     """Recognises commands in chat lines, checks roles, runs them and replies."""
 
     def __init__(
-        self, cfg: CommandsConfig, controls: Controls, *, tts_command: bool = True
+        self,
+        cfg: CommandsConfig,
+        controls: Controls,
+        *,
+        tts_command: bool = True,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """Build the name table from config.
 
@@ -401,9 +411,13 @@ class CommandProcessor:
             controls: What the commands act on.
             tts_command: Whether ``!tts`` is a trigger (``triggers.command``); when not, the
                 command does not exist.
+            clock: Monotonic clock for command cooldowns.
         """
         self.cfg = cfg
         self._controls = controls
+        self._clock = clock
+        self._cooldowns: dict[str, float] = {}
+        self._last_used: dict[str, float] = {}
         self._names: dict[str, str] = {}
         self.min_roles: dict[str, Role] = {}
         handlers: dict[str, Handler] = {
@@ -429,6 +443,9 @@ class CommandProcessor:
             self._handlers[key] = handlers[key]
             self.min_roles[key] = (
                 ROLE_BY_NAME[spec.min_role] if spec.min_role is not None else DEFAULT_ROLES[key]
+            )
+            self._cooldowns[key] = (
+                spec.cooldown_s if spec.cooldown_s is not None else DEFAULT_COOLDOWNS.get(key, 0.0)
             )
             for word in (spec.name or key, *spec.aliases):
                 self._names[word] = key
@@ -475,6 +492,9 @@ class CommandProcessor:
                 role = self.min_roles[key].name.lower()
                 await self.reply(message, f"{self.name_of(key)} is for {role}s and up")
             return CommandResult(key, "denied")
+        if self._cooling(key, message.user.role):
+            log.debug("%s is cooling down; %s ignored", key, message.user.login)
+            return CommandResult(key, "cooldown")
         ctx = _Context(message, parsed, key)
         try:
             return await self._handlers[key](ctx)
@@ -488,6 +508,18 @@ class CommandProcessor:
         except VoiceListUnavailable as exc:
             await self.reply(message, str(exc))
             return CommandResult(key, "error")
+
+    def _cooling(self, key: str, role: Role) -> bool:
+        """Whether ``key`` was used too recently (moderators and up are never held back)."""
+        seconds = self._cooldowns[key]
+        if seconds <= 0 or role >= Role.MODERATOR:
+            return False
+        now = self._clock()
+        last = self._last_used.get(key)
+        if last is not None and now - last < seconds:
+            return True
+        self._last_used[key] = now
+        return False
 
     async def reply(self, message: ChatMessage, text: str) -> None:
         """Answer in the chat the message came from (capped; failures are logged, not raised)."""

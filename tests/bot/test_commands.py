@@ -514,3 +514,43 @@ async def test_a_failed_save_is_reported_not_acknowledged(bot: Bot) -> None:
     assert decision.command.status == "error"
     assert replies == ["!voice failed: could not save the change"]
     assert bot.store.voice_of(VIEWER) is None
+
+
+async def test_voices_has_a_channel_cooldown_that_moderators_skip(tmp_path: Path) -> None:
+    bot = await start_bot(make_config(tmp_path, commands={"voice": {"cooldown_s": 5}}))
+    now = [100.0]
+    bot.app.chat.commands._clock = lambda: now[0]
+    try:
+        decision, replies = await bot.send("!voices", VIEWER)
+        assert replies
+        decision, replies = await bot.send("!voices", person("another"))
+        assert decision.command is not None
+        assert (decision.command.status, replies) == ("cooldown", [])
+        _, replies = await bot.send("!voices", MOD)
+        assert replies
+        now[0] += 31
+        _, replies = await bot.send("!voices", person("another"))
+        assert replies
+        # A configured cooldown on another command.
+        assert (await bot.send("!voice", VIEWER))[1] == ["your voice is default"]
+        decision, _ = await bot.send("!voice alice", person("x"))
+        assert decision.command is not None
+        assert decision.command.status == "cooldown"
+    finally:
+        await bot.close()
+
+
+@pytest.mark.parametrize(
+    ("template", "problem"),
+    [
+        ("{name} says", "must contain {text}"),
+        ("{text.upper}", "may only use {name} and {text}"),
+        ("{text!r}", "may only use {name} and {text}"),
+        ("{user}: {text}", "may only use {name} and {text}"),
+        ("{text", "not a valid template"),
+    ],
+)
+def test_bad_templates_are_config_errors(tmp_path: Path, template: str, problem: str) -> None:
+    with pytest.raises(ConfigError, match=r"tts\.template") as err:
+        parse_config({"tts": {"template": template}}, tmp_path)
+    assert problem in str(err.value)
