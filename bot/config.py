@@ -273,6 +273,12 @@ class CommandSpec(_Section):
         default=None, description="lowest role allowed (default: the command's own)"
     )
     enabled: bool = True
+    cooldown_s: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=86_400.0,
+        description="seconds between two uses in the channel (default: 30 for voices, else 0)",
+    )
 
     @field_validator("name")
     @classmethod
@@ -468,15 +474,21 @@ class TtsConfig(_Section):
     @field_validator("template")
     @classmethod
     def _template(cls, value: str) -> str:
-        fields = set(re.findall(r"{(\w*)}", value))
+        import string
+
+        try:
+            parts = list(string.Formatter().parse(value))
+        except ValueError as exc:
+            raise ValueError(f"is not a valid template ({exc}); write {{{{ for a brace") from None
+        fields = []
+        for _literal, field, spec, conversion in parts:
+            if field is None:
+                continue
+            if field not in ("name", "text") or spec or conversion:
+                raise ValueError("may only use {name} and {text}")
+            fields.append(field)
         if "text" not in fields:
             raise ValueError("must contain {text}")
-        if fields - {"name", "text"}:
-            raise ValueError("may only use {name} and {text}")
-        try:
-            value.format(name="n", text="t")
-        except (ValueError, IndexError, KeyError) as exc:
-            raise ValueError(f"is not a valid template: {exc}") from None
         return value
 
 
