@@ -147,6 +147,7 @@ class App:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.voices.close()
         await self.worker.close()
         await self.player.close()
         await self.store.close()
@@ -175,10 +176,18 @@ class App:
                 if exc is not None:
                     source_failed = True
                     log.error("chat source %s failed: %s", source.name, exc)
-                # End of input: finish what is queued, unless told to stop meanwhile.
-                drain = asyncio.create_task(self.speaker.wait_idle(), name="drain")
-                await asyncio.wait({drain, stop_task}, return_when=asyncio.FIRST_COMPLETED)
-                drain.cancel()
+                # End of input: finish what is queued, unless told to stop meanwhile. Paused
+                # playback (perhaps restored from an earlier session) would never drain.
+                if self.speaker.paused and len(self.queue):
+                    log.warning(
+                        "end of chat input while playback is paused (!resume): %d queued"
+                        " message(s) not spoken",
+                        len(self.queue),
+                    )
+                else:
+                    drain = asyncio.create_task(self.speaker.wait_idle(), name="drain")
+                    await asyncio.wait({drain, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+                    drain.cancel()
         finally:
             await source.close()
             for task in (source_task, stop_task):

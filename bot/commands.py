@@ -13,6 +13,7 @@ path), and a failed database write is reported instead of acknowledged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import difflib
 import logging
 import math
@@ -260,6 +261,14 @@ class VoiceCatalog:
     def invalidate(self) -> None:
         """Forget the list (voices were added or removed)."""
         self._names = None
+
+    async def close(self) -> None:
+        """Stop a fetch still waiting for the engine (the bot is shutting down)."""
+        pending, self._pending = self._pending, None
+        if pending is not None and not pending.done():
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await pending
 
     async def _load(self) -> list[str]:
         names = sorted({str(n) for n in await self._fetch()}, key=str.casefold)

@@ -483,3 +483,30 @@ async def test_voice_commands_and_speech_on_the_real_tiny_f5_engine(
         ("started", "viewer says hi chat", "alice", None),
         ("finished", "viewer says hi chat", "alice", "played"),
     ]
+
+
+async def test_end_of_input_while_paused_does_not_hang(tmp_path: Path) -> None:
+    """A pause saved by an earlier session must not make a scripted run wait forever."""
+    import asyncio
+    import os
+
+    from bot.sources.terminal import TerminalSource
+
+    cfg = make_config(tmp_path)
+    bot = await start_bot(cfg)
+    await bot.send("!pause", MOD)
+    await bot.close()
+
+    bot = await start_bot(cfg)
+    try:
+        assert bot.app.speaker.paused
+        read_fd, write_fd = os.pipe()
+        os.write(write_fd, b"this stays queued\n")
+        os.close(write_fd)
+        status = await asyncio.wait_for(bot.app.run(TerminalSource(fd=read_fd)), 30)
+        os.close(read_fd)
+        assert status == 0
+        assert [it.text for it in bot.app.queue.snapshot()] == ["this stays queued"]
+        assert bot.started() == []
+    finally:
+        await bot.close()
