@@ -11,8 +11,13 @@ import asyncio
 import json
 import logging
 import os
+import re
+import shutil
 import socket
 import stat
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,10 +32,12 @@ from bot.messages import ChatMessage, ChatUser, Role
 from bot.speech import Outcome
 from bot.web.token import TOKEN_FILE_NAME, load_or_create_token, tokens_match
 from engine.base import EngineState
-from tests.bot.web_harness import EventLog, running_bot
+from tests.bot.web_harness import EventLog, bot_config, running_bot
 from tests.fixtures_audio import PulseServer
 
 pytestmark = [pytest.mark.audio]
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _auth(app: App) -> dict[str, str]:
@@ -466,3 +473,135 @@ async def test_web_enabled_false_starts_no_server(
     async with running_bot(tmp_path, tiny_f5, pulse_server, web={"enabled": False}) as app:
         assert app.web is None
     assert not (tmp_path / "state" / TOKEN_FILE_NAME).exists()
+
+
+# -- the real process, as a streamer runs it ---------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class _Process:
+    """``python -m bot`` with stdin kept open (the terminal chat) and stderr collected."""
+
+    def __init__(self, config: Path, cwd: Path, env: dict[str, str]) -> None:
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bot", "--config", str(config)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            cwd=cwd,
+            env=env,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            self.lines.append(raw.decode(errors="replace").rstrip("\n"))
+
+    def wait_line(self, needle: str, timeout_s: float = 180) -> str:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if needle in line:
+                    return line
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"{needle!r} never logged:\n" + "\n".join(self.lines))
+
+    def finish(self) -> int:
+        """End the terminal input: the bot drains its queue and exits."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        code = self.proc.wait(timeout=180)
+        self._reader.join(timeout=10)
+        return code
+
+
+def test_the_cli_prints_a_ready_link_once_and_the_documented_curl_works(
+    tmp_path: Path, tiny_f5: dict[str, Any], pulse_server: PulseServer
+) -> None:
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.skip("curl is not installed")
+    port = _free_port()
+    config = bot_config(tmp_path, tiny_f5, pulse_server, web={"port": port})
+    env = {**os.environ, **pulse_server.env, "PYTHONPATH": str(REPO)}
+
+    bot = _Process(config, tmp_path, env)
+    try:
+        line = bot.wait_line("control panel: ")
+        match = re.search(r"(http://127\.0\.0\.1:(\d+)/)\?token=([A-Za-z0-9_-]+)", line)
+        assert match is not None, line
+        assert int(match.group(2)) == port
+        token = match.group(3)
+        token_file = tmp_path / "state" / TOKEN_FILE_NAME
+        assert token_file.read_text().strip() == token
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        bot.wait_line(f"http://127.0.0.1:{port}/overlay")
+        bot.wait_line("f5 engine ready")
+        # The example from docs/web.md, verbatim apart from the address and the token.
+        body = '{"user": "AlertBox", "text": "Thanks for the sub, friend!", "voice": "alice"}'
+        answer = subprocess.run(
+            [
+                curl,
+                "-sS",
+                f"http://127.0.0.1:{port}/api/ingest",
+                "-H",
+                f"Authorization: Bearer {token}",
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                body,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        reply = json.loads(answer.stdout)
+        assert reply["status"] == "queued"
+        assert reply["text"] == "Alert Box says Thanks for the sub, friend!"
+        assert reply["voice"] == "alice"
+        bot.wait_line("speaking alertbox (voice alice): Alert Box says Thanks for the sub, friend!")
+        refused = subprocess.run(
+            [
+                curl,
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-X",
+                "POST",
+                f"http://127.0.0.1:{port}/api/skip",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        assert refused.stdout == "401"
+        assert bot.finish() == 0
+    finally:
+        if bot.proc.poll() is None:
+            bot.proc.kill()
+            bot.proc.wait()
+    assert not any("Traceback" in ln for ln in bot.lines), "\n".join(bot.lines)
+
+    # A second run reuses the token and does not print it.
+    again = _Process(config, tmp_path, env)
+    try:
+        again.wait_line("control panel: ")
+        assert again.finish() == 0
+    finally:
+        if again.proc.poll() is None:
+            again.proc.kill()
+            again.proc.wait()
+    assert not any(token in ln for ln in again.lines)
+    assert any(str(token_file) in ln for ln in again.lines)

@@ -105,6 +105,22 @@ class Browser:
     async def text(self, css: str) -> str:
         return str(await self.js("return document.querySelector(arguments[0]).textContent", css))
 
+    async def record_engine_states(self) -> None:
+        """Have every page loaded from now on log each engine state it displays, in order."""
+        script = """
+            window.__engineStates = [];
+            new MutationObserver(function () {
+                const el = document.getElementById('engine-state');
+                const seen = window.__engineStates;
+                if (el && el.textContent !== '…' && seen[seen.length - 1] !== el.textContent) {
+                    seen.push(el.textContent);
+                }
+            }).observe(document, {subtree: true, childList: true, characterData: true});
+        """
+        await self.call(
+            self.driver.execute_cdp_cmd, "Page.addScriptToEvaluateOnNewDocument", {"source": script}
+        )
+
     async def screenshot(self, name: str, *, transparent: bool = False) -> Path:
         ARTIFACTS.mkdir(exist_ok=True)
         path = ARTIFACTS / name
@@ -231,6 +247,7 @@ async def test_skip_button_stops_the_sound(
     sink_recorder: SinkRecorder,
     browser: Browser,
 ) -> None:
+    await browser.record_engine_states()
     async with running_bot(tmp_path, tiny_f5, pulse_server) as app:
         events = EventLog(app)
         await browser.get(_panel_url(app))
@@ -240,6 +257,12 @@ async def test_skip_button_stops_the_sound(
         )
         assert await browser.js("return document.getElementById('engine').dataset.state") == "ready"
         assert "ready" in await browser.text("#engine-detail")
+        seen = await browser.js("return window.__engineStates")
+        # Whatever part of the start-up the page caught (it opened while the model was
+        # loading), it showed it in order, live, and finished on ready.
+        lifecycle = ["stopped", "loading", "warming", "ready"]
+        assert seen[-1] == "ready", seen
+        assert [lifecycle.index(s) for s in seen] == sorted(lifecycle.index(s) for s in seen), seen
 
         sink_recorder.start()
         long_text = (
