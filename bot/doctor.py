@@ -104,12 +104,25 @@ def check_python(
 
 
 def _declared_requirements() -> list[str]:
+    """The installed distribution's requirements, else those in the checkout's pyproject.toml.
+
+    Running from a checkout without ``pip install`` is how people first try things; the
+    pyproject beside the ``bot`` package still says what is needed.
+    """
     from importlib import metadata
 
     try:
         declared = metadata.requires("ishowtts") or []
     except metadata.PackageNotFoundError:
-        return []
+        declared = []
+        pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+        try:
+            import tomllib
+
+            data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+            declared = [str(r) for r in data.get("project", {}).get("dependencies", [])]
+        except (ImportError, OSError, ValueError):
+            return []
     return [r for r in declared if "extra ==" not in r]
 
 
@@ -863,7 +876,25 @@ def run_checks(
         twitch_validate_url: Twitch token validation URL (None: no network).
         timeout_s: Longest wait for each network probe.
     """
-    results = [check_python(), check_packages()]
+    results: list[CheckResult] = []
+
+    def run(label: str, check: Callable[[], CheckResult | list[CheckResult]]) -> None:
+        # A check that crashes (a package missing, a library that fails to load) becomes a
+        # failed line naming the problem; the rest of the report still runs.
+        try:
+            outcome = check()
+        except Exception as exc:
+            log.debug("doctor check %s crashed", label, exc_info=True)
+            outcome = CheckResult(
+                label,
+                "fail",
+                f"the check itself failed: {type(exc).__name__}: {exc}",
+                "run scripts/install.sh to repair the installation",
+            )
+        results.extend(outcome if isinstance(outcome, list) else [outcome])
+
+    run("Python", check_python)
+    run("packages", check_packages)
     error: ConfigError | None = None
     cfg: Config | None = None
     used_defaults = False
@@ -878,19 +909,26 @@ def run_checks(
             cfg = load_config(path)
     except ConfigError as exc:
         error = exc
-    results.append(check_config(path, error, used_defaults))
+    run("config", lambda: check_config(path, error, used_defaults))
     engine = cfg.engine if cfg is not None else parse_config({}, Path.cwd()).engine
-    results.append(check_gpu(engine, gpu_probe()))
+    run("GPU", lambda: check_gpu(engine, gpu_probe()))
     if cfg is None:
         for label in ("F5 weights", "voices", "audio output", "Twitch", "database", "web panel"):
             results.append(CheckResult(label, "skip", "fix the config first"))
         return results
-    results.append(check_weights(cfg.engine, endpoint=hub_endpoint, timeout_s=timeout_s))
-    results += check_voices(cfg.voices)
-    results.append(check_audio(cfg.audio))
-    results.append(check_twitch(cfg, validate_url=twitch_validate_url, timeout_s=timeout_s))
-    results.append(check_database(cfg))
-    results.append(check_web(cfg))
+    ready = cfg
+    run(
+        "F5 weights",
+        lambda: check_weights(ready.engine, endpoint=hub_endpoint, timeout_s=timeout_s),
+    )
+    run("voices", lambda: check_voices(ready.voices))
+    run("audio output", lambda: check_audio(ready.audio))
+    run(
+        "Twitch",
+        lambda: check_twitch(ready, validate_url=twitch_validate_url, timeout_s=timeout_s),
+    )
+    run("database", lambda: check_database(ready))
+    run("web panel", lambda: check_web(ready))
     return results
 
 

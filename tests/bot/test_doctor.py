@@ -744,3 +744,29 @@ def test_the_report_is_one_screen_wide() -> None:
     assert lines[0].startswith("  WARN  GPU     word")
     assert any(line.strip().startswith("-> do this") for line in lines)
     assert lines[-1] == "Ready to run: ./scripts/run.sh (1 warning above)."
+
+
+def test_a_check_that_crashes_becomes_a_failed_line(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("chat:\n  source: terminal\nstorage:\n  dir: state\n", encoding="utf-8")
+    code = (
+        "import sys; sys.modules['sounddevice'] = None\n"  # as if it were not installed
+        "from bot.cli import main\n"
+        f"sys.exit(main(['--config', {str(config)!r}, 'doctor']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    line = next(x for x in done.stdout.splitlines() if "audio output" in x)
+    assert "FAIL" in line
+    assert "the check itself failed" in line
+    assert "sounddevice" in line
+    assert "FAIL  database" not in done.stdout  # the checks after it still ran
+    assert "database" in done.stdout
+    assert "Traceback" not in done.stdout + done.stderr
