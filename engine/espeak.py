@@ -43,23 +43,12 @@ _PARAM_RATE = 1
 _PARAM_PITCH = 3
 _EE_OK = 0
 
-# Variants that keep speech clear (the klatt family and the plain male/female variants). The
-# novelty variants (whisper, croak, robosoft, ...) are left out: viewers get a distinct voice,
-# never an unintelligible one.
-VARIANT_POOL: tuple[str, ...] = (
-    "klatt",
-    "klatt2",
-    "klatt3",
-    "klatt4",
-    "m1",
-    "m2",
-    "m3",
-    "m7",
-    "f1",
-    "f2",
-    "f3",
-    "f4",
-)
+# Variants whose speech stays clear. Measured with an offline recogniser (pocketsphinx, four
+# plain sentences, pitch 38/50/62, 160 wpm; mean word error rate): klatt3 0.23, klatt5 0.24,
+# m5 0.25, klatt4 0.28, klatt6 0.29, m6 0.37; left out: klatt 0.38, klatt2 0.44, m1 0.52,
+# m3 0.57, f1-f4 0.60-0.94, m2/m7 0.77-0.89, and the novelty variants (whisper, croak,
+# robosoft...). Distinct voices come from the variant plus a pitch and rate offset per name.
+VARIANT_POOL: tuple[str, ...] = ("klatt3", "klatt4", "klatt5", "klatt6", "m5", "m6")
 _PITCH_SPREAD = 12  # a mapped voice's pitch is the configured pitch +- this much
 _RATE_SPREAD = 0.08  # and its rate the configured rate +- 8 %
 
