@@ -119,12 +119,34 @@ class F5Config(_Section):
         return value
 
 
+class EspeakVoiceConfig(_Section):
+    """One bot voice's eSpeak NG settings (``engine.espeak.voices.<name>``).
+
+    Unset keys keep what the automatic mapping gives that name.
+    """
+
+    voice: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_+\-]{1,40}$")
+    rate: int | None = Field(default=None, ge=80, le=450, description="words per minute")
+    pitch: int | None = Field(default=None, ge=0, le=99)
+
+
 class EspeakConfig(_Section):
     """eSpeak NG fallback engine settings (``engine.espeak``)."""
 
     voice: str = Field(default="en-us+klatt3", pattern=r"^[A-Za-z0-9_+\-]{1,40}$")
     rate: int = Field(default=175, ge=80, le=450, description="words per minute")
     pitch: int = Field(default=50, ge=0, le=99)
+    voices: dict[str, EspeakVoiceConfig] = Field(
+        default_factory=dict, description="per-voice settings, keyed by bot voice name"
+    )
+
+    @field_validator("voices")
+    @classmethod
+    def _voice_names(cls, value: dict[str, EspeakVoiceConfig]) -> dict[str, EspeakVoiceConfig]:
+        bad = [name for name in value if not VOICE_NAME_RE.match(name)]
+        if bad:
+            raise ValueError(f"{bad[0]!r} is not a voice name (1-32 letters, digits, '-' or '_')")
+        return {name.lower(): settings for name, settings in value.items()}
 
 
 class EngineConfig(_Section):
