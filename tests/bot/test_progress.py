@@ -238,3 +238,41 @@ def test_setups_differ_by_engine_device_and_model(tmp_path: Path) -> None:
     tiny = parse_config({"engine": {"f5": {"model": {"dim": 64, "depth": 2}}}}, tmp_path)
     assert len({engine_setup(base), engine_setup(cpu), engine_setup(tiny)}) == 3
     assert engine_setup(base) == engine_setup(parse_config({}, tmp_path))
+
+
+@pytest.mark.slow
+@pytest.mark.audio
+def test_the_running_bot_logs_when_its_voice_engine_is_ready(
+    tmp_path: Path, tiny_f5: dict[str, Any], pulse_server: Any
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.fixtures_f5 import write_tiny_f5_config
+
+    config = write_tiny_f5_config(tmp_path, tiny_f5, seed=5)
+    data = yaml.safe_load(config.read_text(encoding="utf-8"))
+    data.update(
+        audio={"device": pulse_server.device_name, "gap_ms": 0},
+        chat={"source": "terminal"},
+        storage={"dir": "state"},
+        web={"enabled": False},
+    )
+    config.write_text(yaml.safe_dump(data), encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "--config", str(config)],
+        input="hello chat\n",
+        cwd=Path(__file__).resolve().parents[2],
+        env={**os.environ, **pulse_server.env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "the voice engine is ready after" in done.stderr
+    saved = json.loads((tmp_path / "state" / "load-times.json").read_text(encoding="utf-8"))
+    (steps,) = saved.values()
+    assert [name for name, _ in steps][-1] == "warming/warming"

@@ -10,6 +10,7 @@ voice library and the F5 engine (tiny weights, real code) accept it.
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -582,3 +583,42 @@ def test_prepared_voice_keeps_the_confirmed_transcript(tmp_path: Path, speech: A
     assert confirmed.transcript_source == "given"
     assert confirmed.transcript == TRANSCRIPT
     assert confirmed.samples is prepared.samples
+
+
+@pytest.mark.slow
+def test_cli_voices_test_speaks_in_that_voice_with_visible_progress(
+    tmp_path: Path, tiny_f5: dict[str, Any]
+) -> None:
+    import yaml
+
+    from tests.fixtures_f5 import write_tiny_f5_config
+
+    config = write_tiny_f5_config(tmp_path, tiny_f5, seed=3)
+    data = yaml.safe_load(config.read_text(encoding="utf-8"))
+    data["storage"] = {"dir": "state"}
+    config.write_text(yaml.safe_dump(data), encoding="utf-8")
+    base = [sys.executable, "-m", "bot", "--config", str(config), "voices", "test"]
+    out = tmp_path / "alice.wav"
+    done = subprocess.run(
+        [*base, "alice", "hello chat", "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    audio, rate = sf.read(str(out), dtype="float32")
+    assert rate == 24_000
+    assert len(audio) > 0.2 * rate
+    # Progress the streamer sees: each step, then how long getting ready took.
+    assert "loading F5-TTS on cpu (fp32)" in done.stderr
+    assert "the voice engine is ready after" in done.stderr
+    history = json.loads((tmp_path / "state" / "load-times.json").read_text(encoding="utf-8"))
+    assert len(history) == 1
+
+    unknown = subprocess.run(
+        [*base, "nobody"], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert unknown.returncode == 2
+    assert "no voice named 'nobody'" in unknown.stderr
+    assert "alice" in unknown.stderr  # the voices that exist are listed
