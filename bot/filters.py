@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+import string
 import time
 import unicodedata
 from collections.abc import Callable
@@ -82,10 +83,25 @@ _TAGS = range(0xE0020, 0xE0080)
 _REGIONAL = range(0x1F1E6, 0x1F200)
 
 
+_EMOJI_CLASS = "".join(
+    f"{chr(lo)}-{chr(hi)}" if hi > lo else chr(lo)
+    for lo, hi in (
+        *_EMOJI_RANGES,
+        *((cp, cp) for cp in _EMOJI_JOINERS),
+        (_SKIN_TONES.start, _SKIN_TONES.stop - 1),
+        (_TAGS.start, _TAGS.stop - 1),
+    )
+)
+# Every endpoint is a non-ASCII character, so none needs escaping inside the class.
+_EMOJI_RE = re.compile(f"[{_EMOJI_CLASS}]")
+# Tabs and line breaks become spaces, other ASCII controls vanish (the fast path for ASCII).
+_ASCII_CONTROLS = {cp: (" " if chr(cp) in "\t\r\n\v\f" else None) for cp in (*range(32), 127)}
+
+
 def is_emoji(ch: str) -> bool:
     """Whether ``ch`` is a pictograph (emoji) code point."""
     cp = ord(ch)
-    return any(lo <= cp <= hi for lo, hi in _EMOJI_RANGES)
+    return cp >= 0xA9 and any(lo <= cp <= hi for lo, hi in _EMOJI_RANGES)
 
 
 def _is_emoji_part(ch: str) -> bool:
@@ -146,6 +162,8 @@ class ZalgoFilterImpl(TextFilter):
 
     def apply(self, text: str) -> str | None:
         """Strip controls and excess combining marks."""
+        if text.isascii():
+            return text.translate(_ASCII_CONTROLS)
         out: list[str] = []
         marks = 0
         for ch in text:
@@ -224,7 +242,7 @@ class EmojiFilterImpl(TextFilter):
 
     def apply(self, text: str) -> str | None:
         """Apply the configured emoji policy."""
-        if self._action == "keep":
+        if self._action == "keep" or text.isascii() or not _EMOJI_RE.search(text):
             return text
         out: list[str] = []
         described = 0
@@ -325,7 +343,9 @@ class RepeatsFilterImpl(TextFilter):
         limit = self._max_words
         if len(words) <= limit:
             return text
-        keys = [re.sub(r"\W+", "", w).casefold() or w for w in words]
+        keys = [w.casefold().translate(_PUNCTUATION) or w for w in words]
+        if not any(any(map(str.__eq__, keys, keys[size:])) for size in range(1, 5)):
+            return text  # no word equals one 1-4 places later: nothing can repeat (common)
         out: list[str] = []
         i = 0
         collapsed = False
@@ -340,6 +360,10 @@ class RepeatsFilterImpl(TextFilter):
             i += size * reps
             collapsed = True
         return " ".join(out) if collapsed else text
+
+
+# Punctuation does not make a word different ("lol!" repeats "lol"); translate is fast.
+_PUNCTUATION = str.maketrans("", "", string.punctuation + "¡¿…“”‘’«»")
 
 
 def _repeated_run(keys: list[str], start: int, limit: int) -> tuple[int, int] | None:
