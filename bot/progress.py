@@ -361,7 +361,7 @@ def load_progress(
     cfg: Config, *, heartbeat_s: float = 15.0, announce: bool = False
 ) -> LoadProgress:
     """A :class:`LoadProgress` keeping its timings in the state folder (``storage.dir``)."""
-    from bot.auth import state_dir
+    from bot.config import state_dir
 
     return LoadProgress(
         state_dir(cfg.storage) / HISTORY_FILE,

@@ -647,7 +647,11 @@ def save_voice(
                 old.rename(target)
         raise VoiceImportError(f"cannot write the voice into {target}: {exc}") from None
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        if old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                old.unlink()
     log.info("voice %r saved in %s", name, target)
     return target
 
