@@ -15,6 +15,7 @@ restart or on another machine.
 from __future__ import annotations
 
 import ctypes
+import difflib
 import hashlib
 import logging
 import re
@@ -97,7 +98,7 @@ class _Library:
         self._stop: StopCheck | None = None
         self.sample_rate = 0
         self.data_path = ""
-        self.languages: frozenset[str] = frozenset()
+        self.voice_files: frozenset[str] = frozenset()
         self.variants: frozenset[str] = frozenset()
 
     def ensure_loaded(self) -> None:
@@ -141,43 +142,44 @@ class _Library:
             self._callback = callback
             self.sample_rate = int(rate)
             self.data_path = data_path
-            self.languages = self._list_languages(lib)
+            self.voice_files = self._list_voices(lib)
             self.variants = frozenset(
                 p.name.lower() for p in (Path(data_path) / "voices" / "!v").iterdir()
             )
             self._lib = lib
             log.info(
-                "eSpeak NG ready: %d Hz, %d languages, %d variants (data: %s)",
+                "eSpeak NG ready: %d Hz, %d voices, %d variants (data: %s)",
                 self.sample_rate,
-                len(self.languages),
+                len(self.voice_files),
                 len(self.variants),
                 data_path,
             )
 
     @staticmethod
-    def _list_languages(lib: ctypes.CDLL) -> frozenset[str]:
-        """Names ``espeak_SetVoiceByName`` accepts: language codes and voice file names."""
+    def _list_voices(lib: ctypes.CDLL) -> frozenset[str]:
+        """Voice file names (``en``, ``en-us``, ``fr``...), which name voices for eSpeak."""
         names: set[str] = set()
         voices = lib.espeak_ListVoices(None)
         i = 0
         while voices and voices[i]:
-            voice = voices[i].contents
-            if voice.identifier:
-                names.add(voice.identifier.decode(errors="replace").rsplit("/", 1)[-1].lower())
-            if voice.languages:
-                # Pairs of (priority byte, NUL-terminated language), ended by a 0 priority.
-                offset = 0
-                while ctypes.string_at(voice.languages + offset, 1) != b"\x00":
-                    lang = ctypes.string_at(voice.languages + offset + 1)
-                    names.add(lang.decode(errors="replace").lower())
-                    offset += len(lang) + 2
+            identifier = voices[i].contents.identifier
+            if identifier:
+                names.add(identifier.decode(errors="replace").rsplit("/", 1)[-1].lower())
             i += 1
         return frozenset(names)
 
-    def is_installed(self, spec: str) -> bool:
-        """Whether ``LANG`` or ``LANG+VARIANT`` names an installed voice (and variant)."""
-        lang, _, variant = spec.lower().partition("+")
-        return lang in self.languages and (not variant or variant in self.variants)
+    def accepts(self, spec: str) -> bool:
+        """Whether ``VOICE[+VARIANT]`` names an installed voice and variant.
+
+        eSpeak itself is asked about the voice (it knows its own naming rules); variants are
+        checked against the installed files, because eSpeak ignores an unknown one silently.
+        """
+        voice, plus, variant = spec.partition("+")
+        if plus and variant.lower() not in self.variants:
+            return False
+        with self.lock:
+            lib = self._lib
+            return lib is not None and lib.espeak_SetVoiceByName(voice.encode()) == _EE_OK
 
     def _on_samples(self, wav: Any, count: int, _events: int | None) -> int:
         """Synth callback (runs inside ``espeak_Synth`` on the calling thread)."""
@@ -274,24 +276,35 @@ def map_voice(name: str, cfg: EspeakConfig) -> EspeakVoice:
     ``default`` speaks exactly as configured. Any other name keeps the configured language and
     gets a variant, pitch and rate offset from a BLAKE2 hash of the name (Python's ``hash()``
     is salted per process, so it would give a viewer a new voice after every restart).
+    ``engine.espeak.voices.<name>`` then overrides whichever of voice, rate and pitch it sets.
 
     Args:
-        name: The bot voice name (already validated).
+        name: The bot voice name (already validated; case does not matter).
         cfg: ``engine.espeak``.
     """
-    if name == BUILTIN_VOICE:
-        return EspeakVoice(cfg.voice, cfg.rate, cfg.pitch)
-    digest = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big")
-    language = cfg.voice.partition("+")[0]
-    variant = VARIANT_POOL[digest % len(VARIANT_POOL)]
-    digest //= len(VARIANT_POOL)
-    pitch_offset = digest % (2 * _PITCH_SPREAD + 1) - _PITCH_SPREAD
-    digest //= 2 * _PITCH_SPREAD + 1
-    rate_factor = 1.0 + ((digest % 201) - 100) / 100 * _RATE_SPREAD
+    key = name.lower()
+    if key == BUILTIN_VOICE:
+        mapped = EspeakVoice(cfg.voice, cfg.rate, cfg.pitch)
+    else:
+        digest = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
+        language = cfg.voice.partition("+")[0]
+        variant = VARIANT_POOL[digest % len(VARIANT_POOL)]
+        digest //= len(VARIANT_POOL)
+        pitch_offset = digest % (2 * _PITCH_SPREAD + 1) - _PITCH_SPREAD
+        digest //= 2 * _PITCH_SPREAD + 1
+        rate_factor = 1.0 + ((digest % 201) - 100) / 100 * _RATE_SPREAD
+        mapped = EspeakVoice(
+            spec=f"{language}+{variant}",
+            rate=min(450, max(80, round(cfg.rate * rate_factor))),
+            pitch=min(99, max(0, cfg.pitch + pitch_offset)),
+        )
+    override = cfg.voices.get(key)
+    if override is None:
+        return mapped
     return EspeakVoice(
-        spec=f"{language}+{variant}",
-        rate=min(450, max(80, round(cfg.rate * rate_factor))),
-        pitch=min(99, max(0, cfg.pitch + pitch_offset)),
+        spec=override.voice if override.voice is not None else mapped.spec,
+        rate=override.rate if override.rate is not None else mapped.rate,
+        pitch=override.pitch if override.pitch is not None else mapped.pitch,
     )
 
 
@@ -310,6 +323,31 @@ def _clean(text: str) -> str:
 def split_sentences(text: str) -> list[str]:
     """Split at sentence ends and line breaks, so a skip lands between pieces."""
     return [part.strip() for part in _SENTENCE_END.split(text) if _SPEAKABLE.search(part)]
+
+
+def _check_installed(key: str, spec: str) -> None:
+    """Refuse an eSpeak voice that is not installed, naming the config key to fix.
+
+    Raises:
+        EngineError: Saying whether the voice or the variant is unknown, with suggestions.
+    """
+    if _LIBRARY.accepts(spec):
+        return
+    lang, _, variant = spec.lower().partition("+")
+    if _LIBRARY.accepts(lang):
+        known, what = _LIBRARY.variants, f"variant {variant!r}"
+        wrong = variant
+    else:
+        known, what = _LIBRARY.voice_files, f"voice {lang!r}"
+        wrong = lang
+    close = difflib.get_close_matches(wrong, sorted(known), n=4, cutoff=0.5)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    raise EngineError(
+        f"{key}: {spec!r} is not installed: unknown {what}{hint}; use VOICE or "
+        "VOICE+VARIANT, e.g. en-us+klatt3 or en+klatt4 (British English is 'en'); the "
+        f"voices are the files under {_LIBRARY.data_path}/lang, the variants those in "
+        "voices/!v"
+    )
 
 
 class EspeakEngine(Engine):
@@ -335,26 +373,18 @@ class EspeakEngine(Engine):
         self._loaded = False
 
     def load(self, progress: Callable[[EngineState, str], None]) -> None:
-        """Initialise eSpeak NG and check the configured voice.
+        """Initialise eSpeak NG and check the configured voices.
 
         Raises:
-            EngineError: When the library cannot start or ``engine.espeak.voice`` is not
-                installed.
+            EngineError: When the library cannot start, or ``engine.espeak.voice`` or an
+                ``engine.espeak.voices.<name>.voice`` is not installed.
         """
         progress(EngineState.LOADING, "starting eSpeak NG")
         _LIBRARY.ensure_loaded()
-        if not _LIBRARY.is_installed(self.cfg.voice):
-            lang, _, variant = self.cfg.voice.partition("+")
-            what = (
-                f"variant {variant!r}"
-                if lang.lower() in _LIBRARY.languages
-                else f"language {lang!r}"
-            )
-            raise EngineError(
-                f"engine.espeak.voice: {self.cfg.voice!r} is not installed (unknown {what}); "
-                "use LANGUAGE or LANGUAGE+VARIANT, e.g. en-us+klatt3; the voices are under "
-                f"{_LIBRARY.data_path}/voices and lang"
-            )
+        _check_installed("engine.espeak.voice", self.cfg.voice)
+        for name, override in self.cfg.voices.items():
+            if override.voice is not None:
+                _check_installed(f"engine.espeak.voices.{name}.voice", override.voice)
         self.sample_rate = _LIBRARY.sample_rate
         self._loaded = True
         count = len(self._scan())
@@ -371,29 +401,33 @@ class EspeakEngine(Engine):
         """The eSpeak settings ``voice`` speaks with (the default voice's for unknown names).
 
         Names are looked up case-insensitively in the voice library (which rescans once on
-        an unknown name, so a folder added while the bot runs is found); nothing from chat
-        reaches eSpeak except through this mapping.
+        an unknown name, so a folder added while the bot runs is found) and in
+        ``engine.espeak.voices``; nothing from chat reaches eSpeak except through this mapping.
         """
         spec = self.library.lookup(voice)
-        if spec is None or not VOICE_NAME_RE.match(spec.name):
-            fallback = self.library.default_name
-            log.info("unknown voice %r: speaking with the default voice %r", voice[:40], fallback)
-            return map_voice(fallback, self.cfg)
-        return map_voice(spec.name, self.cfg)
+        if spec is not None and VOICE_NAME_RE.match(spec.name):
+            return map_voice(spec.name, self.cfg)
+        if voice.lower() in self.cfg.voices:
+            return map_voice(voice, self.cfg)
+        fallback = self.library.default_name
+        log.info("unknown voice %r: speaking with the default voice %r", voice[:40], fallback)
+        return map_voice(fallback, self.cfg)
 
     def voices(self) -> list[VoiceInfo]:
         """The bot's voices, each with the eSpeak voice it maps to.
 
-        A voice whose clip or transcript has a problem still speaks here (eSpeak needs
-        neither); the problem is mentioned so it can be fixed before F5-TTS is used.
+        These are the voice folders, the built-in ``default`` and any name configured only
+        under ``engine.espeak.voices``. A voice whose clip or transcript has a problem still
+        speaks here (eSpeak needs neither); the problem is mentioned so it can be fixed
+        before F5-TTS is used.
         """
-        infos = []
-        for name, spec in sorted(self._scan().items(), key=lambda i: (i[0] != BUILTIN_VOICE, i[0])):
-            description = map_voice(name, self.cfg).describe()
-            if spec.problem is not None:
-                description += f" (for F5-TTS: {spec.problem})"
-            infos.append(VoiceInfo(name, description))
-        return infos
+        notes: dict[str, str] = {name: "" for name in self.cfg.voices}
+        for name, spec in self._scan().items():
+            notes[name] = f" (for F5-TTS: {spec.problem})" if spec.problem is not None else ""
+        return [
+            VoiceInfo(name, map_voice(name, self.cfg).describe() + notes[name])
+            for name in sorted(notes, key=lambda n: (n != BUILTIN_VOICE, n))
+        ]
 
     def synthesize(self, text: str, voice: str, should_stop: StopCheck) -> Iterator[Audio]:
         """Speak ``text`` sentence by sentence; a stop request aborts the current sentence.

@@ -103,7 +103,12 @@ def test_load_reports_progress_and_rate(voices_dir: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("voice", "unknown"), [("xx-nowhere", "language 'xx-nowhere'"), ("en-us+nope", "variant")]
+    ("voice", "unknown"),
+    [
+        ("xx-nowhere", "unknown voice 'xx-nowhere'"),
+        ("en-us+nope", "unknown variant 'nope'"),
+        ("en-gb", "did you mean en-gb-"),
+    ],
 )
 def test_uninstalled_configured_voice_is_a_clear_error(
     voices_dir: Path, voice: str, unknown: str
@@ -201,6 +206,35 @@ def test_different_names_get_different_voices(engine: EspeakEngine) -> None:
     same = np.max(np.abs(_voice_print(alice) - _voice_print(again)))
     for other in (bob, default):
         assert np.max(np.abs(_voice_print(alice) - _voice_print(other))) > 5 * same + 0.05
+
+
+def test_per_voice_settings_override_the_mapping(voices_dir: Path) -> None:
+    cfg = EspeakConfig(
+        voices={
+            "Alice": {"rate": 300},
+            "default": {"pitch": 10},
+            "robot": {"voice": "en+robosoft", "rate": 120, "pitch": 20},
+        }
+    )
+    engine = EspeakEngine(cfg, VoicesConfig(dir=voices_dir))
+    engine.load(lambda _s, _d: None)
+    plain = map_voice("alice", EspeakConfig())
+    assert engine.voice_settings("alice") == type(plain)(plain.spec, 300, plain.pitch)
+    assert engine.voice_settings("default").pitch == 10
+    assert engine.voice_settings("ROBOT") == type(plain)("en+robosoft", 120, 20)
+    assert [v.name for v in engine.voices()] == ["default", "alice", "bob", "robot"]
+    text = "the quick brown fox jumps over the lazy dog"
+    fast = _voiced_seconds(_speak(engine, text, "alice"), 22_050)
+    usual = _voiced_seconds(_speak(_engine(voices_dir), text, "alice"), 22_050)
+    assert fast < 0.75 * usual
+    assert _speak(engine, text, "robot").size > 0
+
+
+def test_uninstalled_per_voice_setting_names_its_key(voices_dir: Path) -> None:
+    cfg = EspeakConfig(voices={"bob": {"voice": "en-us+nope"}})
+    engine = EspeakEngine(cfg, VoicesConfig(dir=voices_dir))
+    with pytest.raises(EngineError, match=r"engine\.espeak\.voices\.bob\.voice"):
+        engine.load(lambda _s, _d: None)
 
 
 def test_unknown_voice_falls_back_with_a_log_line(
