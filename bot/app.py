@@ -86,8 +86,8 @@ class App:
         )
         self.web: WebServer | None = None
         if cfg.web.enabled:
+            from bot.config import state_dir
             from bot.sources.terminal import local_user
-            from bot.web.token import state_dir
 
             self.web = WebServer(
                 cfg,

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from bot.config import Config, StorageConfig
+from bot.config import Config, state_dir
 
 log = logging.getLogger(__name__)
 
@@ -55,19 +55,6 @@ _FILE_VERSION = 1
 
 class AuthError(Exception):
     """Signing in failed or the token file is unusable; ``str()`` tells the user what to do."""
-
-
-def state_dir(storage: StorageConfig) -> Path:
-    """The folder for local state: ``storage.dir``, else the platform's user state folder.
-
-    The default lives outside any repository (e.g. ``~/.local/state/ishowtts`` on Linux), so
-    tokens are never committed by accident.
-    """
-    if storage.dir is not None:
-        return storage.dir
-    import platformdirs
-
-    return Path(platformdirs.user_state_dir("ishowtts", appauthor=False))
 
 
 def token_path(cfg: Config) -> Path:

@@ -230,6 +230,19 @@ class StorageConfig(_Section):
     )
 
 
+def state_dir(storage: StorageConfig) -> Path:
+    """The folder for local state (database, tokens): ``storage.dir``, else the user's state folder.
+
+    The default lives outside any repository (``~/.local/state/ishowtts`` on Linux), so tokens and
+    the database are never committed by accident.
+    """
+    if storage.dir is not None:
+        return storage.dir
+    import platformdirs
+
+    return Path(platformdirs.user_state_dir("ishowtts", appauthor=False))
+
+
 def _is_loopback(host: str) -> bool:
     """Whether ``host`` names this machine only (so nothing else on the network can connect)."""
     import ipaddress

@@ -16,25 +16,10 @@ import secrets
 import stat
 from pathlib import Path
 
-from bot.config import StorageConfig
-
 log = logging.getLogger(__name__)
 
 TOKEN_FILE_NAME = "web-token"
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{16,256}$")
-
-
-def state_dir(storage: StorageConfig) -> Path:
-    """The bot's local state folder: ``storage.dir``, else the platform's user state folder.
-
-    Outside any repository (``~/.local/state/ishowtts`` on Linux), so the token is never
-    committed by accident.
-    """
-    if storage.dir is not None:
-        return storage.dir
-    import platformdirs
-
-    return Path(platformdirs.user_state_dir("ishowtts", appauthor=False))
 
 
 class TokenError(RuntimeError):

@@ -31,10 +31,9 @@ from bot.auth import (
     StoredToken,
     TokenStore,
     device_login,
-    state_dir,
     token_path,
 )
-from bot.config import StorageConfig, TwitchConfig, parse_config
+from bot.config import StorageConfig, TwitchConfig, parse_config, state_dir
 from bot.messages import ChatCleared, ChatMessage, MessageDeleted, Role, UserPurged
 from bot.sources.twitch import (
     MAX_TEXT,
