@@ -37,6 +37,7 @@ def _config(tmp_path: Path, tiny_f5: dict[str, Any], pulse: PulseServer, **extra
     data["audio"] = {"device": pulse.device_name, "gap_ms": 0}
     data["chat"] = {"source": "terminal"}
     data["storage"] = {"dir": str(tmp_path / "state")}
+    data["web"] = {"port": 0}  # never clash with a running bot or another test
     data.update(extra)
     path.write_text(yaml.safe_dump(data))
     return path

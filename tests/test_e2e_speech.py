@@ -57,6 +57,7 @@ def _config(tmp_path: Path, pulse: PulseServer) -> Path:
         "chat": {"source": "terminal"},
         "tts": {"say_names": False},
         "storage": {"dir": str(tmp_path / "state")},
+        "web": {"port": 0},
     }
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
