@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bot.config import Config
+from bot.config import Config, state_dir
 from bot.messages import ChatUser
 
 log = logging.getLogger(__name__)
@@ -90,11 +90,7 @@ def database_path(cfg: Config) -> Path:
     """
     if cfg.storage.database is not None:
         return cfg.storage.database
-    if cfg.storage.dir is not None:
-        return cfg.storage.dir / DATABASE_NAME
-    import platformdirs
-
-    return Path(platformdirs.user_state_dir("ishowtts")) / DATABASE_NAME
+    return state_dir(cfg.storage) / DATABASE_NAME
 
 
 @dataclass(frozen=True, slots=True)
