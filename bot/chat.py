@@ -111,7 +111,6 @@ class ChatPipeline:
             cfg.commands, self, tts_command=cfg.triggers.command, clock=clock
         )
         self._min_role = ROLE_BY_NAME[cfg.triggers.min_role]
-        self._reward_titles = frozenset(t.casefold() for t in cfg.triggers.reward_titles)
         self._enabled = True
         self._recent: OrderedDict[str, tuple[str, Role]] = OrderedDict()
         self._message_ids: OrderedDict[str, None] = OrderedDict()
@@ -267,13 +266,11 @@ class ChatPipeline:
         triggers = self.cfg.triggers
         if via_command:
             return "command"  # the command exists only when triggers.command is on
-        if triggers.cheers and message.bits >= max(1, triggers.min_bits):
+        # Which rewards count and the smallest cheer are the source's business (twitch.rewards,
+        # twitch.min_bits): a message arrives paid only when it qualified there.
+        if triggers.cheers and message.bits > 0:
             return "cheer"
-        if (
-            triggers.rewards
-            and message.reward is not None
-            and (not self._reward_titles or message.reward.casefold() in self._reward_titles)
-        ):
+        if triggers.rewards and message.reward is not None:
             return "reward"
         if triggers.messages:
             return "message"

@@ -489,10 +489,8 @@ class TriggersConfig(_Section):
 
     messages: bool = Field(default=True, description="every chat message")
     command: bool = Field(default=True, description="the tts command (!tts TEXT)")
-    rewards: bool = Field(default=True, description="channel-points rewards with text")
-    reward_titles: tuple[str, ...] = Field(default=(), description="only these (empty: any)")
-    cheers: bool = Field(default=True, description="cheers of at least min_bits")
-    min_bits: int = Field(default=1, ge=1)
+    rewards: bool = Field(default=True, description="the rewards listed in twitch.rewards")
+    cheers: bool = Field(default=True, description="cheers of at least twitch.min_bits")
     min_role: RoleName = Field(default="everyone", description="lowest role that is spoken")
 
 
