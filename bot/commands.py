@@ -23,10 +23,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from bot import actions
 from bot.config import COMMAND_KEYS, COMMAND_NAME_RE, VOICE_NAME_RE, CommandsConfig
 from bot.filters import ROLE_BY_NAME
 from bot.messages import ChatMessage, Role
-from bot.speech import Speaker, SpeechItem
+from bot.speech import Speaker
 from bot.store import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -552,11 +553,7 @@ class CommandProcessor:
     def _target(self, arg: str) -> tuple[str, str | None]:
         """(login, user id if known) for an ``@user`` argument."""
         login = parse_login(arg)
-        recent = self._controls.recent_user(login)
-        if recent is not None:
-            return login, recent[0]
-        record = self._controls.store.find_login(login)
-        return login, record.user_id if record is not None else None
+        return login, actions.user_id_for(self._controls, login)
 
     async def _checked_voice(self, name: str) -> str:
         if not VOICE_NAME_RE.match(name):
@@ -615,7 +612,7 @@ class CommandProcessor:
         args = ctx.command.args
         if not args:
             raise self._usage("mute")
-        login, user_id = self._target(args[0])
+        login = parse_login(args[0])
         seconds = parse_duration(args[1]) if len(args) > 1 else None
         issuer = ctx.message.user
         recent = self._controls.recent_user(login)
@@ -626,12 +623,9 @@ class CommandProcessor:
             and login != issuer.login
         ):
             raise CommandError(f"you can't mute {login}: they are a {recent[1].name.lower()}")
-        store = self._controls.store
-        until = store.now() + seconds if seconds is not None else None
-        await store.mute(login, user_id, until=until, by=issuer.login)
-        removed = self._controls.speaker.remove_where(
-            lambda it: _same_user(it, login, user_id), include_current=True
-        )
+        removed = (
+            await actions.mute_user(self._controls, login, seconds=seconds, by=issuer.login)
+        ).removed
         span = f"for {format_duration(seconds)}" if seconds is not None else "until unmuted"
         extra = f" ({removed} message{'s' if removed != 1 else ''} removed)" if removed else ""
         await self._ack(ctx, f"muted {login} {span}{extra}")
@@ -640,8 +634,8 @@ class CommandProcessor:
     async def _unmute(self, ctx: _Context) -> CommandResult:
         if not ctx.command.args:
             raise self._usage("unmute")
-        login, user_id = self._target(ctx.command.args[0])
-        lifted = await self._controls.store.unmute(login, user_id)
+        login = parse_login(ctx.command.args[0])
+        lifted = await actions.unmute_user(self._controls, login)
         await self._ack(ctx, f"unmuted {login}" if lifted else f"{login} was not muted")
         return CommandResult("unmute", "ok")
 
@@ -710,10 +704,3 @@ class CommandProcessor:
         await self._controls.store.set_voice(login, user_id, self._stored_voice(voice))
         await self._ack(ctx, f"{login}'s voice is now {voice}")
         return CommandResult("setvoice", "ok")
-
-
-def _same_user(item: SpeechItem, login: str, user_id: str | None) -> bool:
-    user = item.message.user
-    if user_id is not None and user.id == user_id:
-        return True
-    return user.login.casefold() == login
