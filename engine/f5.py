@@ -234,12 +234,15 @@ def _offline() -> bool:
 
 
 def _hub_file(repo_id: str, filename: str) -> Path:
-    """Fetch one file from the hub cache, downloading it (with a progress bar) if needed."""
+    """Fetch one file from the hub cache, downloading it (progress logged) if needed."""
     from huggingface_hub import hf_hub_download
+
+    from engine.download import DownloadProgress
 
     path = hf_hub_download(
         repo_id=repo_id,
         filename=filename,
+        tqdm_class=DownloadProgress,
         local_files_only=_offline(),
         cache_dir=os.environ.get("HF_HUB_CACHE") or None,
     )

@@ -337,6 +337,8 @@ def load_reference(data: bytes, transcript: str, where: str) -> ReferenceAudio:
     loud = float(np.percentile(levels, 95))
     threshold = max(-50.0, loud - 35.0)
     voiced = np.flatnonzero(levels > threshold)
+    if voiced.size == 0:  # some signal, but nothing at speaking level (e.g. a -60 dBFS hum)
+        raise VoiceError(f"{where} is too quiet: no part of it reaches speaking level (-50 dBFS)")
     keep = round(_EDGE_KEEP_S * rate)
     start = max(0, int(voiced[0]) * frame - keep)
     end = min(len(samples), (int(voiced[-1]) + 1) * frame + keep)

@@ -167,6 +167,14 @@ def test_silent_clip_is_rejected() -> None:
         load_reference(_wav_bytes(_silence(3.0)), "words", "quiet.wav")
 
 
+def test_a_clip_below_speaking_level_is_rejected_not_a_crash() -> None:
+    # -60 dBFS: above digital silence, below the -50 dBFS voiced threshold everywhere.
+    t = np.arange(3 * RATE) / RATE
+    hum = (0.001 * np.sin(2 * np.pi * 200 * t)).astype(np.float32)
+    with pytest.raises(VoiceError, match="too quiet"):
+        load_reference(_wav_bytes(hum), "words", "hum.wav")
+
+
 SENTENCES = [
     "The first sentence is here.",
     "Then a second one follows.",
