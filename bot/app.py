@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 
 from bot.chat import ChatPipeline, Decision
@@ -26,9 +27,8 @@ from engine.worker import EngineWorker
 
 log = logging.getLogger(__name__)
 
-
-class EngineUnavailable(RuntimeError):
-    """The engine failed to load; the message says why and how to fix it."""
+WARMING_NOTICE_S = 30.0
+"""Least time between two "still warming up" replies in chat."""
 
 
 class App:
@@ -98,11 +98,10 @@ class App:
                 submit=self.submit,
                 local_user=local_user,
             )
-        self._tasks: set[asyncio.Task[None]] = set()
         self._speaker_task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._engine_failed: str | None = None
-        self._warned_warming: set[str] = set()
+        self._warned_warming_at: float | None = None
         self._started = False
 
     # -- life cycle -----------------------------------------------------------------
@@ -142,11 +141,6 @@ class App:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._speaker_task
             self._speaker_task = None
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
         await self.voices.close()
         await self.worker.close()
         await self.player.close()
@@ -288,11 +282,15 @@ class App:
         return await asyncio.to_thread(scan)
 
     async def _say_warming(self, message: ChatMessage) -> None:
+        """Tell chat (at most every WARMING_NOTICE_S, so a raid gets one line) that speech waits."""
         state = self.worker.state
-        warming = state in (EngineState.LOADING, EngineState.WARMING, EngineState.STOPPED)
-        if warming and message.user.id not in self._warned_warming:
-            self._warned_warming.add(message.user.id)
-            await message.reply("the voice engine is still warming up; your message is queued")
+        if state not in (EngineState.LOADING, EngineState.WARMING, EngineState.STOPPED):
+            return
+        now = time.monotonic()
+        last = self._warned_warming_at
+        if last is None or now - last >= WARMING_NOTICE_S:
+            self._warned_warming_at = now
+            await message.reply("the voice engine is still warming up; messages are queued")
 
     async def on_moderation(self, event: ModerationEvent) -> None:
         """Apply deletes, purges and chat clears to queued and playing speech at once."""

@@ -118,3 +118,39 @@ async def test_chat_clear_stops_everything(tmp_path: Path) -> None:
         assert len(app.queue) == 0
     finally:
         await app.close()
+
+
+async def test_chat_hears_once_that_the_engine_is_warming_not_once_per_viewer(
+    tmp_path: Path,
+) -> None:
+    import threading
+
+    release = threading.Event()
+
+    class SlowEngine(ToneEngine):
+        def load(self, progress: Callable[[EngineState, str], None]) -> None:
+            progress(EngineState.WARMING, "warming")
+            release.wait(30)
+
+    app, player = make_app(tmp_path, SlowEngine(chunks=1))
+    replies: list[str] = []
+
+    async def reply(text: str) -> None:
+        replies.append(text)
+
+    await app.start()
+    try:
+        for i in range(20):  # a raid arrives while the model warms up
+            m = msg(f"hello {i}", user=f"viewer{i}")
+            await app.on_message(
+                ChatMessage(id=m.id, user=m.user, text=m.text, source="test", reply=reply)
+            )
+        assert replies == ["the voice engine is still warming up; messages are queued"]
+        release.set()
+        assert await asyncio.wait_for(app.worker.wait_ready(), 10) is EngineState.READY
+        async with asyncio.timeout(20):
+            while len(player.played) < 20:
+                await asyncio.sleep(0.01)
+    finally:
+        release.set()
+        await app.close()
