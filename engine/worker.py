@@ -160,6 +160,7 @@ class EngineWorker:
         self._ready = asyncio.Event()
         self._stopped = asyncio.Event()
         self._closed = False
+        self._running: SynthesisJob | None = None
 
     @property
     def sample_rate(self) -> int:
@@ -197,14 +198,36 @@ class EngineWorker:
         self._queue.put(_Work(call=fn, future=future))
         return await future
 
-    async def close(self) -> None:
-        """Cancel nothing further, stop the thread after the current job and close the engine."""
+    async def close(self, timeout_s: float = 30.0) -> None:
+        """Cancel every job (queued and running), stop the thread and close the engine.
+
+        Args:
+            timeout_s: How long to wait for the engine to finish its current step. A thread
+                stuck inside a native call cannot be killed; after this it is abandoned (it is
+                a daemon thread, so it does not keep the process alive) with a log line.
+        """
         if self._thread is None or self._closed:
             return
         self._closed = True
+        while True:  # jobs still waiting would otherwise be synthesised before the stop
+            try:
+                work = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(work, _Work):
+                if work.job is not None:
+                    work.job.cancel()
+                if work.future is not None and not work.future.done():
+                    work.future.set_exception(RuntimeError("engine worker closed"))
+        running = self._running
+        if running is not None:
+            running.cancel()
         self._queue.put(_STOP)
         # The thread announces its end through call_soon_threadsafe, so the loop never joins.
-        await self._stopped.wait()
+        try:
+            await asyncio.wait_for(self._stopped.wait(), timeout_s)
+        except TimeoutError:
+            log.warning("the TTS engine did not stop within %.0f s; leaving it behind", timeout_s)
         self._thread = None
 
     # -- engine thread ------------------------------------------------------------------
@@ -286,6 +309,7 @@ class EngineWorker:
         if load_error is not None:
             self._post(job._end, EngineError(f"engine unavailable: {load_error}"))
             return
+        self._running = job
         job.started_at = time.monotonic()
         # The rate is read when the job starts: an auto engine only knows it after loading.
         # Chunks reach the loop through call_soon_threadsafe, so the loop sees this write first.
@@ -304,6 +328,8 @@ class EngineWorker:
                 log.exception("synthesis of job %d failed", job.id)
             self._post(job._end, exc)
             return
+        finally:
+            self._running = None
         self._post(job._end, None)
 
 

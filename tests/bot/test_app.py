@@ -154,3 +154,17 @@ async def test_chat_hears_once_that_the_engine_is_warming_not_once_per_viewer(
     finally:
         release.set()
         await app.close()
+
+
+async def test_closing_cancels_queued_synthesis_instead_of_finishing_it(tmp_path: Path) -> None:
+    engine = ToneEngine(chunks=50, delay=0.01)
+    app, _player = make_app(tmp_path, engine)
+    await app.start()
+    assert await asyncio.wait_for(app.worker.wait_ready(), 10) is EngineState.READY
+    jobs = [app.worker.submit(f"job {i}", "default") for i in range(10)]
+    async with asyncio.timeout(10):
+        while not engine.calls:
+            await asyncio.sleep(0.005)
+    await asyncio.wait_for(app.close(), 10)
+    assert all(job.cancelled for job in jobs)
+    assert len(engine.calls) == 1  # only the job already running reached the engine
