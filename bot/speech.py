@@ -12,9 +12,12 @@ import asyncio
 import enum
 import itertools
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
+
+import numpy as np
 
 from bot.config import QueueConfig
 from bot.messages import ChatMessage
@@ -22,6 +25,20 @@ from engine.base import Audio
 from engine.worker import SynthesisFailed, SynthesisJob
 
 log = logging.getLogger(__name__)
+
+SILENCE_PEAK = 1e-4
+"""Chunks whose loudest sample stays below this (-80 dBFS) are silence to any listener."""
+MAX_LEADING_SILENCE_S = 30.0
+"""Silence held while waiting for the first sound; more means the engine only makes silence.
+It also bounds the memory a fast engine producing endless silence could take."""
+
+
+def is_audible(chunk: Audio) -> bool:
+    """Whether a chunk holds anything above :data:`SILENCE_PEAK` (NaN counts as not audible)."""
+    if not len(chunk):
+        return False
+    peak = float(np.max(np.abs(chunk)))
+    return peak >= SILENCE_PEAK
 
 
 class Outcome(enum.Enum):
@@ -378,25 +395,53 @@ class Speaker:
 
     async def _speak(self, item: SpeechItem, job: SynthesisJob) -> tuple[Outcome, str]:
         chunks = aiter(job)
-        try:
-            first = await asyncio.wait_for(anext(chunks), self._timeout_s)
-        except StopAsyncIteration:
-            if self._current_outcome is not None:
+        # Nothing is played until the engine produced something audible: a message that is
+        # all silence (a broken checkpoint, fp16 underflow) is dropped instead of occupying
+        # the speakers. Silent chunks before the first sound are held and played with it, so
+        # real speech keeps its exact timing; engine.timeout_s bounds the wait for that sound.
+        held: list[Audio] = []
+        held_samples = 0
+        deadline = time.monotonic() + self._timeout_s
+        login = item.message.user.login
+        while True:
+            try:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError
+                chunk = await asyncio.wait_for(anext(chunks), remaining)
+            except StopAsyncIteration:
+                if self._current_outcome is not None:
+                    return self._current_outcome, ""
+                if held:
+                    log.warning("the engine produced only silence for %s's message; dropped", login)
+                    return Outcome.FAILED, "silence"
+                return Outcome.FAILED, "the engine produced no audio"
+            except SynthesisFailed as exc:
+                log.warning("could not speak %s's message: %s", login, exc)
+                return Outcome.FAILED, str(exc)
+            except TimeoutError:
+                job.cancel()
+                log.warning("synthesis took longer than %.0f s; message dropped", self._timeout_s)
+                return Outcome.FAILED, "synthesis timed out"
+            if self._current_outcome is not None:  # skipped/removed before a sample was played
                 return self._current_outcome, ""
-            return Outcome.FAILED, "the engine produced no audio"
-        except SynthesisFailed as exc:
-            log.warning("could not speak %s's message: %s", item.message.user.login, exc)
-            return Outcome.FAILED, str(exc)
-        except TimeoutError:
-            job.cancel()
-            log.warning("synthesis took longer than %.0f s; message dropped", self._timeout_s)
-            return Outcome.FAILED, "synthesis timed out"
-
-        if self._current_outcome is not None:  # skipped/removed before a sample was played
-            return self._current_outcome, ""
+            held.append(chunk)
+            if is_audible(chunk):
+                break
+            held_samples += len(chunk)
+            if held_samples > MAX_LEADING_SILENCE_S * max(1, job.sample_rate):
+                job.cancel()
+                log.warning(
+                    "the engine produced over %.0f s of silence for %s's message; dropped",
+                    MAX_LEADING_SILENCE_S,
+                    login,
+                )
+                return Outcome.FAILED, "silence"
 
         async def stream() -> AsyncIterator[Audio]:
-            yield first
+            for chunk in held:
+                yield chunk
+            held.clear()
             while self._current_outcome is None:
                 try:
                     chunk = await asyncio.wait_for(anext(chunks), self._timeout_s)
