@@ -195,3 +195,129 @@ async def test_skip_before_any_sound_is_a_skip_not_a_fault(
     await asyncio.wait_for(app.speaker.wait_idle(), HANG_S)
     assert [(t, o) for t, o, _ in _finished(events)] == [(text, "skipped")]
     assert player.played == []
+
+
+# -- audio faults: the sound server is killed mid-message and comes back ----------------------
+TONE_RATE = 24_000
+TONES = {"first": (440.0, 3.0), "second": (660.0, 0.6), "third": (990.0, 0.6)}
+
+
+class ToneTextEngine(Engine):
+    """Each known text is a sine tone of its own frequency and length, in 100 ms chunks."""
+
+    name = "tones"
+    sample_rate = TONE_RATE
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def load(self, progress: Callable[[EngineState, str], None]) -> None:
+        progress(EngineState.WARMING, "warming")
+
+    def voices(self) -> list[VoiceInfo]:
+        return [VoiceInfo("default", "tones")]
+
+    def synthesize(self, text: str, voice: str, should_stop: StopCheck) -> Iterator[Audio]:
+        self.calls.append(text)
+        freq, seconds = TONES[text]
+        t = np.arange(round(seconds * TONE_RATE)) / TONE_RATE
+        audio = (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+        step = TONE_RATE // 10
+        for i in range(0, audio.size, step):
+            if should_stop():
+                return
+            yield audio[i : i + step]
+
+
+def tone_runs(recording: np.ndarray, rate: int, window_s: float = 0.05) -> list[tuple[int, float]]:
+    """The recording as runs of (nearest known tone in Hz, seconds), silence left out."""
+    from tests.fixtures_audio import dominant_frequency, rms
+
+    n = round(window_s * rate)
+    known = [freq for freq, _ in TONES.values()]
+    runs: list[tuple[int, float]] = []
+    for i in range(0, recording.size - n + 1, n):
+        window = recording[i : i + n]
+        if rms(window) < 0.05:
+            continue
+        found = dominant_frequency(window, rate)
+        freq = min(known, key=lambda k: abs(k - found))
+        if abs(freq - found) > 30:
+            continue  # a window across a boundary or a fade
+        if runs and runs[-1][0] == freq:
+            runs[-1] = (int(freq), runs[-1][1] + window_s)
+        else:
+            runs.append((int(freq), window_s))
+    return runs
+
+
+@pytest.mark.audio
+@pytest.mark.slow
+async def test_sound_server_killed_mid_message_keeps_the_queue_and_resumes_when_back(
+    pulse_server: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import os
+    import signal
+
+    from tests.fixtures_audio import SinkRecorder, launch_pulse_server, process_alive
+
+    caplog.set_level(logging.INFO)
+    root = tmp_path / "sound-server"
+    server = launch_pulse_server(root)
+    restarted = None
+    monkeypatch.setenv("PULSE_SERVER", server.env["PULSE_SERVER"])
+    cfg = parse_config(
+        {
+            "audio": {"device": pulse_server.device_name, "gap_ms": 0},
+            "storage": {"dir": str(tmp_path / "state")},
+            "web": {"enabled": False},
+            "tts": {"say_names": False},
+        },
+        tmp_path,
+    )
+    engine = ToneTextEngine()
+    app = App(cfg, engine=engine)
+    events: list[Any] = []
+    app.speaker.add_listener(events.append)
+    await app.start()
+    try:
+        assert await app.worker.wait_ready() is EngineState.READY
+        for i, text in enumerate(TONES):
+            await app.on_message(msg(text, user=f"user{i}", mid=text))
+        await until(lambda: app.player.frames_sent >= 2.0 * app.player.stream_rate)
+        os.kill(server.pid, signal.SIGKILL)  # no goodbye to its clients: the server is gone
+        await until(lambda: not process_alive(server.pid))
+        server.stop()
+        # The bot says what happened, and nothing is lost: the cut message waits first in line.
+        await until(lambda: "audio output lost" in caplog.text)
+        await until(lambda: app.speaker.current is None)
+        assert [it.message.id for it in app.queue.snapshot()] == ["first", "second", "third"]
+        assert not [ev for ev in events if ev.kind == "finished"]
+        await asyncio.sleep(1.0)  # the bot keeps trying while the server is away
+        assert "audio device is back" not in caplog.text
+        # The server comes back at the same address; the bot finds it and speaks everything.
+        restarted = await asyncio.to_thread(launch_pulse_server, root)
+        recorder = SinkRecorder(restarted)
+        await asyncio.to_thread(recorder.start)
+        try:
+            await asyncio.wait_for(app.speaker.wait_idle(), 60)
+            recording = await asyncio.to_thread(recorder.stop)
+        finally:
+            recorder._shutdown()
+    finally:
+        await app.close()
+        server.stop()
+        if restarted is not None:
+            restarted.stop()
+    finished = [(ev.item.message.id, ev.outcome.value) for ev in events if ev.kind == "finished"]
+    assert finished == [("first", "played"), ("second", "played"), ("third", "played")]
+    # The cut message was synthesised again; the next one's prefetched audio was kept.
+    assert engine.calls == ["first", "second", "first", "third"]
+    assert "audio device is back after" in caplog.text
+    runs = tone_runs(recording, restarted.rate)
+    assert [freq for freq, _ in runs] == [440, 660, 990], runs
+    # The cut message was spoken again from its start: more than the second that was left.
+    assert runs[0][1] >= 2.0, runs
