@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import re
+import types
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -544,17 +545,103 @@ class Config(_Section):
     source_path: Path | None = Field(default=None, exclude=True)
 
 
-def _describe(error: Any) -> str:
-    loc = ".".join(str(p) for p in error["loc"])
+_PLAIN_MESSAGES: dict[str, str] = {
+    "model_type": "should be a section: indented `key: value` lines",
+    "model_attributes_type": "should be a section: indented `key: value` lines",
+    "dict_type": "should be a mapping: indented `key: value` lines",
+    "tuple_type": "should be a list, e.g. [a, b]",
+    "list_type": "should be a list, e.g. [a, b]",
+    "path_type": "should be a path (text)",
+}
+"""pydantic messages that name Python types, in the words of a YAML file."""
+_MAX_SHOWN = 80
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    """The config key path of an error location, without pydantic's union member tags.
+
+    For a key that accepts several types (``audio.device``: name or index) pydantic adds the
+    type it tried to the location (``audio.device.str``); walking the models tells keys from
+    such tags, so a voice that happens to be named ``str`` keeps its name.
+    """
+    parts: list[str] = []
+    ann: Any = Config
+    tag_next = False
+    for item in loc:
+        if tag_next:
+            tag_next = False
+            ann = None
+            continue
+        while get_origin(ann) in (Union, types.UnionType):
+            members = [a for a in get_args(ann) if a is not type(None)]
+            if len(members) > 1:
+                break
+            ann = members[0]
+        if isinstance(ann, type) and issubclass(ann, BaseModel) and item in ann.model_fields:
+            parts.append(str(item))
+            ann = ann.model_fields[str(item)].annotation
+        elif get_origin(ann) is dict:
+            parts.append(str(item))
+            ann = get_args(ann)[1]
+        elif get_origin(ann) in (tuple, list):
+            parts.append(f"[{item}]" if isinstance(item, int) else str(item))
+            ann = get_args(ann)[0] if get_args(ann) else None
+        elif get_origin(ann) in (Union, types.UnionType):
+            ann = None  # this item is the member tag pydantic tried; not a key
+        else:
+            parts.append(f"[{item}]" if isinstance(item, int) else str(item))
+            ann = None
+        if get_origin(ann) in (Union, types.UnionType):
+            members = [a for a in get_args(ann) if a is not type(None)]
+            tag_next = len(members) > 1
+    return ".".join(parts).replace(".[", "[")
+
+
+def _message(error: Any) -> str:
     kind = error["type"]
-    value = error.get("input")
-    if kind == "extra_forbidden":
-        return f"{loc}: unknown key (check the spelling; see the README's config reference)"
-    msg = error["msg"]
-    msg = msg.removeprefix("Value error, ")
+    if kind in _PLAIN_MESSAGES:
+        return _PLAIN_MESSAGES[kind]
+    msg = str(error["msg"]).removeprefix("Value error, ")
     if kind == "literal_error":
         msg = msg.replace("Input should be", "must be one of:")
-    return f"{loc}: got {value!r}; {msg[0].lower()}{msg[1:]}" if msg else f"{loc}: got {value!r}"
+    msg = msg.replace("Input should be", "should be")
+    return f"{msg[0].lower()}{msg[1:]}" if msg else ""
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 3] + "..."
+
+
+def _describe_all(errors: list[Any]) -> list[str]:
+    """One line per bad key: its path, the value found and what is allowed.
+
+    A key that accepts several types fails once per type; those failures become one line
+    ("should be a valid string or a valid integer").
+    """
+    messages: dict[str, list[str]] = {}  # in the order pydantic reported them
+    values: dict[str, Any] = {}
+    unknown: set[str] = set()
+    for error in errors:
+        path = _key_path(tuple(error["loc"])) or "config"
+        found = messages.setdefault(path, [])
+        if error["type"] == "extra_forbidden":
+            unknown.add(path)
+            continue
+        values.setdefault(path, error.get("input"))
+        message = _message(error)
+        if message and message not in found:
+            found.append(message)
+    lines: list[str] = []
+    for path, found in messages.items():
+        if path in unknown:
+            lines.append(
+                f"{path}: unknown key (check the spelling; see the README's config reference)"
+            )
+            continue
+        said = " or ".join([found[0], *(m.removeprefix("should be ") for m in found[1:])])
+        lines.append(f"{path}: got {_shown(values[path])}" + (f"; {said}" if said else ""))
+    return lines
 
 
 def parse_config(data: Any, base_dir: Path, source: Path | None = None) -> Config:
@@ -576,7 +663,7 @@ def parse_config(data: Any, base_dir: Path, source: Path | None = None) -> Confi
     try:
         cfg = Config.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:
-        lines = [_describe(e) for e in exc.errors()]
+        lines = _describe_all(exc.errors())
         raise ConfigError(f"{where} has problems:\n  " + "\n  ".join(lines)) from None
     return cfg.model_copy(update={"source_path": source})
 
