@@ -609,7 +609,14 @@ def _message(error: Any) -> str:
 
 
 def _shown(value: Any) -> str:
-    text = repr(value)
+    """A short repr: YAML anchors can make a small file hold a huge value (billion laughs)."""
+    import reprlib
+
+    short = reprlib.Repr()
+    short.maxlevel = 3
+    short.maxlist = short.maxtuple = short.maxdict = short.maxset = 5
+    short.maxstring = short.maxother = _MAX_SHOWN
+    text = short.repr(value)
     return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 3] + "..."
 
 
@@ -688,4 +695,6 @@ def load_config(path: Path) -> Config:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML: nested too deeply") from None
     return parse_config(data, path.resolve().parent, path.resolve())
