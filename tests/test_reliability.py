@@ -321,3 +321,291 @@ async def test_sound_server_killed_mid_message_keeps_the_queue_and_resumes_when_
     assert [freq for freq, _ in runs] == [440, 660, 990], runs
     # The cut message was spoken again from its start: more than the second that was left.
     assert runs[0][1] >= 2.0, runs
+
+
+# -- bad configuration: every key, a wrong type and an out-of-range value ---------------------
+# Keys whose rules live in validators rather than in field constraints, with a value each rule
+# refuses (the walk below finds the others from the models themselves).
+VALIDATED_BAD: dict[str, list[Any]] = {
+    "engine.f5.model": ["F5 TTS!"],
+    "engine.f5.checkpoint": ["hf://only-owner"],
+    "engine.f5.vocab": ["hf://a/b"],
+    "voices.default": ["../etc", "a" * 33],
+    "tts.template": ["{name} says", "{name} {text!r}", "{text} {user}", "{"],
+    "web.host": ["0.0.0.0", "192.168.1.10"],
+    "filters.emotes.pattern": ["(unclosed", "*x"],
+}
+VALIDATED_BAD.update(
+    {f"commands.{key}.name": ["two words", "x" * 26] for key in ("voice", "skip", "setvoice")}
+)
+VALIDATED_BAD.update(
+    {f"commands.{key}.aliases": [["fine", "not fine"]] for key in ("voice", "mute", "clear")}
+)
+
+
+def _unwrap(annotation: Any) -> tuple[Any, bool]:
+    """(the type inside Optional/Annotated, whether None is allowed)."""
+    import types
+    import typing
+
+    nullable = False
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is typing.Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (typing.Union, types.UnionType):
+            members = [a for a in typing.get_args(annotation) if a is not type(None)]
+            nullable = nullable or len(members) < len(typing.get_args(annotation))
+            if len(members) != 1:
+                return annotation, nullable
+            annotation = members[0]
+        else:
+            return annotation, nullable
+
+
+def config_keys() -> Iterator[tuple[str, Any]]:
+    """Every leaf key of the config models as (dotted path, pydantic FieldInfo)."""
+    import typing
+
+    from pydantic import BaseModel
+
+    from bot.config import Config
+
+    def walk(model: type[BaseModel], prefix: str) -> Iterator[tuple[str, Any]]:
+        for name, info in model.model_fields.items():
+            if info.exclude:
+                continue  # set by the program (source_path), not by the file
+            path = f"{prefix}{name}"
+            ann, _ = _unwrap(info.annotation)
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                yield path, info
+                yield from walk(ann, path + ".")
+            elif typing.get_origin(ann) is dict:
+                yield path, info
+                value = typing.get_args(ann)[1]
+                if isinstance(value, type) and issubclass(value, BaseModel):
+                    yield from walk(value, path + ".alice.")  # one sample entry
+            else:
+                yield path, info
+
+    yield from walk(Config, "")
+
+
+def bad_values(path: str, info: Any) -> list[tuple[str, Any]]:
+    """(kind, value) pairs that must be refused at ``path``: wrong types and out-of-range."""
+    import typing
+
+    import annotated_types
+    from pydantic import BaseModel
+
+    ann, _nullable = _unwrap(info.annotation)
+    origin = typing.get_origin(ann)
+    out: list[tuple[str, Any]] = []
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return [("wrong type", "some text"), ("wrong type", [1, 2])]
+    if origin is dict:
+        return [("wrong type", [1, 2]), ("wrong type", "text"), ("bad key", {"bad name!": {}})]
+    if origin is tuple:
+        return [("wrong type", "text"), ("wrong type", {"a": 1}), ("wrong item", [[1]])]
+    if origin is typing.Literal:
+        return [("wrong type", [1]), ("not allowed", "bogus")]
+    if ann is bool:
+        out = [("wrong type", "maybe"), ("wrong type", [1])]
+    elif ann in (int, float):
+        out = [("wrong type", "lots"), ("wrong type", [1])]
+        if ann is int:
+            out.append(("not whole", 2.5))
+    else:  # str, Path, unions of scalars (and engine.f5.model: a name or a mapping)
+        members = typing.get_args(ann) or (ann,)
+        out = [("wrong type", [1, 2])]
+        if not any(typing.get_origin(m) is dict for m in members):
+            out.append(("wrong type", {"a": 1}))
+    for meta in info.metadata:
+        if isinstance(meta, annotated_types.Ge):
+            out.append(("below range", meta.ge - (1 if ann is int else 0.5)))
+        elif isinstance(meta, annotated_types.Gt):
+            out.append(("below range", meta.gt))
+        elif isinstance(meta, annotated_types.Le):
+            out.append(("above range", meta.le + 1))
+        elif isinstance(meta, annotated_types.MinLen):
+            out.append(("too short", ""))
+        elif isinstance(meta, annotated_types.MaxLen):
+            out.append(("too long", "x" * (meta.max_length + 1)))
+        elif getattr(meta, "pattern", None):
+            out.append(("bad text", "has spaces and ../slashes!"))
+    out += [("refused by its rule", v) for v in VALIDATED_BAD.get(path, [])]
+    return out
+
+
+def nested(path: str, value: Any) -> dict[str, Any]:
+    data: Any = value
+    for part in reversed(path.split(".")):
+        data = {part: data}
+    return data
+
+
+CONFIG_CASES = [
+    pytest.param(path, kind, value, id=f"{path}-{kind}-{i}")
+    for path, info in config_keys()
+    for i, (kind, value) in enumerate(bad_values(path, info))
+]
+
+
+def test_the_walk_covers_every_key_of_the_shipped_config() -> None:
+    import yaml
+
+    shipped = yaml.safe_load((REPO / "config.yaml").read_text())
+    walked = {path for path, _ in config_keys()}
+
+    def leaves(data: dict[str, Any], prefix: str = "") -> Iterator[str]:
+        for key, value in data.items():
+            yield f"{prefix}{key}"
+            if isinstance(value, dict):
+                yield from leaves(value, f"{prefix}{key}.")
+
+    assert set(leaves(shipped)) <= walked
+    assert len(CONFIG_CASES) > 300  # every key of every section, not a sample
+
+
+@pytest.mark.parametrize(("path", "kind", "value"), CONFIG_CASES)
+def test_every_bad_config_value_is_reported_with_its_key_path_and_exit_2(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    path: str,
+    kind: str,
+    value: Any,
+) -> None:
+    """``python -m bot --config X`` (its entry point, in this process: 350+ cases)."""
+    import yaml
+
+    from bot.cli import main
+    from bot.config import ConfigError, load_config
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))  # if it ran, not in $HOME
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(nested(path, value)), encoding="utf-8")
+    with pytest.raises(ConfigError):  # refused before the bot would start
+        load_config(config)
+    assert main(["--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("  ")]
+    assert len(lines) == 1, err  # one clear line per bad key
+    assert lines[0].startswith((f"  {path}: got ", f"  {path}[0]: got ")), err
+    assert len(lines[0]) < 300, err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["wrong type", "out of range"])
+def test_a_config_full_of_bad_values_names_them_all_from_the_real_command(
+    tmp_path: Path, kind: str
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from pydantic import BaseModel
+
+    chosen: dict[str, Any] = {}
+    for path, info in config_keys():
+        ann, _ = _unwrap(info.annotation)
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            continue  # a section: its keys get the bad values
+        candidates = [
+            v
+            for k, v in bad_values(path, info)
+            if (k == "wrong type") == (kind == "wrong type") and k != "refused by its rule"
+        ]
+        if candidates:
+            chosen[path] = candidates[0]
+    for path in [p for p in chosen if any(q.startswith(p + ".") for q in chosen)]:
+        del chosen[path]  # engine.espeak.voices: its sample entry's keys are checked instead
+    data: dict[str, Any] = {}
+    for path, value in chosen.items():
+        node = data
+        parts = path.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(data), encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO), "XDG_STATE_HOME": str(tmp_path / "state")},
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    reported = {line.split(":")[0].strip().split("[")[0] for line in done.stderr.splitlines()[1:]}
+    assert set(chosen) <= reported, sorted(set(chosen) - reported)
+    assert len(chosen) > 60
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("a: " + "[" * 20_000 + "]" * 20_000, "nested too deeply"),
+        (
+            "a: &a [x, x, x, x, x, x, x, x, x]\n"
+            + "".join(
+                f"{n}: &{n} [{', '.join(['*' + p] * 9)}]\n"
+                for p, n in zip("abcdefgh", "bcdefghi", strict=True)
+            )
+            + "tts: {template: *i}\n",
+            "tts.template: got [[[[",
+        ),
+        (b"\xff\xfe\x00 not text", "cannot read the config file"),
+        ("engine: {name: f5\n", "not valid YAML at line"),
+        ("- just\n- a list\n", "top level must be a mapping"),
+        ("42", "top level must be a mapping"),
+        ("engine: null", "engine: got None"),
+        ("web: {port: 0x10000}", "web.port: got 65536"),
+        ("chat: {max_length: .nan}", "chat.max_length: got nan"),
+        ("engine: {timeout_s: .inf}", "engine.timeout_s: got inf"),
+    ],
+    ids=[
+        "deep-nesting",
+        "billion-laughs",
+        "not-utf8",
+        "broken-yaml",
+        "list",
+        "scalar",
+        "null-section",
+        "hex-port",
+        "nan",
+        "inf",
+    ],
+)
+def test_broken_config_files_are_one_clear_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str | bytes, expected: str
+) -> None:
+    from bot.cli import main
+
+    config = tmp_path / "config.yaml"
+    if isinstance(content, bytes):
+        config.write_bytes(content)
+    else:
+        config.write_text(content, encoding="utf-8")
+    assert main(["--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert expected in err, err
+    assert "Traceback" not in err
+    assert len(err) < 2000
+
+
+def test_a_folder_or_a_missing_file_as_config_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bot.cli import main
+
+    assert main(["--config", str(tmp_path)]) == 2
+    assert "cannot read the config file" in capsys.readouterr().err
+    assert main(["--config", str(tmp_path / "nope.yaml")]) == 2
+    assert "config file not found" in capsys.readouterr().err
