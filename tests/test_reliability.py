@@ -11,7 +11,12 @@ deterministic ``Engine`` subclasses (their faults are the subject) or the real e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -19,9 +24,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 
 from bot.app import App
 from bot.config import parse_config
+from bot.messages import ChatMessage
 from engine.base import Audio, Engine, EngineError, EngineState, StopCheck, VoiceInfo
 from tests.bot.test_speech import RecordingPlayer, msg
 
@@ -260,7 +267,6 @@ async def test_sound_server_killed_mid_message_keeps_the_queue_and_resumes_when_
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     import os
-    import signal
 
     from tests.fixtures_audio import SinkRecorder, launch_pulse_server, process_alive
 
@@ -452,7 +458,6 @@ CONFIG_CASES = [
 
 
 def test_the_walk_covers_every_key_of_the_shipped_config() -> None:
-    import yaml
 
     shipped = yaml.safe_load((REPO / "config.yaml").read_text())
     walked = {path for path, _ in config_keys()}
@@ -477,7 +482,6 @@ def test_every_bad_config_value_is_reported_with_its_key_path_and_exit_2(
     value: Any,
 ) -> None:
     """``python -m bot --config X`` (its entry point, in this process: 350+ cases)."""
-    import yaml
 
     from bot.cli import main
     from bot.config import ConfigError, load_config
@@ -502,11 +506,9 @@ def test_a_config_full_of_bad_values_names_them_all_from_the_real_command(
     tmp_path: Path, kind: str
 ) -> None:
     import os
-    import subprocess
     import sys
 
     import yaml
-
     from pydantic import BaseModel
 
     chosen: dict[str, Any] = {}
@@ -609,3 +611,178 @@ def test_a_folder_or_a_missing_file_as_config_is_a_clear_error(
     assert "cannot read the config file" in capsys.readouterr().err
     assert main(["--config", str(tmp_path / "nope.yaml")]) == 2
     assert "config file not found" in capsys.readouterr().err
+
+
+# -- security: nothing from chat reaches the filesystem ---------------------------------------
+MARK = "zq9mark"
+"""In every hostile name, so any file-system event carrying one is recognised."""
+HOSTILE_VOICES = [
+    f"../../{MARK}/etc/passwd",
+    f"/tmp/{MARK}",
+    f"{MARK}/../../..",
+    f"..\\..\\{MARK}",
+    f"{MARK}\x00.wav",
+    f"~/{MARK}",
+    f"%2e%2e%2f{MARK}",
+    f"C:\\{MARK}\\x",
+    f"{MARK}" + "a" * 10_000,
+    f"{MARK}\n../x",
+    f"{MARK}:stream",
+    f"file:///{MARK}",
+]
+
+
+class FileEvents:
+    """Audit events (open, listdir, scandir, mkdir, remove, rename, sqlite3.connect...) whose
+    arguments mention MARK, while watching. Audit hooks cannot be removed: one is installed
+    for the session and does nothing unless a watch is on."""
+
+    _installed = False
+    _watching: list[list[tuple[str, str]]] = []  # noqa: RUF012 - one hook per process
+
+    @classmethod
+    @contextlib.contextmanager
+    def watch(cls) -> Iterator[list[tuple[str, str]]]:
+        if not cls._installed:
+            sys.addaudithook(cls._hook)
+            cls._installed = True
+        seen: list[tuple[str, str]] = []
+        cls._watching.append(seen)
+        try:
+            yield seen
+        finally:
+            cls._watching.remove(seen)
+
+    @classmethod
+    def _hook(cls, event: str, args: tuple[Any, ...]) -> None:
+        if not cls._watching or event.startswith(("object.", "sys._getframe", "code.")):
+            return
+        for arg in args:
+            if isinstance(arg, bytes):
+                text = arg.decode("utf-8", "replace")
+            elif isinstance(arg, str | os.PathLike):
+                text = os.fsdecode(arg) if not isinstance(arg, str) else arg
+            else:
+                continue
+            if MARK in text:
+                for seen in cls._watching:
+                    seen.append((event, text[:80]))
+
+
+def test_the_audit_watch_sees_file_access_with_the_mark(tmp_path: Path) -> None:
+    """The detector itself: a real open, listdir and mkdir of a marked path are all seen."""
+    with FileEvents.watch() as seen:
+        target = tmp_path / MARK
+        target.mkdir()
+        os.listdir(target)
+        (target / "x").write_text("x")
+    assert [event for event, _ in seen] == ["os.mkdir", "os.listdir", "open"]
+
+
+def test_voice_lookup_never_touches_the_filesystem_with_a_hostile_name(tmp_path: Path) -> None:
+    from engine.base import VoiceError
+    from engine.voices import VoiceLibrary
+    from tests.fixtures_f5 import write_alice
+
+    write_alice(tmp_path / "voices")
+    cfg = parse_config({"voices": {"dir": str(tmp_path / "voices")}}, tmp_path)
+    library = VoiceLibrary(cfg.voices)
+    library.scan()
+    with FileEvents.watch() as seen:
+        for name in HOSTILE_VOICES:
+            assert library.lookup(name) is None
+            with pytest.raises(VoiceError, match="not a voice name"):
+                library.get(name)
+    assert seen == []
+    assert library.lookup("ALICE") is not None
+
+
+@pytest.mark.slow
+async def test_hostile_voice_and_user_names_from_chat_and_http_never_reach_the_filesystem(
+    tmp_path: Path,
+) -> None:
+    import aiohttp
+
+    from bot.messages import Role
+    from engine.factory import create_engine
+    from tests.bot.chat_harness import RecordingPlayer, person
+    from tests.fixtures_f5 import write_alice
+
+    write_alice(tmp_path / "voices")
+    cfg = parse_config(
+        {
+            "engine": {"name": "espeak"},
+            "voices": {"dir": str(tmp_path / "voices")},
+            "audio": {"gap_ms": 0},
+            "storage": {"dir": str(tmp_path / "state")},
+            "web": {"port": 0},
+            "tts": {"say_names": False},
+            "queue": {"max_size": 100, "per_user_limit": 100},
+        },
+        tmp_path,
+    )
+    app = App(cfg, engine=create_engine(cfg), player=RecordingPlayer())  # type: ignore[arg-type]
+    voices_spoken: list[str] = []
+    app.speaker.add_listener(lambda ev: voices_spoken.append(ev.item.voice))
+    await app.start()
+    replies: list[str] = []
+
+    async def reply(line: str) -> None:
+        replies.append(line)
+
+    ids = iter(range(1_000_000))
+
+    def chat(text: str, user: Any) -> ChatMessage:
+        return ChatMessage(id=f"m{next(ids)}", user=user, text=text, source="test", reply=reply)
+
+    viewer = person("viewer")
+    mod = person("moddy", Role.MODERATOR)
+    try:
+        assert await app.worker.wait_ready() is EngineState.READY
+        assert app.web is not None
+        headers = {"Authorization": f"Bearer {app.web.token}"}
+        known = await app.voices.names()
+        assert "alice" in known
+        statuses: list[tuple[str, int, str]] = []
+        with FileEvents.watch() as seen:
+            for name in HOSTILE_VOICES:
+                replies.clear()
+                await app.submit(chat(f"!voice {name}", viewer))
+                await app.submit(chat(f"!setvoice @viewer {name}", mod))
+                await app.submit(chat(f"!mute @{name}", mod))
+                await app.submit(chat(f"!tts {name}", viewer))  # as text: spoken, never opened
+                said = [r for r in replies if "voice" in r or "user name" in r]
+                assert len(said) >= 2, replies
+                assert not any(
+                    r.startswith(("your voice is now", "viewer's voice")) for r in replies
+                )
+                async with aiohttp.ClientSession(headers=headers) as http:
+                    for path, body in (
+                        ("/api/ingest", {"user": "bob", "text": "hello", "voice": name}),
+                        ("/api/say", {"text": "hello", "voice": name}),
+                        ("/api/ingest", {"user": name[:200], "text": f"read {name[:300]}"}),
+                        ("/api/mute", {"user": name[:64]}),
+                    ):
+                        async with http.post(app.web.base_url + path, json=body) as res:
+                            answer = await res.json()
+                            statuses.append((path, res.status, answer.get("error", "")))
+            await asyncio.wait_for(app.speaker.wait_idle(), HANG_S)
+            await app.store.flush()
+        assert seen == [], seen[:5]
+        by_path: dict[str, list[int]] = {}
+        for path, status, _error in statuses:
+            by_path.setdefault(path, []).append(status)
+        # Hostile voices are refused with a 400 that says why; hostile user names are only
+        # names (an ingested message is spoken with it as text), never paths.
+        assert set(by_path["/api/say"]) == {400}
+        assert by_path["/api/ingest"][0::2] == [400] * len(HOSTILE_VOICES)
+        assert set(by_path["/api/mute"]) == {400}
+        assert all("voice" in e or "user" in e for p, s, e in statuses if s == 400)
+        assert set(voices_spoken) <= {v.lower() for v in known}
+        assert app.store.voice_of(viewer) is None
+        # The bot is fine: a real choice still works afterwards.
+        replies.clear()
+        await app.submit(chat("!voice alice", viewer))
+        assert replies == ["your voice is now alice"]
+    finally:
+        await app.close()
