@@ -786,3 +786,30 @@ async def test_hostile_voice_and_user_names_from_chat_and_http_never_reach_the_f
         assert replies == ["your voice is now alice"]
     finally:
         await app.close()
+
+
+# -- Twitch faults: every EventSub close code ---------------------------------------------------
+# 4001 and 4003 (twitchio gives up; the source rebuilds), session_reconnect, abrupt drops,
+# keepalive silence and refused reconnects are proven in tests/bot/test_twitch.py. Here: the
+# close codes after which twitchio reconnects by itself, through the whole App, speaking once.
+@pytest.mark.parametrize("code", [4000, 4002, 4004, 4005, 4006, 4007])
+async def test_each_eventsub_close_code_reconnects_and_nothing_is_spoken_twice(
+    tmp_path: Path, code: int
+) -> None:
+    from tests.bot.test_twitch import eventually, running_app
+    from tests.bot.twitch_double import running_double
+
+    async with running_double() as double:
+        alice = double.add_user("alice", "Alice")
+        async with running_app(double, tmp_path) as (_app, player, speech):
+            player.release.set()
+            first = double.current()
+            mid = await double.chat(alice, "before the close")
+            await eventually(lambda: ("finished", "played") in speech.of(mid))
+            await double.close_session(code)
+            await double.wait_subscribed(exclude=[first])
+            await double.chat(alice, "before the close", message_id=mid)  # sent again
+            after = await double.chat(alice, "after the close")
+            await eventually(lambda: ("finished", "played") in speech.of(after))
+            assert [kind for kind, _ in speech.of(mid)] == ["queued", "started", "finished"]
+            assert double.current() is not first
