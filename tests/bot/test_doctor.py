@@ -253,7 +253,9 @@ def test_weights_downloadable_then_cached(tmp_path: Path, hub_cache: Path) -> No
             ("acme/vocos", "config.yaml"),
             ("acme/vocos", "pytorch_model.bin"),
         ]:
-            hf_hub_download(repo, name, endpoint=hub.url)
+            # cache_dir explicitly: huggingface_hub reads HF_HUB_CACHE only at import,
+            # which an earlier test in the same process may have done already.
+            hf_hub_download(repo, name, endpoint=hub.url, cache_dir=hub_cache)
         hub.requests.clear()
         cached = check_weights(engine, endpoint=hub.url)
         assert hub.requests == []  # cached files need no network at all
