@@ -525,6 +525,7 @@ class Store:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
+            self._check_intact(conn)
             self._migrate(conn)
             now = self._clock()
             conn.execute(
@@ -537,6 +538,12 @@ class Store:
             settings = self._read_settings(conn)
         except sqlite3.DatabaseError as exc:
             conn.close()
+            if _is_locked(exc):
+                raise StoreError(
+                    f"{self.path} is in use by another program ({exc}); is another ishowtts"
+                    " running with the same storage.dir? Stop it, or point storage.database"
+                    " elsewhere"
+                ) from None
             raise StoreError(
                 f"{self.path} is not a usable ishowtts database ({exc}); move it away to start"
                 " with a fresh one, or point storage.database elsewhere"
@@ -546,6 +553,20 @@ class Store:
             raise
         self._conn = conn
         return [_record(r, 0) for r in rows], settings
+
+    def _check_intact(self, conn: sqlite3.Connection) -> None:
+        """Refuse a damaged file at start-up (one clear line) instead of failing writes later.
+
+        SQLite only notices damaged pages when it reads them, so a file damaged by a disk or
+        a copy error would open fine and then fail some commands at random. ``quick_check``
+        reads every page once (milliseconds for the default history size).
+        """
+        if self.path == ":memory:":
+            return
+        problems = [str(row[0]) for row in conn.execute("PRAGMA quick_check(3)")]
+        if problems != ["ok"]:
+            first = " ".join(" ".join(problems).split())[:200]
+            raise sqlite3.DatabaseError(f"the file is damaged: {first}")
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
@@ -753,6 +774,12 @@ class Store:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("PRAGMA optimize")
             conn.close()
+
+
+def _is_locked(exc: BaseException) -> bool:
+    """Whether SQLite gave up waiting for another connection's lock."""
+    text = str(exc).lower()
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
 
 
 def _utf8(value: str | None) -> str | None:
