@@ -522,10 +522,12 @@ class Store:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the state database {self.path}: {exc}") from None
         try:
+            # Read-only checks first: a file that is refused is left exactly as it was.
+            self._check_intact(conn)
+            self._check_version(conn)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
-            self._check_intact(conn)
             self._migrate(conn)
             now = self._clock()
             conn.execute(
@@ -568,7 +570,8 @@ class Store:
             first = " ".join(" ".join(problems).split())[:200]
             raise sqlite3.DatabaseError(f"the file is damaged: {first}")
 
-    def _migrate(self, conn: sqlite3.Connection) -> None:
+    def _check_version(self, conn: sqlite3.Connection) -> None:
+        """Refuse a database from a newer ishowtts (its schema is unknown here)."""
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
         latest = len(self._migrations)
         if version > latest:
@@ -576,6 +579,11 @@ class Store:
                 f"{self.path} was written by a newer ishowtts (schema {version}; this version"
                 f" knows up to {latest}); upgrade ishowtts or point storage.database elsewhere"
             )
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        self._check_version(conn)
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        latest = len(self._migrations)
         for number in range(version + 1, latest + 1):
             script = self._migrations[number - 1]
             try:

@@ -813,3 +813,168 @@ async def test_each_eventsub_close_code_reconnects_and_nothing_is_spoken_twice(
             await eventually(lambda: ("finished", "played") in speech.of(after))
             assert [kind for kind, _ in speech.of(mid)] == ["queued", "started", "finished"]
             assert double.current() is not first
+
+
+# -- state faults: a locked or damaged database ------------------------------------------------
+def _damaged_in_the_middle(path: Path) -> None:
+    """A real database whose user pages were overwritten (a disk or copy error)."""
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, login TEXT)")
+    conn.executemany(
+        "INSERT INTO users (login) VALUES (?)", [(f"user{i}" * 20,) for i in range(400)]
+    )
+    conn.commit()
+    conn.close()
+    data = bytearray(path.read_bytes())
+    data[4096 : 4096 * 3] = np.random.default_rng(7).bytes(8192)
+    path.write_bytes(bytes(data))
+
+
+def _newer_schema(path: Path) -> None:
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+
+
+DAMAGED_DATABASES: dict[str, tuple[Callable[[Path], None], str]] = {
+    "random-bytes": (
+        lambda p: p.write_bytes(np.random.default_rng(1).bytes(8192)),
+        "not a database",
+    ),
+    "bad-header": (lambda p: p.write_bytes(b"SQLite format 3\x00" + bytes(4000)), "not a database"),
+    "damaged-pages": (_damaged_in_the_middle, "the file is damaged"),
+    "a-folder": (lambda p: p.mkdir(), "cannot open the state database"),
+    "newer-version": (_newer_schema, "written by a newer ishowtts"),
+}
+
+
+@pytest.mark.parametrize("kind", list(DAMAGED_DATABASES))
+async def test_a_damaged_database_is_one_clear_error_and_the_bot_keeps_working(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    from tests.bot.chat_harness import VIEWER, make_config, start_bot
+
+    make, reason = DAMAGED_DATABASES[kind]
+    db = tmp_path / "state" / "ishowtts.db"
+    db.parent.mkdir(parents=True)
+    make(db)
+    before = db.read_bytes() if db.is_file() else None
+    caplog.set_level(logging.INFO)
+    bot = await start_bot(make_config(tmp_path, tts={"say_names": False}))
+    try:
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 1, errors
+        assert str(db) in errors[0]
+        assert reason in errors[0]
+        assert "will NOT be saved this session" in errors[0]
+        # Commands and speech still work (in memory), and the damaged file is left alone
+        # for the streamer to inspect or move: nothing was overwritten.
+        _decision, replies = await bot.send("!voice alice", VIEWER)
+        assert replies == ["your voice is now alice"]
+        decision, _ = await bot.send("still speaking", VIEWER)
+        assert decision.action == "queued"
+        await bot.idle()
+        assert bot.finished()[-1] == ("viewer", "still speaking", "played")
+    finally:
+        await bot.close()
+    assert (db.read_bytes() if db.is_file() else None) == before
+    assert "Traceback" not in caplog.text
+
+
+class LockHolder:
+    """Another process holding a write transaction on the database (another ishowtts, a
+    DB browser left open) until released."""
+
+    def __init__(self, db: Path) -> None:
+        script = (
+            "import sqlite3, sys\n"
+            f"c = sqlite3.connect({str(db)!r}, isolation_level=None)\n"
+            "c.execute('BEGIN IMMEDIATE')\n"
+            "c.execute('CREATE TABLE IF NOT EXISTS lock_holder (x)')\n"
+            "print('locked', flush=True)\n"
+            "sys.stdin.readline()\n"
+            "c.execute('ROLLBACK')\n"
+        )
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", script],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        assert self.proc.stdout.readline().strip() == "locked"
+
+    def release(self) -> None:
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write("\n")
+            self.proc.stdin.flush()
+            self.proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+async def test_a_database_locked_at_start_is_reported_and_the_bot_runs_without_saving(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from bot.store import Store
+    from tests.bot.chat_harness import VIEWER, make_config, start_bot
+
+    db = tmp_path / "state" / "ishowtts.db"
+    first = Store(db)
+    await first.open()
+    await first.close()
+    holder = LockHolder(db)
+    try:
+        bot = await start_bot(make_config(tmp_path, tts={"say_names": False}))
+        try:
+            errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+            assert len(errors) == 1, errors
+            assert "is in use by another program" in errors[0]
+            assert "another ishowtts" in errors[0]
+            decision, _ = await bot.send("spoken anyway", VIEWER)
+            assert decision.action == "queued"
+            await bot.idle()
+        finally:
+            await bot.close()
+    finally:
+        holder.release()
+
+
+@pytest.mark.slow
+async def test_a_database_locked_while_running_fails_commands_clearly_and_speech_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SQLite waits 10 s for a lock; the event loop never does: chat is spoken meanwhile."""
+    from tests.bot.chat_harness import VIEWER, make_config, start_bot
+
+    cfg = make_config(tmp_path, tts={"say_names": False})
+    bot = await start_bot(cfg)
+    db = tmp_path / "state" / "ishowtts.db"
+    holder = LockHolder(db)
+    try:
+        command = asyncio.create_task(bot.send("!voice alice", VIEWER))
+        await asyncio.sleep(0.2)
+        assert not command.done()  # waiting for the lock, on the store's thread
+        decision, _ = await bot.send("chat goes on", VIEWER)
+        assert decision.action == "queued"
+        await bot.idle()
+        assert bot.finished()[-1] == ("viewer", "chat goes on", "played")
+        assert not command.done()  # spoken while the command still waited
+        _decision, replies = await asyncio.wait_for(command, HANG_S)
+        assert replies == ["!voice failed: could not save the change"]
+        assert "database is locked" in caplog.text
+        holder.release()
+        _decision, replies = await bot.send("!voice alice", VIEWER)
+        assert replies == ["your voice is now alice"]
+    finally:
+        holder.release()
+        await bot.close()
+    again = await start_bot(cfg)  # the choice made after the lock was released is on disk
+    try:
+        assert again.store.voice_of(VIEWER) == "alice"
+    finally:
+        await again.close()
