@@ -507,7 +507,8 @@ def main() -> None:
         startup_child(args)
         return
 
-    from engine.f5_fast import FastSampler, split_first_chunk
+    from engine.f5_fast import FastSampler
+    from engine.text import split_first_chunk
 
     device = args.device
     on_cuda = device.startswith("cuda")

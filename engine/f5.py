@@ -47,6 +47,7 @@ from engine.text import (
     chunk_limit,
     duration_frames,
     prepare_reference_text,
+    split_first_chunk,
     split_text,
 )
 from engine.voices import VoiceLibrary, VoiceSpec, load_reference, read_transcript
@@ -58,6 +59,8 @@ TARGET_RMS = 0.1
 """Loudness every reference is normalised to (f5-tts's own target), so voices sound alike."""
 MAX_GAIN = 30.0
 FADE_S = 0.005
+FIRST_CHUNK_CHARS = 40
+"""Longest leading piece of a long message, synthesised alone so that speech starts early."""
 CACHE_ENTRIES = 32
 WARMUP_TEXT = "Warming up the voice."
 _OFFLINE_HINT = (
@@ -453,10 +456,20 @@ class F5Engine(Engine):
         f5: F5Config,
         voices: VoicesConfig,
         device: Literal["auto", "cuda", "cpu"] = "auto",
+        compile_cache: Path | None = None,
     ) -> None:
-        """Remember the settings; nothing is loaded until ``load()``."""
+        """Remember the settings; nothing is loaded until ``load()``.
+
+        Args:
+            f5: The ``engine.f5`` settings.
+            voices: The ``voices`` settings.
+            device: ``engine.device``.
+            compile_cache: Where the fast sampler keeps compiled kernels, so that later
+                starts skip compilation (the bot's state folder; None: torch's default).
+        """
         self._f5 = f5
         self._device_choice = device
+        self._compile_cache = compile_cache
         self.library = VoiceLibrary(voices)
         self.device: torch.device | None = None
         self.dtype: torch.dtype | None = None
@@ -528,6 +541,8 @@ class F5Engine(Engine):
             try:
                 from engine.f5_fast import FastSampler  # type: ignore[import-not-found,unused-ignore]
 
+                if self._compile_cache is not None:
+                    kwargs["cache_dir"] = self._compile_cache
                 return FastSampler(self.cfm, **kwargs)
             except ImportError:
                 log.info("the accelerated sampler is not available; using f5-tts's own")
@@ -645,7 +660,11 @@ class F5Engine(Engine):
         assert self._to_ids is not None
         limit = chunk_limit(ref.text, ref.seconds, self._f5.max_chunk_chars, self._f5.speed)
         plans = []
-        for piece in split_text(text, limit):
+        # A short leading piece (cut at a pause) is synthesised alone, so playback starts
+        # after a fraction of the whole message's compute; the rest follows while it plays.
+        lead = split_first_chunk(text, FIRST_CHUNK_CHARS)
+        pieces = [piece for part in lead for piece in split_text(part, limit)]
+        for piece in pieces:
             frames = duration_frames(piece, ref.transcript, ref.seconds, self._f5.speed)
             # CFM.sample never generates fewer frames than text tokens + 1; plan the same.
             tokens = int(self._to_ids(ref.text + piece).shape[1])

@@ -39,8 +39,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -777,75 +775,3 @@ class FastSampler:
         bucket.dt.copy_(schedule.dt[0])
         self._capture(bucket)
         bucket.x.copy_(saved)
-
-
-# ---------------------------------------------------------------------- streaming helpers
-
-_PAUSES = ".!?;:,"
-
-
-def split_first_chunk(text: str, max_first_chars: int = 40, min_first_chars: int = 12) -> list[str]:
-    """Split ``text`` so a short leading piece can be synthesised (and played) first.
-
-    The cut goes at a pause (sentence or clause punctuation followed by a space) within
-    ``max_first_chars`` when there is one, else at the last word boundary before it, so the
-    seam falls where speech pauses anyway. Short texts stay whole.
-
-    Args:
-        text: Cleaned text.
-        max_first_chars: Longest leading piece.
-        min_first_chars: A pause earlier than this is ignored (too short to be worth a seam).
-
-    Returns:
-        One or two non-empty pieces whose concatenation (with one space) is ``text``.
-    """
-    text = text.strip()
-    if len(text) <= max_first_chars + min_first_chars:
-        return [text] if text else []
-    window = text[: max_first_chars + 1]
-    cut = -1
-    for pos in range(len(window) - 1, min_first_chars - 1, -1):
-        if window[pos - 1] in _PAUSES and window[pos] == " ":
-            cut = pos
-            break
-    if cut < 0:
-        cut = window.rfind(" ")
-        if cut < min_first_chars:
-            return [text]
-    head, tail = text[:cut].strip(), text[cut:].strip()
-    return [head, tail] if tail else [head]
-
-
-class CrossFader:
-    """Joins separately synthesised pieces without a click: a short linear cross-fade.
-
-    ``push`` returns what may be played now; it holds back the last ``fade`` samples of each
-    piece to blend them with the start of the next (the pieces overlap by that much). ``flush``
-    returns the held tail. Equal-gain (linear) rather than equal-power, so a signal that
-    continues across the seam keeps its level; at a pause, where pieces are cut, both agree.
-    """
-
-    def __init__(self, sample_rate: int, fade_s: float = 0.05) -> None:
-        self.fade = max(1, int(sample_rate * fade_s))
-        self._tail: npt.NDArray[np.float32] | None = None
-
-    def push(self, piece: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        """Add the next piece; returns the audio that is final now."""
-        piece = np.asarray(piece, dtype=np.float32)
-        if self._tail is not None and len(self._tail) and len(piece):
-            n = min(len(self._tail), len(piece))
-            ramp = np.linspace(0.0, 1.0, n, dtype=np.float32)
-            head, overlap = self._tail[: len(self._tail) - n], self._tail[len(self._tail) - n :]
-            mixed = overlap * (1.0 - ramp) + piece[:n] * ramp
-            piece = np.concatenate([head, mixed.astype(np.float32), piece[n:]])
-        elif self._tail is not None:
-            piece = np.concatenate([self._tail, piece])
-        keep = min(self.fade, len(piece))
-        self._tail = piece[len(piece) - keep :].copy()
-        return piece[: len(piece) - keep]
-
-    def flush(self) -> npt.NDArray[np.float32]:
-        """The held-back tail of the last piece."""
-        tail = self._tail if self._tail is not None else np.zeros(0, dtype=np.float32)
-        self._tail = None
-        return tail

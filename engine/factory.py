@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 
-from bot.config import Config
+from bot.config import Config, state_dir
 from engine.base import Audio, Engine, EngineError, EngineState, StopCheck, VoiceInfo
 from engine.espeak import EspeakEngine
 
@@ -44,7 +44,12 @@ def _f5_engine(cfg: Config) -> Engine:
     """Import the F5 engine only when it is wanted: it pulls in torch (seconds to import)."""
     from engine.f5 import F5Engine
 
-    return F5Engine(cfg.engine.f5, cfg.voices, cfg.engine.device)
+    return F5Engine(
+        cfg.engine.f5,
+        cfg.voices,
+        cfg.engine.device,
+        compile_cache=state_dir(cfg.storage) / "torch-compile-cache",
+    )
 
 
 def cuda_problem() -> str | None:

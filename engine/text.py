@@ -188,3 +188,38 @@ def chunk_limit(
     room_s = max(0.0, MAX_TOTAL_S - reference_seconds)
     fits = int(room_s * speed / seconds_per_byte(reference_text, reference_seconds))
     return max(MIN_CHUNK_CHARS, min(max_chars, fits))
+
+
+_FIRST_PAUSES = ".!?;:,"
+
+
+def split_first_chunk(text: str, max_first_chars: int = 40, min_first_chars: int = 12) -> list[str]:
+    """Split ``text`` so a short leading piece can be synthesised (and played) first.
+
+    The cut goes at a pause (sentence or clause punctuation followed by a space) within
+    ``max_first_chars`` when there is one, else at the last word boundary before it, so the
+    seam falls where speech pauses anyway. Short texts stay whole.
+
+    Args:
+        text: Cleaned text.
+        max_first_chars: Longest leading piece.
+        min_first_chars: A pause earlier than this is ignored (too short to be worth a seam).
+
+    Returns:
+        One or two non-empty pieces whose concatenation (with one space) is ``text``.
+    """
+    text = text.strip()
+    if len(text) <= max_first_chars + min_first_chars:
+        return [text] if text else []
+    window = text[: max_first_chars + 1]
+    cut = -1
+    for pos in range(len(window) - 1, min_first_chars - 1, -1):
+        if window[pos - 1] in _FIRST_PAUSES and window[pos] == " ":
+            cut = pos
+            break
+    if cut < 0:
+        cut = window.rfind(" ")
+        if cut < min_first_chars:
+            return [text]
+    head, tail = text[:cut].strip(), text[cut:].strip()
+    return [head, tail] if tail else [head]

@@ -130,6 +130,19 @@ def test_chunks_have_the_planned_lengths_at_24_khz(engine: F5Engine) -> None:
         assert len(chunk) % 256 == 0
 
 
+def test_a_long_message_starts_with_a_short_piece_cut_at_a_pause(engine: F5Engine) -> None:
+    text = (
+        "alright everyone, quick update before we keep going: the giveaway winner gets "
+        "picked at the end of the stream. also huge thanks for the raid, you are amazing."
+    )
+    plan = engine.plan(text, "default")
+    assert plan[0].text == "alright everyone,"
+    assert " ".join(p.text for p in plan) == text
+    assert plan[0].frames < min(p.frames for p in plan[1:])
+    short = "lol that was insane, do it again!"
+    assert [p.text for p in engine.plan(short, "default")] == [short]
+
+
 def test_gg_is_short_but_audible(engine: F5Engine) -> None:
     (chunk,) = list(engine.synthesize("gg", "default", _never))
     assert len(chunk) / engine.sample_rate == pytest.approx(MIN_SPEECH_S, abs=256 / 24000)

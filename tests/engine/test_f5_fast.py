@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import shutil
 
-import numpy as np
 import pytest
 import torch
 from f5_tts.model.backbones.dit import DiT
 from f5_tts.model.cfm import CFM
 from f5_tts.model.utils import list_str_to_idx
 
-from engine.f5_fast import CrossFader, FastSampler, epss_time_grid, split_first_chunk
+from engine.f5_fast import FastSampler, epss_time_grid
 
 VOCAB = {c: i for i, c in enumerate(" abcdefghijklmnopqrstuvwxyz,.!?'")}
 N_MEL = 100
@@ -260,55 +259,3 @@ def test_compiled_block_one_graph_for_all_buckets(model, cond):
 
 
 # ---------------------------------------------------------------------- streaming helpers
-
-
-LONG = (
-    "alright everyone, quick update before we keep going: the giveaway winner gets picked "
-    "at the end of the stream. also huge thanks for the raid, you guys are amazing."
-)
-
-
-def test_first_chunk_cut_at_a_pause():
-    pieces = split_first_chunk(LONG, max_first_chars=40)
-    assert pieces == [LONG[:17], LONG[18:]]
-    assert pieces[0] == "alright everyone,"
-    assert " ".join(pieces) == LONG
-
-
-def test_first_chunk_falls_back_to_a_word_boundary():
-    text = "this message has no punctuation at all but it goes on for quite a while longer"
-    head, tail = split_first_chunk(text, max_first_chars=30)
-    assert len(head) <= 30
-    assert f"{head} {tail}" == text
-    assert not head.endswith(" ")
-    assert text.split()[: len(head.split())] == head.split()
-
-
-def test_short_or_unsplittable_text_stays_whole():
-    assert split_first_chunk("lol that was insane, do it again!") == [
-        "lol that was insane, do it again!"
-    ]
-    blob = "x" * 200
-    assert split_first_chunk(blob) == [blob]
-    assert split_first_chunk("   ") == []
-
-
-def test_crossfader_keeps_level_and_length():
-    fader = CrossFader(sample_rate=1000, fade_s=0.01)  # 10 samples
-    a = np.ones(100, dtype=np.float32)
-    b = np.ones(50, dtype=np.float32)
-    out = np.concatenate([fader.push(a), fader.push(b), fader.flush()])
-    assert len(out) == 100 + 50 - 10  # the pieces overlap by the fade
-    assert np.allclose(out, 1.0)
-
-
-def test_crossfader_blends_from_one_piece_to_the_next():
-    fader = CrossFader(sample_rate=1000, fade_s=0.01)
-    first = fader.push(np.zeros(40, dtype=np.float32))
-    assert len(first) == 30  # the last 10 samples wait for the next piece
-    second = fader.push(np.ones(40, dtype=np.float32))
-    seam = second[:10]
-    assert seam[0] == 0.0
-    assert np.all(np.diff(seam) > 0)
-    assert np.allclose(second[10:], 1.0)
-    assert np.allclose(fader.flush(), 1.0)

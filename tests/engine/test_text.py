@@ -18,6 +18,7 @@ from engine.text import (
     duration_frames,
     estimate_duration,
     prepare_reference_text,
+    split_first_chunk,
     split_text,
 )
 
@@ -170,3 +171,34 @@ def test_chunking_never_loses_text_or_exceeds_the_limit(text: str, limit: int) -
     chunks = split_text(text, limit)
     assert all(0 < len(c) <= limit for c in chunks)
     assert "".join("".join(c.split()) for c in chunks) == "".join(text.split())
+
+
+LONG = (
+    "alright everyone, quick update before we keep going: the giveaway winner gets picked "
+    "at the end of the stream. also huge thanks for the raid, you guys are amazing."
+)
+
+
+def test_first_chunk_cut_at_a_pause():
+    pieces = split_first_chunk(LONG, max_first_chars=40)
+    assert pieces == [LONG[:17], LONG[18:]]
+    assert pieces[0] == "alright everyone,"
+    assert " ".join(pieces) == LONG
+
+
+def test_first_chunk_falls_back_to_a_word_boundary():
+    text = "this message has no punctuation at all but it goes on for quite a while longer"
+    head, tail = split_first_chunk(text, max_first_chars=30)
+    assert len(head) <= 30
+    assert f"{head} {tail}" == text
+    assert not head.endswith(" ")
+    assert text.split()[: len(head.split())] == head.split()
+
+
+def test_short_or_unsplittable_text_stays_whole():
+    assert split_first_chunk("lol that was insane, do it again!") == [
+        "lol that was insane, do it again!"
+    ]
+    blob = "x" * 200
+    assert split_first_chunk(blob) == [blob]
+    assert split_first_chunk("   ") == []
