@@ -742,7 +742,10 @@ class TwitchSource:
             log.debug("Twitch: message %s has only emotes; nothing to say", message_id)
             return None
         bits = int(m.cheer.bits) if getattr(m, "cheer", None) is not None else 0
-        if 0 < bits < self.cfg.min_bits:
+        if bits < 0:
+            log.debug("Twitch: message %s claims a cheer of %d bits; not a cheer", message_id, bits)
+            bits = 0
+        elif 0 < bits < self.cfg.min_bits:
             log.debug("Twitch: cheer of %d bits is below twitch.min_bits", bits)
             bits = 0
         reward = await self._reward_for(session, getattr(m, "channel_points_id", None))
