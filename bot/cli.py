@@ -122,12 +122,11 @@ async def _run_bot(cfg: Config) -> int:
 
 
 async def _say(cfg: Config, text: str, voice: str | None, out: Path | None) -> int:
-    from engine.factory import create_engine
-
     from bot.player import AudioPlayer
     from bot.progress import load_progress
     from bot.text import clean_for_speech
     from engine.base import Engine, EngineState
+    from engine.factory import create_engine
     from engine.worker import EngineWorker, SynthesisFailed
 
     spoken = clean_for_speech(text, cfg.chat.max_length)
