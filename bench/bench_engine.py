@@ -13,7 +13,20 @@ f5-tts is imported WITHOUT ``f5_tts.model.__init__`` (which imports the trainer:
 accelerate, datasets, ...): ``light_f5_import()`` registers a bare ``f5_tts.model`` package
 whose submodules (cfm, backbones.dit, modules, utils) load normally. Same code, fewer imports.
 
-Usage (GPU):  python bench/bench_engine.py --runs 7 --out bench.json
+The table has three rows' worth of timings per message: stock, ``FastSampler`` alone (the
+whole message in one piece, reference mel cached) and the bot's real path, ``F5Engine`` loading
+this run's weights from disk in f5's formats (checkpoint, vocab, Vocos folder, a voice folder
+with the reference) and ``synthesize`` with its own text planning (first chunk and whole).
+On CUDA it also profiles one step's graph replay (torch.profiler: kernel time by kind) and one
+whole request, times each masked-attention kernel alone, and compares the vocoder in fp32 with
+an fp16 backbone.
+
+On the GPU machine (no internet): the wheels in ``.whl/`` (f5-tts and its missing
+dependencies) and ``.devf5/whl/`` (pydantic for ``bot.config``) travel with the call:
+``pip install --no-index --no-deps --target /tmp/site .whl/*.whl .devf5/whl/pydantic*.whl
+.devf5/whl/annotated_types*.whl .devf5/whl/typing_inspection*.whl; PYTHONPATH=/tmp/site``.
+
+Usage (GPU):  python bench/bench_engine.py --runs 9 --out bench.json --profile-dir prof
 Usage (CPU):  python bench/bench_engine.py --device cpu --tiny --runs 2
 """
 
@@ -21,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import itertools
 import json
 import logging
 import os
@@ -109,10 +123,12 @@ def randomize_(module: torch.nn.Module, seed: int) -> None:
     torch.manual_seed(seed)
     for sub in module.modules():
         if sub is not module and hasattr(sub, "reset_parameters"):
-            sub.reset_parameters()
+            sub.reset_parameters()  # type: ignore[operator]
 
 
-def build_cfm(args: argparse.Namespace, device: str, dtype: torch.dtype) -> tuple[Any, dict]:
+def build_cfm(
+    args: argparse.Namespace, device: str, dtype: torch.dtype
+) -> tuple[Any, dict[str, Any]]:
     light_f5_import()
     import yaml
     from f5_tts.model.backbones.dit import DiT
@@ -234,10 +250,14 @@ class FastPath:
 
     def text_ids(self, text: str) -> torch.Tensor:
         final = self._pinyin([self.ref_text + text])
-        return self._to_idx(final, self.cfm.vocab_char_map).to(self.device)
+        ids: torch.Tensor = self._to_idx(final, self.cfm.vocab_char_map)
+        return ids.to(self.device)
 
     def mel(self, text: str, noise: torch.Tensor | None = None) -> torch.Tensor:
-        return self.sampler.sample(self.cond, self.text_ids(text), self.duration(text), noise)
+        mel: torch.Tensor = self.sampler.sample(
+            self.cond, self.text_ids(text), self.duration(text), noise
+        )
+        return mel
 
     def __call__(self, text: str) -> np.ndarray:
         t0 = time.perf_counter()
@@ -252,7 +272,7 @@ class FastPath:
             out = wave.squeeze().cpu().numpy()
         t2 = time.perf_counter()
         self.timings = {"sample_ms": (t1 - t0) * 1e3, "vocoder_ms": (t2 - t1) * 1e3}
-        return out
+        return np.asarray(out)
 
 
 class StockPath:
@@ -342,25 +362,38 @@ def run_variant(
     rows: dict[str, dict[str, Any]],
     args: argparse.Namespace,
     fast: FastPath,
+    info: dict[str, Any],
 ) -> None:
-    """Time one technique alone (graph: CUDA graphs, no compile; eager: neither)."""
+    """Time one configuration of the fast sampler (see ``configs``) in this process."""
     from engine.f5_fast import FastSampler
 
     configs: dict[str, dict[str, Any]] = {
-        "graph": {"compile": False},  # CUDA graphs + varlen, no compile
-        "mask": {"varlen_attention": False},  # compile + graphs, SDPA key mask
+        "flash": {"attention": "flash"},  # compile + graphs, FlashAttention-2 varlen
+        "cudnn": {"attention": "cudnn"},  # compile + graphs, cuDNN attention with key bias
+        # the committed code of run 4: FlashAttention, hidden states in the convolution's
+        # channels-first strides through all blocks (before the one contiguous copy per step)
+        "run4": {"attention": "flash", "_contiguous_hidden": False},
+        "strided": {"_contiguous_hidden": False},  # auto attention, channels-first blocks
+        "graph": {"compile": False},  # CUDA graphs + auto attention, no compile
+        "mask": {"attention": "sdpa"},  # compile + graphs, SDPA key mask
         "eager": {"compile": False, "cuda_graphs": False, "bucket_frames": 0},  # unpadded
         "autotune": {"compile_mode": "max-autotune-no-cudagraphs"},  # GEMM autotuning
     }
+    config = dict(configs[variant])
+    private = {k: config.pop(k) for k in list(config) if k.startswith("_")}
     sampler = FastSampler(
         cfm,
         nfe_step=args.nfe,
         cfg_strength=2.0,
         sway_sampling_coef=-1.0,
         max_frames=args.max_frames,
-        **configs[variant],
+        **config,
     )
+    for key, value in private.items():  # switches that exist only to measure old layouts
+        assert hasattr(sampler, key), key
+        setattr(sampler, key, value)
     sampler.warmup(frames=[fast.duration(t) for t in texts.values()])
+    info[variant] = {"attention": sampler.attention, "compile": sampler.use_compile}
     path = FastPath(cfm, vocoder, sampler, ref_audio, args.device)
     for name, text in texts.items():
         rows[name][variant] = time_runs(path, text, args.runs, 1, args.device)
@@ -372,7 +405,9 @@ def rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm().clamp_min(1e-30))
 
 
-def fidelity(fast: FastPath, cfm: Any, text: str, nfe: int, seed: int, ref32: Any) -> dict:
+def fidelity(
+    fast: FastPath, cfm: Any, text: str, nfe: int, seed: int, ref32: Any
+) -> dict[str, Any]:
     """Fast vs stock ``CFM.sample`` mel with identical inputs, time steps and initial noise."""
     ids = fast.text_ids(text)
     dur = fast.duration(text)
@@ -401,6 +436,294 @@ def fidelity(fast: FastPath, cfm: Any, text: str, nfe: int, seed: int, ref32: An
             base, _ = cfm32.sample(cond=cond32, text=ids, duration=dur, **kw)
         res["stock16_vs_fp32"] = rel_l2(stock[:, r:], base[:, r:])
         res["fast16_vs_fp32"] = rel_l2(mel[:, r:], base[:, r:])
+    return res
+
+
+# ---------------------------------------------------------------------------- the engine
+
+
+def vocos_config(args: argparse.Namespace) -> dict[str, Any]:
+    """``config.yaml`` of the vocoder ``build_vocoder`` makes (Vocos.from_hparams format)."""
+    dim, inter, layers = (32, 64, 1) if args.tiny else (512, 1536, 8)
+    return {
+        "feature_extractor": {
+            "class_path": "vocos.feature_extractors.MelSpectrogramFeatures",
+            "init_args": {
+                "sample_rate": SR,
+                "n_fft": 1024,
+                "hop_length": HOP,
+                "n_mels": 100,
+                "padding": "center",
+            },
+        },
+        "backbone": {
+            "class_path": "vocos.models.VocosBackbone",
+            "init_args": {
+                "input_channels": 100,
+                "dim": dim,
+                "intermediate_dim": inter,
+                "num_layers": layers,
+            },
+        },
+        "head": {
+            "class_path": "vocos.heads.ISTFTHead",
+            "init_args": {"dim": dim, "n_fft": 1024, "hop_length": HOP, "padding": "center"},
+        },
+    }
+
+
+def write_engine_files(
+    cfm: Any, vocoder: Any, ref_audio: torch.Tensor, args: argparse.Namespace, folder: Path
+) -> tuple[dict[str, Any], Path]:
+    """Save this run's model, vocoder and reference as the F5 engine reads them from disk.
+
+    Same formats as the released weights (and ``tests/fixtures_f5.py``): a safetensors file
+    with "ema_model." keys, f5's vocab.txt, a Vocos folder (config.yaml + pytorch_model.bin),
+    and a voice folder holding the 5 s reference clip with its transcript.
+
+    Returns:
+        The ``engine.f5`` settings and the voices folder.
+    """
+    import soundfile as sf
+    import yaml
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {
+        f"ema_model.{k}": v.detach().to("cpu").contiguous() for k, v in cfm.state_dict().items()
+    }
+    checkpoint = folder / "model_bench.safetensors"
+    save_file(state, str(checkpoint))
+    vocoder_dir = folder / "vocos"
+    vocoder_dir.mkdir(exist_ok=True)
+    (vocoder_dir / "config.yaml").write_text(yaml.safe_dump(vocos_config(args)), encoding="utf-8")
+    voc_state = {k: v.detach().to("cpu") for k, v in vocoder.state_dict().items()}
+    torch.save(voc_state, vocoder_dir / "pytorch_model.bin")
+    voices = folder / "voices"
+    voice = voices / "bench"
+    voice.mkdir(parents=True, exist_ok=True)
+    sf.write(str(voice / "reference.wav"), ref_audio[0].numpy(), SR, subtype="FLOAT")
+    (voice / "reference.txt").write_text(REF_TEXT + "\n", encoding="utf-8")
+    settings = {
+        "model": dict(TINY_DIT) if args.tiny else "F5TTS_v1_Base",
+        "checkpoint": str(checkpoint),
+        "vocab": args.vocab or str(f5_root() / "infer/examples/vocab.txt"),
+        "vocoder": str(vocoder_dir),
+        "nfe_step": args.nfe,
+    }
+    return settings, voices
+
+
+def load_engine(
+    settings: dict[str, Any], voices: Path, device: str, cache_dir: Path
+) -> tuple[Any, dict[str, Any]]:
+    """``engine.f5.F5Engine`` as the bot starts it (fast sampler on, warm-up included)."""
+    from bot.config import F5Config, VoicesConfig
+    from engine.f5 import F5Engine
+
+    engine = F5Engine(
+        F5Config(**settings, fast=True),
+        VoicesConfig(dir=voices, default="bench"),
+        device="cuda" if device.startswith("cuda") else "cpu",
+        compile_cache=cache_dir,
+    )
+    t0 = time.perf_counter()
+    engine.load(lambda state, msg: log.info("engine %s: %s", state.value, msg))
+    sync(device)
+    ref = engine.reference("bench")
+    info = {
+        "load_s": time.perf_counter() - t0,
+        "sampler": type(engine.sampler).__name__,
+        "attention": getattr(engine.sampler, "attention", None),
+        "dtype": str(engine.dtype),
+        "vocoder_dtype": str(next(engine.vocoder.parameters()).dtype),
+        "ref_frames": ref.frames,
+        "ref_seconds": ref.seconds,
+    }
+    return engine, info
+
+
+def time_engine(engine: Any, text: str, runs: int, warmup: int, device: str) -> dict[str, Any]:
+    """``F5Engine.synthesize`` from the text to each chunk's samples in host memory.
+
+    First chunk: when the player could start. Whole: the last chunk is ready.
+    """
+
+    def once() -> tuple[float, float, list[np.ndarray]]:
+        t0 = time.perf_counter()
+        chunks = engine.synthesize(text, "bench", lambda: False)
+        first = next(chunks)
+        t1 = time.perf_counter()
+        rest = list(chunks)
+        t2 = time.perf_counter()
+        return (t1 - t0) * 1e3, (t2 - t0) * 1e3, [first, *rest]
+
+    for _ in range(warmup):
+        once()
+    firsts, wholes = [], []
+    out: list[np.ndarray] = []
+    for _ in range(runs):
+        sync(device)
+        first_ms, whole_ms, out = once()
+        firsts.append(first_ms)
+        wholes.append(whole_ms)
+    plan = engine.plan(text, "bench")
+
+    def summary(times: list[float]) -> dict[str, Any]:
+        return {
+            "median_ms": statistics.median(times),
+            "min_ms": min(times),
+            "max_ms": max(times),
+            "runs_ms": [round(t, 2) for t in times],
+        }
+
+    return {
+        "first": summary(firsts),
+        "whole": summary(wholes),
+        "pieces": [p.text for p in plan],
+        "frames": [p.frames for p in plan],
+        "chunk_audio_s": [len(c) / SR for c in out],
+        "audio_s": sum(len(c) for c in out) / SR,
+        "finite": bool(all(np.isfinite(c).all() for c in out)),
+    }
+
+
+# ---------------------------------------------------------------------------- where time goes
+
+
+def _on_gpu(event: Any) -> bool:
+    """A profiler event that ran on the GPU (a kernel, memcpy or memset)."""
+    return str(event.device_type).endswith("CUDA")
+
+
+def _kernel_kind(name: str) -> str:
+    low = name.lower()
+    if "flash" in low or "fmha" in low or "sdpa" in low or "attention" in low:
+        return "attention"
+    if any(k in low for k in ("gemm", "nvjet", "cutlass", "xmma", "cublas", "gemv")):
+        return "gemm"
+    if "conv" in low or "winograd" in low:
+        return "conv"
+    if low.startswith("triton"):
+        return "fused (inductor)"
+    return "other"
+
+
+def profile_replay(sampler: Any, fast: FastPath, text: str, out_dir: Path | None) -> dict[str, Any]:
+    """torch.profiler over graph replays of one step: kernel time by kind, busy vs wall.
+
+    Also one full request (text to waveform) so the per-request work outside the 16 replays
+    shows on the GPU timeline; the traces go to ``out_dir`` when given.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    ids, frames = fast.text_ids(text), fast.duration(text)
+    res: dict[str, Any] = {}
+    with torch.inference_mode():
+        sampler.sample(fast.cond, ids, frames)
+        bucket = sampler._get_bucket(frames)
+        assert bucket.graph is not None
+        sync("cuda")
+        reps = 5
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for _ in range(reps):
+                bucket.graph.replay()
+            sync("cuda")
+    kernels = [e for e in prof.events() if _on_gpu(e)]
+    res["kernels_per_step"] = len(kernels) / reps
+    by_kind: dict[str, float] = {}
+    by_name: dict[str, list[float]] = {}
+    for e in kernels:
+        us = e.time_range.elapsed_us()
+        by_kind[_kernel_kind(e.name)] = by_kind.get(_kernel_kind(e.name), 0.0) + us
+        by_name.setdefault(e.name, []).append(us)
+    res["kernel_ms_per_step"] = {k: round(v / reps / 1e3, 4) for k, v in by_kind.items()}
+    res["kernel_sum_ms_per_step"] = round(sum(by_kind.values()) / reps / 1e3, 4)
+    if kernels:
+        span = max(e.time_range.end for e in kernels) - min(e.time_range.start for e in kernels)
+        res["gpu_span_ms_per_step"] = round(span / reps / 1e3, 4)
+    top = sorted(by_name.items(), key=lambda kv: -sum(kv[1]))[:40]
+    res["top_kernels"] = [
+        {
+            "name": name[:160],
+            "kind": _kernel_kind(name),
+            "ms_per_step": round(sum(v) / reps / 1e3, 4),
+            "calls_per_step": len(v) / reps,
+        }
+        for name, v in top
+    ]
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        table = prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=60)
+        (out_dir / "profile_replay.txt").write_text(table, encoding="utf-8")
+    # one whole request: GPU busy time vs wall time, and the idle gaps
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        sync("cuda")
+        t0 = time.perf_counter()
+        fast(text)
+        wall = (time.perf_counter() - t0) * 1e3
+    kernels = sorted(
+        (e for e in prof.events() if _on_gpu(e)),
+        key=lambda e: e.time_range.start,
+    )
+    if kernels:
+        busy = sum(e.time_range.elapsed_us() for e in kernels) / 1e3
+        span = (kernels[-1].time_range.end - kernels[0].time_range.start) / 1e3
+        gaps = [
+            (b.time_range.start - a.time_range.end) / 1e3 for a, b in itertools.pairwise(kernels)
+        ]
+        res["request"] = {
+            "wall_ms_profiled": round(wall, 3),
+            "gpu_busy_ms": round(busy, 3),
+            "gpu_span_ms": round(span, 3),
+            "kernels": len(kernels),
+            "gaps_over_50us_ms": round(sum(g for g in gaps if g > 0.05), 3),
+            "largest_gaps_ms": sorted((round(g, 3) for g in gaps), reverse=True)[:8],
+        }
+    if out_dir is not None:
+        prof.export_chrome_trace(str(out_dir / "trace_request.json"))
+    return res
+
+
+def attention_options(sampler: Any) -> dict[str, float | None]:
+    """Each key-masking attention kernel alone at the chat-length shape, ms per call."""
+    with torch.inference_mode():
+        return {
+            name: sampler._try_attention(name, timed=True) for name in ("flash", "cudnn", "sdpa")
+        }
+
+
+def vocoder_precision(vocoder: Any, fast: FastPath, text: str, runs: int) -> dict[str, Any]:
+    """Vocos as f5 runs it (fp32) vs its backbone in fp16 autocast (ISTFT head in fp32).
+
+    For the notes only: the engine keeps fp32 unless the wave stays within 1e-2 and the
+    time saved matters.
+    """
+    with torch.inference_mode():
+        mel = fast.mel(text)
+        gen = mel[:, fast.ref_frames :].float().permute(0, 2, 1).contiguous()
+
+        def fp32() -> Any:
+            return vocoder.decode(gen)
+
+        def fp16() -> Any:
+            with torch.autocast("cuda", dtype=torch.float16):
+                x = vocoder.backbone(gen)
+            return vocoder.head(x.float())
+
+        res: dict[str, Any] = {}
+        waves = {}
+        for name, fn in (("fp32", fp32), ("fp16_backbone", fp16)):
+            for _ in range(3):
+                fn().cpu()
+            times = []
+            for _ in range(runs):
+                sync("cuda")
+                t0 = time.perf_counter()
+                waves[name] = fn().squeeze().cpu()
+                times.append((time.perf_counter() - t0) * 1e3)
+            res[f"{name}_ms"] = statistics.median(times)
+        res["rel_l2_wave"] = rel_l2(waves["fp16_backbone"], waves["fp32"])
     return res
 
 
@@ -491,14 +814,20 @@ def main() -> None:
     ap.add_argument("--compile-mode", default="default")
     ap.add_argument("--max-frames", type=int, default=3072)
     ap.add_argument(
-        "--variants", default="graph,mask,eager", help="extra fast variants: graph,mask,eager,none"
+        "--variants",
+        default="run4,flash,cudnn",
+        help="extra fast-sampler configurations: run4,strided,flash,cudnn,graph,mask,eager,"
+        "autotune,none",
     )
     ap.add_argument("--no-stock", action="store_true")
+    ap.add_argument("--no-engine", action="store_true", help="skip the F5Engine rows")
     ap.add_argument("--no-fp32-ref", action="store_true")
+    ap.add_argument("--no-profile", action="store_true", help="skip torch.profiler (CUDA)")
     ap.add_argument("--startup", choices=["auto", "yes", "no"], default="auto")
     ap.add_argument("--cache-dir", default=None, help="inductor cache for the start-up runs")
     ap.add_argument("--out", help="write all numbers as JSON here")
-    ap.add_argument("--deadline-s", type=float, default=1e9, help="skip variants after this")
+    ap.add_argument("--profile-dir", help="profiler table and request trace go here")
+    ap.add_argument("--deadline-s", type=float, default=1e9, help="skip extras after this")
     ap.add_argument("--startup-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     started = time.perf_counter()
@@ -507,8 +836,25 @@ def main() -> None:
         startup_child(args)
         return
 
+    def late(what: str) -> bool:
+        if time.perf_counter() - started > args.deadline_s:
+            results.setdefault("errors", []).append(f"{what}: skipped (deadline)")
+            return True
+        return False
+
+    def save() -> None:
+        if args.out:
+            Path(args.out).write_text(json.dumps(results, indent=2, default=str))
+
+    import torch._dynamo.config as dynamo_config
+
     from engine.f5_fast import FastSampler
     from engine.text import split_first_chunk
+
+    # main sampler, the engine's and each variant compile the block again in this process
+    for knob in ("recompile_limit", "cache_size_limit"):
+        if hasattr(dynamo_config, knob):
+            setattr(dynamo_config, knob, 64)
 
     device = args.device
     on_cuda = device.startswith("cuda")
@@ -543,6 +889,7 @@ def main() -> None:
     versions = {
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if on_cuda else None,  # type: ignore[no-untyped-call]
         "f5-tts": md.version("f5-tts"),
         "python": sys.version.split()[0],
     }
@@ -575,6 +922,7 @@ def main() -> None:
         "compile": main_sampler.use_compile,
         "compile_mode": args.compile_mode,
         "cuda_graphs": main_sampler.use_graphs,
+        "attention": main_sampler.attention,
         "bucket_frames": main_sampler.bucket_frames,
         "max_frames": main_sampler.max_frames,
         "stats": main_sampler.stats,
@@ -587,7 +935,9 @@ def main() -> None:
         pass
     results["warmup_in_process_s"] = time.perf_counter() - t0
     fast = FastPath(cfm, vocoder, main_sampler, ref_audio, device)
-    log.info("fast sampler ready in %.1f s", results["warmup_in_process_s"])
+    log.info(
+        "fast sampler ready in %.1f s: %s", results["warmup_in_process_s"], results["fast_config"]
+    )
 
     texts = dict(MESSAGES)
     pieces = split_first_chunk(MESSAGES["long"])
@@ -596,20 +946,58 @@ def main() -> None:
         texts_all["long_rest"] = pieces[1]
     results["long_pieces"] = pieces
 
-    # fast path
+    # fast path (FastSampler alone, the whole message in one piece)
     rows: dict[str, dict[str, Any]] = {}
+    results["rows"] = rows
     for name, text in texts_all.items():
         rows[name] = {"fast": time_runs(fast, text, args.runs, args.warmup, device)}
         rows[name]["fast"]["breakdown_ms"] = {k: round(v, 2) for k, v in fast.timings.items()}
         rows[name]["frames"] = fast.duration(text)
         log.info("fast %s: %s", name, rows[name]["fast"])
+    save()
 
-    try:
-        results["profile_typical"] = profile_steps(main_sampler, fast, MESSAGES["typical"], device)
-        log.info("profile: %s", results["profile_typical"])
-    except Exception as exc:
-        log.exception("profile failed")
-        results.setdefault("errors", []).append(f"profile: {exc!r}"[:500])
+    if on_cuda and main_sampler.use_graphs:
+        try:
+            results["profile_typical"] = profile_steps(
+                main_sampler, fast, MESSAGES["typical"], device
+            )
+            log.info("per step: %s", results["profile_typical"])
+            if not args.no_profile and not late("profiler"):
+                out_dir = Path(args.profile_dir) if args.profile_dir else None
+                results["profiler"] = profile_replay(
+                    main_sampler, fast, MESSAGES["typical"], out_dir
+                )
+                log.info(
+                    "profiler: %s",
+                    {k: v for k, v in results["profiler"].items() if k != "top_kernels"},
+                )
+            results["attention_options_ms"] = attention_options(main_sampler)
+            log.info("attention per call: %s", results["attention_options_ms"])
+            results["vocoder_precision"] = vocoder_precision(
+                vocoder, fast, MESSAGES["typical"], args.runs
+            )
+            log.info("vocoder: %s", results["vocoder_precision"])
+        except Exception as exc:
+            log.exception("profile failed")
+            results.setdefault("errors", []).append(f"profile: {exc!r}"[:500])
+        save()
+
+    # the bot's own path: F5Engine loading the weights from disk, fast sampler, vocoder
+    if not args.no_engine and not late("engine"):
+        try:
+            folder = Path(tempfile.mkdtemp(prefix="ishowtts-bench-engine-"))
+            settings, voices = write_engine_files(cfm, vocoder, ref_audio, args, folder)
+            engine, results["engine"] = load_engine(settings, voices, device, cache_dir)
+            log.info("engine loaded: %s", results["engine"])
+            for name, text in texts.items():
+                rows[name]["engine"] = time_engine(engine, text, args.runs, args.warmup, device)
+                log.info("engine %s: %s", name, rows[name]["engine"])
+            engine.close()
+            del engine
+        except Exception as exc:
+            log.exception("engine rows failed")
+            results.setdefault("errors", []).append(f"engine: {exc!r}"[:500])
+        save()
 
     # stock
     if not args.no_stock:
@@ -617,6 +1005,7 @@ def main() -> None:
         for name, text in texts.items():
             rows[name]["stock"] = time_runs(stock, text, args.runs, args.warmup, device)
             log.info("stock %s: %s", name, rows[name]["stock"])
+        save()
 
     # fidelity: identical inputs, time steps and initial noise
     ref32 = None
@@ -628,22 +1017,22 @@ def main() -> None:
         rows[name]["fidelity"] = fidelity(fast, cfm, text, args.nfe, seed=100 + i, ref32=ref32)
         log.info("fidelity %s: %s", name, rows[name]["fidelity"])
     del ref32
-    results["rows"] = rows
-    if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=2, default=str))
+    save()
 
-    # other variants of the fast sampler (for the notes: which technique bought what)
+    # other configurations of the fast sampler, same process (which technique bought what)
     variants = [v for v in args.variants.split(",") if v and v != "none"]
+    results["variants"] = {}
     for variant in variants:
-        if variant in ("graph", "mask", "autotune") and (
+        if variant in ("graph", "mask", "autotune", "flash", "cudnn", "run4", "strided") and (
             not on_cuda or not main_sampler.use_compile
         ):
             continue
-        if time.perf_counter() - started > args.deadline_s:
-            results.setdefault("errors", []).append(f"{variant}: skipped (deadline)")
+        if late(variant):
             continue
         try:
-            run_variant(variant, cfm, vocoder, ref_audio, texts, rows, args, fast)
+            run_variant(
+                variant, cfm, vocoder, ref_audio, texts, rows, args, fast, results["variants"]
+            )
         except Exception as exc:
             log.exception("variant %s failed", variant)
             results.setdefault("errors", []).append(f"{variant}: {exc!r}"[:500])
@@ -663,8 +1052,8 @@ def main() -> None:
 
     if on_cuda:
         results["max_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
-    if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=2, default=str))
+    results["total_s"] = time.perf_counter() - started
+    save()
     print_table(results, args)
 
 
@@ -677,39 +1066,65 @@ def fmt(t: dict[str, Any] | None) -> str:
 def print_table(results: dict[str, Any], args: argparse.Namespace) -> None:
     rows = results["rows"]
     v = results["versions"]
+    fc = results.get("fast_config", {})
     lines = [
         "",
-        f"card: {results['card']} | torch {v['torch']} (CUDA {v['cuda']}) | f5-tts {v['f5-tts']} "
-        f"| python {v['python']} | {results['model']['weights']}, "
+        f"card: {results['card']} | torch {v['torch']} (CUDA {v['cuda']}, cuDNN {v.get('cudnn')}) "
+        f"| f5-tts {v['f5-tts']} | python {v['python']} | {results['model']['weights']}, "
         f"{results['model']['params_M']} M params | {results['dtype']} | NFE {results['nfe']} "
-        f"| ref {REF_SECONDS:.1f} s | runs {args.runs} after {args.warmup} warm-up",
+        f"| ref {REF_SECONDS:.1f} s | runs {args.runs} after {args.warmup} warm-up "
+        f"| attention {fc.get('attention')}",
     ]
-    names = ("graph", "mask", "eager", "autotune")
-    variants = [k for k in names if any(k in r for r in rows.values())]
-    head = "| message | chars | frames | audio s | stock ms med (min-max) | fast ms med (min-max) "
-    head += "| stock/fast | first chunk ms | fidelity relL2 (gen) |"
-    for var in variants:
-        head += f" {var} ms |"
+    head = (
+        "| message | chars | frames | audio s | stock ms | FastSampler ms | stock/fast "
+        "| engine first chunk ms | engine whole ms | engine pieces | stock/engine whole "
+        "| fidelity relL2 |"
+    )
     lines.append(head)
     lines.append("|" + "---|" * (head.count("|") - 1))
     for name in MESSAGES:
         r = rows[name]
         ratio = f"{r['stock']['median_ms'] / r['fast']['median_ms']:.1f}x" if "stock" in r else "-"
-        first = "-"
-        if name == "long" and "streaming" in results:
-            s = results["streaming"]
-            first = f"{s['first_chunk_ms']:.1f} ({s['first_chunk_audio_s']:.2f} s audio)"
-        elif name != "long":
-            first = f"{r['fast']['median_ms']:.1f} (whole)"
+        eng = r.get("engine")
+        eng_first = fmt(eng["first"]) if eng else "-"
+        eng_whole = fmt(eng["whole"]) if eng else "-"
+        eng_pieces = str(len(eng["pieces"])) if eng else "-"
+        eng_ratio = (
+            f"{r['stock']['median_ms'] / eng['whole']['median_ms']:.1f}x"
+            if eng and "stock" in r
+            else "-"
+        )
         fid = r.get("fidelity", {})
         fid_s = f"{fid['rel_l2_gen']:.2e}" if fid else "-"
-        line = (
+        lines.append(
             f"| {name} | {len(MESSAGES[name])} | {r['frames']} | {r['fast']['audio_s']:.2f} "
-            f"| {fmt(r.get('stock'))} | {fmt(r['fast'])} | {ratio} | {first} | {fid_s} |"
+            f"| {fmt(r.get('stock'))} | {fmt(r['fast'])} | {ratio} | {eng_first} | {eng_whole} "
+            f"| {eng_pieces} | {eng_ratio} | {fid_s} |"
         )
-        for var in variants:
-            line += f" {fmt(r.get(var))} |"
-        lines.append(line)
+    var_names = [
+        k
+        for k in ("flash", "cudnn", "run4", "strided", "graph", "mask", "eager", "autotune")
+        if any(k in rows[m] for m in MESSAGES)
+    ]
+    if var_names:
+        lines.append(
+            "same-process variants (median ms, short/typical/long): "
+            + "; ".join(
+                f"{k}: "
+                + " / ".join(f"{rows[m][k]['median_ms']:.1f}" for m in MESSAGES if k in rows[m])
+                for k in var_names
+            )
+        )
+    if eng_info := results.get("engine"):
+        lines.append(
+            f"engine: {eng_info['sampler']} ({eng_info['attention']}), load+warm-up "
+            f"{eng_info['load_s']:.1f} s in process, reference {eng_info['ref_seconds']:.2f} s "
+            f"({eng_info['ref_frames']} frames), vocoder {eng_info['vocoder_dtype']}"
+        )
+        for name in MESSAGES:
+            eng = rows[name].get("engine")
+            if eng:
+                lines.append(f"  {name}: pieces {eng['pieces']} frames {eng['frames']}")
     su = results.get("startup")
     if su:
         parts = []
@@ -725,9 +1140,9 @@ def print_table(results: dict[str, Any], args: argparse.Namespace) -> None:
     if "streaming" in results:
         s = results["streaming"]
         lines.append(
-            f"streaming long: first piece {s['first_piece']!r} ready in {s['first_chunk_ms']:.1f} "
-            f"ms; rest ready {s['rest_ms']:.1f} ms later, while the first "
-            f"{s['first_chunk_audio_s']:.2f} s play"
+            f"streaming long (FastSampler): first piece {s['first_piece']!r} ready in "
+            f"{s['first_chunk_ms']:.1f} ms; rest ready {s['rest_ms']:.1f} ms later, while the "
+            f"first {s['first_chunk_audio_s']:.2f} s play"
         )
     fids = [r["fidelity"] for r in rows.values() if "fidelity" in r]
     if fids and "stock16_vs_fp32" in fids[0]:
@@ -743,6 +1158,18 @@ def print_table(results: dict[str, Any], args: argparse.Namespace) -> None:
             + ", ".join(f"{k} {v:.2f}" for k, v in prof.items() if isinstance(v, float))
             + f" (bucket {prof.get('bucket')} frames)"
         )
+    if p := results.get("profiler"):
+        lines.append(
+            f"profiler, one step (graph replay): kernels {p.get('kernels_per_step')}, kernel sum "
+            f"{p.get('kernel_sum_ms_per_step')} ms, GPU span {p.get('gpu_span_ms_per_step')} ms; "
+            f"by kind {p.get('kernel_ms_per_step')}"
+        )
+        if req := p.get("request"):
+            lines.append(f"profiler, one typical request: {req}")
+    if a := results.get("attention_options_ms"):
+        lines.append(f"attention alone per call (ms, chat shape): {a}")
+    if vp := results.get("vocoder_precision"):
+        lines.append(f"vocoder: {vp}")
     if on_cuda_mem := results.get("max_memory_gb"):
         lines.append(f"peak GPU memory allocated: {on_cuda_mem:.2f} GB")
     for err in results.get("errors", []):

@@ -232,6 +232,22 @@ def test_warmup_on_cpu_is_cheap_and_idempotent(model, cond):
     assert rel(got[:, REF_FRAMES:], want[:, REF_FRAMES:]) < 1e-5
 
 
+@pytest.mark.parametrize("attention", ["flash", "cudnn", "sdpa", None])
+def test_attention_choice_on_cpu_is_the_masked_sdpa(model, cond, attention):
+    """The fused kernels need CUDA fp16: on the CPU any request resolves to SDPA, still exact."""
+    sampler = make(model, bucket_frames=32, attention=attention)
+    want = stock(model, cond, ids(TEXT), 140)
+    got = fast(sampler, cond, ids(TEXT), 140)
+    assert sampler.attention == "sdpa"
+    assert not sampler.use_varlen
+    assert rel(got[:, REF_FRAMES:], want[:, REF_FRAMES:]) < 1e-5
+
+
+def test_unknown_attention_is_a_clear_error(model):
+    with pytest.raises(ValueError, match="attention must be one of flash, cudnn, sdpa"):
+        make(model, attention="xformers")
+
+
 def test_bad_shapes_are_clear_errors(model, cond):
     sampler = make(model)
     with pytest.raises(ValueError, match="cond must be"):
