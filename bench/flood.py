@@ -207,6 +207,8 @@ class FloodReport:
     rss_peak_mib: float = 0.0
     rss_after_mib: float = 0.0
     rss_by_quarter_mib: list[float] = field(default_factory=list)
+    rss_before_trim_mib: float = 0.0
+    rss_after_trim_mib: float = 0.0
     loop_lag: Percentiles = field(default_factory=Percentiles)
     handling: Percentiles = field(default_factory=Percentiles)
     skip_applied: Percentiles = field(default_factory=Percentiles)
@@ -226,6 +228,18 @@ class FloodReport:
     @property
     def rss_growth_mib(self) -> float:
         return self.rss_after_mib - self.rss_before_mib
+
+
+def _trimmed_rss(proc: Any) -> int:
+    """RSS after glibc hands free heap pages back (what is left is memory still in use)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name:
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(name).malloc_trim(0)
+    return int(proc.memory_info().rss)
 
 
 def _site(stat: Any) -> str:
@@ -419,6 +433,7 @@ async def _run_flood(
         decisions: Counter[str] = Counter()
         all_seen = asyncio.Event()
         counting = [False]
+        halfway: list[tracemalloc.Snapshot] = []
 
         class TimedSink:
             """Hands every event to the App, noting when its handling began and ended."""
@@ -440,6 +455,10 @@ async def _run_flood(
                         flood_left[0] -= 1
                         if flood_left[0] == 0:
                             all_seen.set()
+                        if trace_memory and not halfway and flood_left[0] <= messages // 2:
+                            # Caches that fill up (dedupe ids, recent users) are full by now:
+                            # what still grows from here on is what grows with the flood.
+                            halfway.append(tracemalloc.take_snapshot())
                 elif mid[:1] != "w":  # the warm-up's lines are not kept
                     handled[mid] = (began, done, playing, queued, action)
                     if mid in handled_now:
@@ -476,6 +495,7 @@ async def _run_flood(
         await asyncio.sleep(1.0)
         gc.collect()
         report.rss_before_mib = proc.memory_info().rss / 2**20
+        report.rss_before_trim_mib = _trimmed_rss(proc) / 2**20
         queue_max = 0
         decisions.clear()
         outcomes.clear()
@@ -498,7 +518,6 @@ async def _run_flood(
 
         if trace_memory:
             tracemalloc.start(12)
-            baseline_snapshot = tracemalloc.take_snapshot()
         sampler = asyncio.create_task(sample(), name="flood-sampler")
         counting[0] = True
         t0 = time.monotonic()
@@ -527,8 +546,9 @@ async def _run_flood(
             [rss[min(len(rss) - 1, (len(rss) * q) // 4 - 1)] for q in (1, 2, 3, 4)] if rss else []
         )
         report.rss_by_quarter_mib = [round(v / 2**20, 1) for v in quarters]
-        if trace_memory:
-            growth = tracemalloc.take_snapshot().compare_to(baseline_snapshot, "traceback")
+        report.rss_after_trim_mib = _trimmed_rss(proc) / 2**20
+        if trace_memory and halfway:
+            growth = tracemalloc.take_snapshot().compare_to(halfway[0], "traceback")
             tracemalloc.stop()
             report.memory_growth_sites = [_site(stat) for stat in growth[:12]]
         report.queue_max = queue_max
@@ -627,6 +647,9 @@ def _table(r: FloodReport) -> str:
         "| RSS at 1/4, 2/4, 3/4, 4/4 of the flood | "
         + " / ".join(f"{v:.1f}" for v in r.rss_by_quarter_mib)
         + " MiB |",
+        f"| same, once free heap pages are returned (malloc_trim): before / after | "
+        f"{r.rss_before_trim_mib:.1f} / {r.rss_after_trim_mib:.1f} MiB "
+        f"({r.rss_after_trim_mib - r.rss_before_trim_mib:+.1f}) |",
         f"| message after the flood | {r.final_message} |",
         f"| errors logged | {r.errors_logged} |",
         "",
@@ -704,7 +727,9 @@ def main() -> int:
     parser.add_argument("--timeout-s", type=float, default=600.0)
     parser.add_argument("--json", default=None, help="also write the numbers here")
     parser.add_argument(
-        "--trace-memory", action="store_true", help="list where memory grew (slower)"
+        "--trace-memory",
+        action="store_true",
+        help="list where Python memory grew from the flood's middle to its end (slower)",
     )
     parser.add_argument("--serve-double", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
