@@ -978,3 +978,34 @@ async def test_a_database_locked_while_running_fails_commands_clearly_and_speech
         assert again.store.voice_of(VIEWER) == "alice"
     finally:
         await again.close()
+
+
+# -- flood: chat at 1,000 lines a second through the real twitchio client ----------------------
+@pytest.mark.audio
+@pytest.mark.slow
+async def test_a_chat_flood_keeps_the_bound_the_bot_and_its_moderators(
+    pulse_server: Any, tmp_path: Path
+) -> None:
+    """bench/flood.py at a fifth of its size: what it measures, asserted without any timing."""
+    from bench.flood import run_flood
+
+    report = await run_flood(
+        messages=2_000,
+        rate=1_000,
+        control_every=100,
+        workdir=tmp_path,
+        audio_device=pulse_server.device_name,
+        timeout_s=300,
+    )
+    assert report.delivered == 2_000  # every line reached the bot, none twice
+    assert 0 < report.queue_max <= report.queue_bound
+    assert report.controls_sent == 20
+    assert report.skip_applied.n == 10  # every !skip and !clear ran during the flood
+    assert report.clear_applied.n == 10
+    assert report.skip_acked.n == 10  # and was acknowledged in chat
+    assert report.clear_acked.n == 10
+    assert report.clears_that_emptied_a_queue == 10  # the flood refills it every time
+    assert report.outcomes.get("skipped", 0) >= 1
+    assert report.outcomes.get("dropped", 0) > 1_000  # the bound held by dropping, not growing
+    assert report.final_message == "played"  # still speaking after the flood
+    assert report.errors_logged == 0
