@@ -1009,3 +1009,169 @@ async def test_a_chat_flood_keeps_the_bound_the_bot_and_its_moderators(
     assert report.outcomes.get("dropped", 0) > 1_000  # the bound held by dropping, not growing
     assert report.final_message == "played"  # still speaking after the flood
     assert report.errors_logged == 0
+
+
+# -- state faults: SIGKILL mid-flood, then restart -------------------------------------------------
+_LAUNCH = (
+    "import sys\n"
+    "from twitchio.eventsub import websockets\n"
+    "from twitchio.http import Route\n"
+    "websockets.WSS, Route.BASE, Route.ID_BASE = sys.argv[1:4]\n"
+    "from bot.cli import main\n"
+    "sys.exit(main(sys.argv[4:]))\n"
+)
+"""``python -m bot`` with twitchio's base URLs on the double (twitchio has no setting)."""
+
+
+class TwitchBotProcess:
+    """The real bot as its own process, reading Twitch chat from the double."""
+
+    def __init__(self, double: Any, config: Path, env: dict[str, str], log: Path) -> None:
+        self._log = log.open("ab")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                _LAUNCH,
+                double.wss,
+                double.helix_base,
+                double.id_base,
+                "--config",
+                str(config),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=self._log,
+            cwd=config.parent,
+            env=env,
+            start_new_session=True,
+        )
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        self._log.close()
+
+    def terminate(self) -> int:
+        os.kill(self.proc.pid, signal.SIGTERM)
+        code = self.proc.wait(timeout=60)
+        self._log.close()
+        return code
+
+
+async def _acked(double: Any, message_id: str, timeout: float = 60.0) -> str:
+    """The bot's reply to one chat message, once it reached Twitch."""
+    async with asyncio.timeout(timeout):
+        while True:
+            for sent in double.sent:
+                if sent.get("reply_parent_message_id") == message_id:
+                    return str(sent["message"])
+            await asyncio.sleep(0.01)
+
+
+@pytest.mark.audio
+@pytest.mark.slow
+async def test_sigkill_mid_flood_then_restart_loses_nothing_that_was_acknowledged(
+    pulse_server: Any, tmp_path: Path
+) -> None:
+    import sqlite3
+
+    from bot.auth import TOKEN_FILE_NAME
+    from tests.bot.test_twitch import sign_in
+    from tests.bot.twitch_double import running_double
+    from tests.fixtures_f5 import write_alice
+
+    write_alice(tmp_path / "voices")
+    async with running_double() as double:
+        sign_in(double, tmp_path / "state" / TOKEN_FILE_NAME)
+        alice = double.add_user("alice")
+        mod = double.add_user("moddy")
+        crowd = [double.add_user(f"raider{i}") for i in range(200)]
+        config = tmp_path / "config.yaml"
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "engine": {"name": "espeak"},
+                    "voices": {"dir": "voices"},
+                    "audio": {"device": pulse_server.device_name, "gap_ms": 0},
+                    "chat": {"source": "twitch"},
+                    "storage": {"dir": "state"},
+                    "web": {"enabled": False},
+                    "twitch": {
+                        "channel": double.broadcaster.login,
+                        "client_id": double.client_id,
+                        "reconnect_min_s": 0.2,
+                        "reconnect_max_s": 1.0,
+                    },
+                }
+            )
+        )
+        env = {**os.environ, **pulse_server.env, "PYTHONPATH": str(REPO)}
+        log = tmp_path / "bot.log"
+        flood_sent = [0]
+
+        async def flood() -> None:
+            """Raid chat at ~500 lines a second for as long as the test runs."""
+            while True:
+                for _ in range(5):
+                    user = crowd[flood_sent[0] % len(crowd)]
+                    with contextlib.suppress(AssertionError):  # between two sessions
+                        await double.chat(user, f"raid message number {flood_sent[0]}")
+                    flood_sent[0] += 1
+                await asyncio.sleep(0.01)
+
+        async def ask(user: Any, text: str, badges: tuple[str, ...] = ()) -> str:
+            mid = await double.chat(user, text, badges=list(badges))
+            return await _acked(double, mid)
+
+        bot = TwitchBotProcess(double, config, env, log)
+        flooding = asyncio.create_task(flood())
+        try:
+            first = await double.wait_subscribed(timeout=90)
+            await asyncio.sleep(0.5)  # mid-flood
+            flood_at_first_command = flood_sent[0]
+            assert await ask(alice, "!voice ALICE") == "your voice is now alice"
+            m = ("moderator",)
+            assert await ask(mod, "!mute @pest 1h", m) == "muted pest for 1 hour"
+            assert await ask(mod, "!setvoice @newbie alice", m) == "newbie's voice is now alice"
+            assert await ask(mod, "!volume 40", m) == "volume 40%"
+            assert await ask(mod, "!ttsoff", m) == "TTS is off; !ttson turns it back on"
+            assert await ask(mod, "!pause", m) == "paused; !resume continues"
+            bot.kill()  # at once, with chat still pouring in: no clean shutdown
+            assert flood_at_first_command > 100  # the raid was on before the commands,
+            assert flood_sent[0] > flood_at_first_command  # during them and up to the kill
+            assert "speaking raider" in log.read_text(errors="replace")  # it was busy speaking
+            # What a fresh process finds on disk: every acknowledged change.
+            db = tmp_path / "state" / "ishowtts.db"
+            conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+            try:
+                users = {
+                    login: (voice, bool(muted))
+                    for login, voice, muted in conn.execute("SELECT login, voice, muted FROM users")
+                }
+                settings = dict(conn.execute("SELECT key, value FROM settings").fetchall())
+            finally:
+                conn.close()
+            assert users["alice"] == ("alice", False)
+            assert users["pest"] == (None, True)
+            assert users["newbie"] == ("alice", False)
+            assert settings == {"volume": "0.4", "enabled": "false", "paused": "true"}
+
+            bot = TwitchBotProcess(double, config, env, log)
+            await double.wait_subscribed(exclude=[first], timeout=90)
+            assert await ask(alice, "!voice") == "your voice is alice"
+            assert await ask(mod, "!volume", m) == "volume is 40%"
+            assert await ask(mod, "!ttson", m) == "TTS is on"
+            assert await ask(mod, "!resume", m) == "resumed"
+            assert await ask(mod, "!unmute @pest", m) == "unmuted pest"  # the mute was there
+            assert await ask(mod, "!unmute @pest", m) == "pest was not muted"
+            assert bot.terminate() == 0
+        finally:
+            flooding.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flooding
+            if bot.proc.poll() is None:
+                bot.kill()
+    text = log.read_text(errors="replace")
+    assert "Traceback" not in text, text[-3000:]
