@@ -1175,3 +1175,48 @@ async def test_sigkill_mid_flood_then_restart_loses_nothing_that_was_acknowledge
                 bot.kill()
     text = log.read_text(errors="replace")
     assert "Traceback" not in text, text[-3000:]
+
+
+@pytest.mark.audio
+@pytest.mark.slow
+def test_the_real_command_with_a_damaged_database_says_so_once_and_keeps_serving(
+    pulse_server: Any, tmp_path: Path
+) -> None:
+    """Not a crash loop: every start reports it in one line, then serves chat and exits 0."""
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "engine": {"name": "espeak"},
+                "audio": {"device": pulse_server.device_name, "gap_ms": 0},
+                "chat": {"source": "terminal"},
+                "storage": {"dir": "state"},
+                "web": {"enabled": False},
+            }
+        )
+    )
+    db = tmp_path / "state" / "ishowtts.db"
+    db.parent.mkdir()
+    db.write_bytes(b"this was an ishowtts database before the disk died" * 100)
+    before = db.read_bytes()
+    for _start in range(2):
+        done = subprocess.run(
+            [sys.executable, "-m", "bot", "--config", str(config)],
+            input=b"!voice\nhello after the damage\n",
+            capture_output=True,
+            cwd=tmp_path,
+            env={**os.environ, **pulse_server.env, "PYTHONPATH": str(REPO)},
+            timeout=180,
+            check=False,
+        )
+        err = done.stderr.decode(errors="replace")
+        assert done.returncode == 0, err
+        assert "Traceback" not in err
+        problems = [line for line in err.splitlines() if " ERROR " in line]
+        assert len(problems) == 1, problems
+        assert str(db) in problems[0]
+        assert "not a usable ishowtts database" in problems[0]
+        assert "will NOT be saved this session" in problems[0]
+        assert "speaking " in err  # chat was served
+        assert b"[ishowtts] your voice is default" in done.stdout
+    assert db.read_bytes() == before  # the evidence is kept for the streamer
