@@ -184,7 +184,11 @@ class _Library:
     def _on_samples(self, wav: Any, count: int, _events: int | None) -> int:
         """Synth callback (runs inside ``espeak_Synth`` on the calling thread)."""
         if self._sink is not None and wav and count > 0:
-            self._sink.append(np.ctypeslib.as_array(wav, shape=(count,)).copy())
+            # Copy the samples as bytes. np.ctypeslib.as_array(wav, shape=(count,)) would make
+            # (and cache forever) a new ctypes array type for every distinct count: ~5 KB
+            # each, tens of MB over a long stream (found by bench/flood.py --trace-memory).
+            raw = ctypes.string_at(wav, count * ctypes.sizeof(ctypes.c_short))
+            self._sink.append(np.frombuffer(raw, dtype=np.int16))
         # Returning 1 aborts the synthesis: this is how a skip lands mid-sentence.
         return 1 if self._stop is not None and self._stop() else 0
 
