@@ -1220,3 +1220,51 @@ def test_the_real_command_with_a_damaged_database_says_so_once_and_keeps_serving
         assert "speaking " in err  # chat was served
         assert b"[ishowtts] your voice is default" in done.stdout
     assert db.read_bytes() == before  # the evidence is kept for the streamer
+
+
+# -- memory: nothing grows with the number of messages -------------------------------------------
+def test_speaking_many_different_lines_with_espeak_keeps_no_memory(tmp_path: Path) -> None:
+    """bench/flood.py found RSS rising with every new eSpeak callback size (a ctypes type
+    cached per size); after the first lines, more lines must not leave memory behind."""
+    import tracemalloc
+
+    from bot.config import EspeakConfig, VoicesConfig
+    from engine.espeak import EspeakEngine
+
+    engine = EspeakEngine(EspeakConfig(), VoicesConfig(dir=tmp_path / "voices"))
+    engine.load(lambda _state, _detail: None)
+    rng = np.random.default_rng(3)
+    words = [
+        "the",
+        "quick",
+        "brown",
+        "fox",
+        "jumps",
+        "over",
+        "a",
+        "lazy",
+        "dog",
+        "while",
+        "chat",
+        "goes",
+        "wild",
+    ]
+
+    def speak(count: int) -> int:
+        samples = 0
+        for _ in range(count):
+            line = " ".join(rng.choice(words, size=int(rng.integers(1, 30))))
+            samples += sum(len(c) for c in engine.synthesize(line, "default", lambda: False))
+        return samples
+
+    try:
+        speak(40)  # warm-up: the library's own buffers, voice data
+        tracemalloc.start()
+        before = tracemalloc.take_snapshot()
+        assert speak(150) > 0
+        after = tracemalloc.take_snapshot()
+        tracemalloc.stop()
+    finally:
+        engine.close()
+    grown = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    assert grown < 256 * 1024, f"{grown / 1024:.0f} KiB kept after 150 lines"
