@@ -472,6 +472,17 @@ def test_the_walk_covers_every_key_of_the_shipped_config() -> None:
     assert len(CONFIG_CASES) > 300  # every key of every section, not a sample
 
 
+@pytest.fixture
+def restored_loggers() -> Iterator[None]:
+    """``main()`` quiets third-party loggers for the session; give them their levels back."""
+    names = ("", "httpx", "urllib3", "numba", "matplotlib", "twitchio")
+    saved = {name: logging.getLogger(name).level for name in names}
+    yield
+    for name, level in saved.items():
+        logging.getLogger(name).setLevel(level)
+
+
+@pytest.mark.usefixtures("restored_loggers")
 @pytest.mark.parametrize(("path", "kind", "value"), CONFIG_CASES)
 def test_every_bad_config_value_is_reported_with_its_key_path_and_exit_2(
     tmp_path: Path,
@@ -585,6 +596,7 @@ def test_a_config_full_of_bad_values_names_them_all_from_the_real_command(
         "inf",
     ],
 )
+@pytest.mark.usefixtures("restored_loggers")
 def test_broken_config_files_are_one_clear_line_and_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str | bytes, expected: str
 ) -> None:
@@ -602,6 +614,7 @@ def test_broken_config_files_are_one_clear_line_and_exit_2(
     assert len(err) < 2000
 
 
+@pytest.mark.usefixtures("restored_loggers")
 def test_a_folder_or_a_missing_file_as_config_is_a_clear_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
