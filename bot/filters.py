@@ -33,7 +33,7 @@ from bot.config import (
     ZalgoFilter,
 )
 from bot.messages import ChatMessage, ChatUser, Role
-from bot.text import cap_length, clean_for_speech
+from bot.text import cap_length, clean_for_speech, strip_unspeakable
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,6 @@ _EMOJI_CLASS = "".join(
 # Every endpoint is a non-ASCII character, so none needs escaping inside the class.
 _EMOJI_RE = re.compile(f"[{_EMOJI_CLASS}]")
 # Tabs and line breaks become spaces, other ASCII controls vanish (the fast path for ASCII).
-_ASCII_CONTROLS = {cp: (" " if chr(cp) in "\t\r\n\v\f" else None) for cp in (*range(32), 127)}
 
 
 def is_emoji(ch: str) -> bool:
@@ -161,27 +160,8 @@ class ZalgoFilterImpl(TextFilter):
         self._max = cfg.max_marks
 
     def apply(self, text: str) -> str | None:
-        """Strip controls and excess combining marks."""
-        if text.isascii():
-            return text.translate(_ASCII_CONTROLS)
-        out: list[str] = []
-        marks = 0
-        for ch in text:
-            if ch in "\t\r\n\v\f":
-                out.append(" ")
-                marks = 0
-                continue
-            cat = unicodedata.category(ch)
-            if cat in ("Cc", "Cs", "Co", "Cn") or (cat == "Cf" and ord(ch) != 0x200D):
-                continue
-            if cat.startswith("M") and ord(ch) not in _EMOJI_JOINERS:
-                marks += 1
-                if marks > self._max:
-                    continue
-            else:
-                marks = 0
-            out.append(ch)
-        return "".join(out)
+        """Strip controls and excess combining marks (emoji joiners stay for the emoji filter)."""
+        return strip_unspeakable(text, self._max, _EMOJI_JOINERS, collapse=False)
 
 
 class LinksFilterImpl(TextFilter):

@@ -19,11 +19,30 @@ _DROP_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
 _MAX_COMBINING = 2
 
 
-def strip_unspeakable(text: str) -> str:
-    """Remove control/format characters and excess combining marks; collapse whitespace.
+_ASCII_CONTROLS = {cp: (" " if chr(cp) in "\t\r\n\v\f" else None) for cp in (*range(32), 127)}
+
+
+def strip_unspeakable(
+    text: str,
+    max_marks: int = _MAX_COMBINING,
+    keep: frozenset[int] = frozenset(),
+    *,
+    collapse: bool = True,
+) -> str:
+    """Remove control/format characters and excess combining marks.
 
     Tabs and newlines become spaces first so words on separate lines stay separate.
+
+    Args:
+        text: Raw text.
+        max_marks: Combining marks kept in a row (more is "zalgo" noise, not diacritics).
+        keep: Code points never dropped and never counted as marks (the emoji filter keeps
+            zero-width joiners and variation selectors for the emoji policy to judge).
+        collapse: Collapse runs of whitespace and strip the ends.
     """
+    if text.isascii():
+        out_text = text.translate(_ASCII_CONTROLS)
+        return _WS_RE.sub(" ", out_text).strip() if collapse else out_text
     out: list[str] = []
     combining = 0
     for ch in text:
@@ -31,17 +50,21 @@ def strip_unspeakable(text: str) -> str:
             out.append(" ")
             combining = 0
             continue
+        if ord(ch) in keep:
+            out.append(ch)
+            continue
         cat = unicodedata.category(ch)
         if cat in _DROP_CATEGORIES:
             continue
         if cat.startswith("M"):
             combining += 1
-            if combining > _MAX_COMBINING:
+            if combining > max_marks:
                 continue
         else:
             combining = 0
         out.append(ch)
-    return _WS_RE.sub(" ", "".join(out)).strip()
+    joined = "".join(out)
+    return _WS_RE.sub(" ", joined).strip() if collapse else joined
 
 
 def has_speakable(text: str) -> bool:
