@@ -107,10 +107,14 @@ async def test_chat_clear_stops_everything(tmp_path: Path) -> None:
     app, player = make_app(tmp_path, ToneEngine(chunks=10_000))
     await app.start()
     try:
+        started: list[str] = []
+        app.speaker.add_listener(
+            lambda ev: started.append(ev.kind) if ev.kind == "started" else None
+        )
         await app.on_message(msg("playing", user="a"))
         await app.on_message(msg("queued", user="b"))
         async with asyncio.timeout(10):
-            while app.speaker.current is None:
+            while not started:  # sound is going out, not merely popped from the queue
                 await asyncio.sleep(0.01)
         await app.on_moderation(ChatCleared())
         await asyncio.wait_for(app.speaker.wait_idle(), 10)
