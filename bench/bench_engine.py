@@ -477,7 +477,7 @@ def write_engine_files(
 ) -> tuple[dict[str, Any], Path]:
     """Save this run's model, vocoder and reference as the F5 engine reads them from disk.
 
-    Same formats as the released weights (and ``tests/fixtures_f5.py``): a safetensors file
+    Same formats as the released weights (and ``tests/support/f5.py``): a safetensors file
     with "ema_model." keys, f5's vocab.txt, a Vocos folder (config.yaml + pytorch_model.bin),
     and a voice folder holding the 5 s reference clip with its transcript.
 
@@ -518,7 +518,7 @@ def load_engine(
     settings: dict[str, Any], voices: Path, device: str, cache_dir: Path
 ) -> tuple[Any, dict[str, Any]]:
     """``engine.f5.F5Engine`` as the bot starts it (fast sampler on, warm-up included)."""
-    from bot.config import F5Config, VoicesConfig
+    from engine.config import F5Config, VoicesConfig
     from engine.f5 import F5Engine
 
     engine = F5Engine(

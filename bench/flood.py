@@ -2,7 +2,7 @@
 
 What runs, and where:
 
-* **Twitch** is the project's local Twitch double (``tests/bot/twitch_double.py``: OAuth, Helix,
+* **Twitch** is the project's local Twitch double (``tests/support/twitch_double.py``: OAuth, Helix,
   EventSub websocket) in a *separate process* on 127.0.0.1, so the flood it sends does not
   share an interpreter (or a GIL) with the bot it floods.
 * **The bot** is the real thing in this process: twitchio 3 (only its base URLs point at the
@@ -66,7 +66,7 @@ EXTRAS = ("Kappa", "PogChamp", "https://example.com/clip", "😂", "LUL", "!so @
 # -- the double's process -------------------------------------------------------------------
 async def serve_double() -> None:
     """Run the Twitch double and flood on command (JSON lines on stdin/stdout)."""
-    from tests.bot.twitch_double import TwitchDouble
+    from tests.support.twitch_double import TwitchDouble
 
     acks: dict[str, float] = {}
     last_sent: list[float] = []
@@ -354,11 +354,12 @@ async def _run_flood(
     from twitchio.http import Route
 
     from bot.app import App
-    from bot.auth import StoredToken, TokenStore, token_path
     from bot.config import parse_config
-    from bot.messages import ChatMessage
-    from bot.sources.twitch import ConnectionState, TwitchSource
-    from bot.speech import SpeechEvent
+    from bot.core.messages import ChatMessage
+    from bot.sources.twitch.auth import StoredToken, TokenStore, token_path
+    from bot.sources.twitch.source import ConnectionState, TwitchSource
+    from bot.speech.speaker import SpeechEvent
+    from bot.state.settings import state_dir
 
     report = FloodReport(messages=messages, rate_asked=rate, player=player_kind)
     report.machine = (
@@ -390,7 +391,7 @@ async def _run_flood(
             workdir,
         )
         report.queue_bound = cfg.queue.max_size
-        TokenStore(token_path(cfg)).write(
+        TokenStore(token_path(state_dir(cfg.storage))).write(
             StoredToken(
                 client_id=hello["client_id"],
                 user_id=hello["bot_id"],
@@ -402,7 +403,7 @@ async def _run_flood(
         )
         player: Any = None
         if player_kind == "recording":
-            from tests.bot.chat_harness import RecordingPlayer
+            from tests.support.chat_harness import RecordingPlayer
 
             player = RecordingPlayer()
         app = App(cfg, player=player)
@@ -475,7 +476,10 @@ async def _run_flood(
                 connected.set()
 
         source = TwitchSource(
-            cfg.twitch, TokenStore(token_path(cfg)), health_interval_s=1.0, on_state=on_state
+            cfg.twitch,
+            TokenStore(token_path(state_dir(cfg.storage))),
+            health_interval_s=1.0,
+            on_state=on_state,
         )
         source_task = asyncio.create_task(source.run(TimedSink()), name="flood-source")
         await double.send(cmd="wait_subscribed")
@@ -682,7 +686,7 @@ def _table(r: FloodReport) -> str:
 
 
 async def _main(args: argparse.Namespace) -> int:
-    from tests.fixtures_audio import launch_pulse_server
+    from tests.support.audio import launch_pulse_server
 
     with tempfile.TemporaryDirectory(prefix="ishowtts-flood-") as tmp:
         work = Path(tmp)

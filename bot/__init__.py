@@ -1,0 +1,1 @@
+"""ishowtts, the asyncio side: chat sources in, speech out (map: docs/architecture.md)."""

@@ -13,15 +13,16 @@ import logging
 import time
 from collections.abc import Callable
 
-from bot.chat import ChatPipeline, Decision
-from bot.commands import VoiceCatalog
+from bot.chat.commands import VoiceCatalog
+from bot.chat.pipeline import ChatPipeline, Decision
 from bot.config import Config
-from bot.messages import ChatCleared, ChatMessage, MessageDeleted, ModerationEvent, UserPurged
-from bot.player import AudioPlayer
+from bot.core.messages import ChatCleared, ChatMessage, MessageDeleted, ModerationEvent, UserPurged
 from bot.sources.base import ChatSource
-from bot.speech import Speaker, SpeechEvent, SpeechQueue
-from bot.store import Store, StoreError, database_path
-from bot.web import WebServer
+from bot.speech.player import AudioPlayer
+from bot.speech.speaker import Speaker, SpeechEvent, SpeechQueue
+from bot.state.settings import database_path, state_dir
+from bot.state.store import Store, StoreError
+from bot.web.server import WebServer
 from engine.base import Engine, EngineState
 from engine.worker import EngineWorker
 
@@ -65,7 +66,7 @@ class App:
         if engine is None:
             from engine.factory import create_engine
 
-            engine = create_engine(cfg)
+            engine = create_engine(cfg.engine, cfg.voices, cache_dir=state_dir(cfg.storage))
         self._extra_state_observer = on_engine_state
         self.worker = EngineWorker(engine, on_state=self._on_engine_state)
         self.player = player if player is not None else AudioPlayer(cfg.audio)
@@ -79,18 +80,18 @@ class App:
             recover_audio=self._recover_audio,
         )
         self.speaker.add_listener(self._log_speech)
-        self.store = Store(database_path(cfg), history_limit=cfg.storage.history_limit)
+        self.store = Store(database_path(cfg.storage), history_limit=cfg.storage.history_limit)
         self.voices = VoiceCatalog(self._engine_voices, fallback=self._folder_voices)
         self.chat = ChatPipeline(
             cfg, store=self.store, speaker=self.speaker, voices=self.voices, player=self.player
         )
         self.web: WebServer | None = None
         if cfg.web.enabled:
-            from bot.config import state_dir
             from bot.sources.terminal import local_user
 
             self.web = WebServer(
-                cfg,
+                settings=cfg.web,
+                tts=cfg.tts,
                 state_dir=state_dir(cfg.storage),
                 speaker=self.speaker,
                 engine=self.worker,

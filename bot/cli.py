@@ -84,16 +84,19 @@ def _load(path: Path | None) -> Config:
 
 async def _run_bot(cfg: Config) -> int:
     from bot.app import App
-    from bot.devices import AudioDeviceError
-    from bot.progress import load_progress
+    from bot.setup.progress import load_progress
     from bot.sources.base import ChatSource
     from bot.sources.terminal import TerminalSource
-    from bot.sources.twitch import TwitchSetupError, twitch_source_from_config
+    from bot.sources.twitch.source import TwitchSetupError, twitch_source_from_config
+    from bot.speech.devices import AudioDeviceError
+    from bot.state.settings import state_dir
 
     source: ChatSource | None = None
     if cfg.chat.source != "terminal":
         try:
-            source = await twitch_source_from_config(cfg, required=cfg.chat.source == "twitch")
+            source = await twitch_source_from_config(
+                cfg.twitch, state_dir(cfg.storage), required=cfg.chat.source == "twitch"
+            )
         except TwitchSetupError as exc:
             log.error("%s", exc)
             return 2
@@ -122,9 +125,10 @@ async def _run_bot(cfg: Config) -> int:
 
 
 async def _say(cfg: Config, text: str, voice: str | None, out: Path | None) -> int:
-    from bot.player import AudioPlayer
-    from bot.progress import load_progress
-    from bot.text import clean_for_speech
+    from bot.core.text import clean_for_speech
+    from bot.setup.progress import load_progress
+    from bot.speech.player import AudioPlayer
+    from bot.state.settings import state_dir
     from engine.base import Engine, EngineState
     from engine.factory import create_engine
     from engine.worker import EngineWorker, SynthesisFailed
@@ -135,7 +139,9 @@ async def _say(cfg: Config, text: str, voice: str | None, out: Path | None) -> i
         return 2
     progress = load_progress(cfg, announce=True)
     await progress.start()
-    worker = EngineWorker(create_engine(cfg), on_state=progress)
+    worker = EngineWorker(
+        create_engine(cfg.engine, cfg.voices, cache_dir=state_dir(cfg.storage)), on_state=progress
+    )
     player: AudioPlayer | None = None
     try:
         if out is None:
@@ -173,7 +179,7 @@ async def _say(cfg: Config, text: str, voice: str | None, out: Path | None) -> i
 
 
 def _devices() -> int:
-    from bot.devices import AudioDeviceError, list_output_devices
+    from bot.speech.devices import AudioDeviceError, list_output_devices
 
     try:
         devices = list_output_devices()
@@ -217,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _setup_logging(args.verbose)
     if args.command == "doctor":
-        from bot.doctor import doctor_command
+        from bot.setup.doctor import doctor_command
 
         return doctor_command(args.config)
     try:
@@ -230,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command == "run":
             return asyncio.run(_run_bot(cfg))
         if command == "login":
-            from bot.auth import login_command
+            from bot.setup.login import login_command
 
             return login_command(cfg)
         if command == "say":
@@ -238,13 +244,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command == "devices":
             return _devices()
         if command == "voices" and args.voices_command == "add":
-            from bot.voice_import import add_voice_command
+            from bot.setup.voice_import import add_voice_command
 
             return add_voice_command(
                 cfg.voices, args.name, args.clip, args.text, yes=args.yes, force=args.force
             )
         if command == "voices" and args.voices_command == "test":
-            from bot.voice_import import DEFAULT_TEST_LINE, voice_problem
+            from bot.setup.voice_import import DEFAULT_TEST_LINE, voice_problem
 
             problem = voice_problem(cfg.voices, args.name)
             if problem is not None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from tqdm.std import tqdm as _tqdm
 
-log = logging.getLogger("bot.progress")  # what the streamer reads as start-up progress
+log = logging.getLogger("bot.setup.progress")  # what the streamer reads as start-up progress
 
 
 def format_bytes(size: float) -> str:

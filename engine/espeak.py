@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from bot.config import BUILTIN_VOICE, VOICE_NAME_RE, EspeakConfig, VoicesConfig
 from engine.base import Audio, Engine, EngineError, EngineState, StopCheck, VoiceInfo
+from engine.config import BUILTIN_VOICE, VOICE_NAME_RE, EspeakConfig, VoicesConfig
 from engine.voices import VoiceLibrary, VoiceSpec
 
 log = logging.getLogger(__name__)

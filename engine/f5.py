@@ -31,7 +31,6 @@ import torch
 import yaml
 from torch.overrides import TorchFunctionMode
 
-from bot.config import BUILTIN_VOICE, F5Config, VoicesConfig
 from engine.base import (
     Audio,
     Engine,
@@ -41,6 +40,7 @@ from engine.base import (
     VoiceError,
     VoiceInfo,
 )
+from engine.config import BUILTIN_VOICE, F5Config, VoicesConfig
 from engine.text import (
     HOP_LENGTH,
     SAMPLE_RATE,

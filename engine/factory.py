@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
-from bot.config import Config, state_dir
 from engine.base import Audio, Engine, EngineError, EngineState, StopCheck, VoiceInfo
+from engine.config import EngineConfig, VoicesConfig
 from engine.espeak import EspeakEngine
 
 log = logging.getLogger(__name__)
@@ -23,32 +24,37 @@ log = logging.getLogger(__name__)
 _BANNER = "=" * 72
 
 
-def create_engine(cfg: Config) -> Engine:
+def create_engine(
+    engine: EngineConfig, voices: VoicesConfig, *, cache_dir: Path | None = None
+) -> Engine:
     """Build (but do not load) the engine that ``engine.name`` selects.
 
     Args:
-        cfg: The whole configuration.
+        engine: The ``engine`` section.
+        voices: The ``voices`` section (where the voice folders are, the default voice).
+        cache_dir: Where compiled GPU kernels are kept between runs (the bot's state folder);
+            None: torch's default.
 
     Returns:
         An unloaded engine; the engine thread calls ``load()``.
     """
-    name = cfg.engine.name
+    name = engine.name
     if name == "espeak":
-        return EspeakEngine(cfg.engine.espeak, cfg.voices)
+        return EspeakEngine(engine.espeak, voices)
     if name == "f5":
-        return _f5_engine(cfg)
-    return AutoEngine(cfg)
+        return _f5_engine(engine, voices, cache_dir)
+    return AutoEngine(engine, voices, cache_dir=cache_dir)
 
 
-def _f5_engine(cfg: Config) -> Engine:
+def _f5_engine(engine: EngineConfig, voices: VoicesConfig, cache_dir: Path | None) -> Engine:
     """Import the F5 engine only when it is wanted: it pulls in torch (seconds to import)."""
     from engine.f5 import F5Engine
 
     return F5Engine(
-        cfg.engine.f5,
-        cfg.voices,
-        cfg.engine.device,
-        compile_cache=state_dir(cfg.storage) / "torch-compile-cache",
+        engine.f5,
+        voices,
+        engine.device,
+        compile_cache=cache_dir / "torch-compile-cache" if cache_dir is not None else None,
     )
 
 
@@ -87,9 +93,13 @@ class AutoEngine(Engine):
     is why the worker reads the rate when each job starts.
     """
 
-    def __init__(self, cfg: Config) -> None:
-        """Remember the config; nothing is imported or loaded until ``load()``."""
-        self._cfg = cfg
+    def __init__(
+        self, engine: EngineConfig, voices: VoicesConfig, *, cache_dir: Path | None = None
+    ) -> None:
+        """Remember the settings; nothing is imported or loaded until ``load()``."""
+        self._engine = engine
+        self._voices = voices
+        self._cache_dir = cache_dir
         self.chosen: Engine | None = None
         self.fallback_reason: str | None = None
 
@@ -119,7 +129,7 @@ class AutoEngine(Engine):
         """
         reason = self._f5_blocker()
         if reason is None:
-            f5 = _f5_engine(self._cfg)
+            f5 = _f5_engine(self._engine, self._voices, self._cache_dir)
             try:
                 f5.load(progress)
             except EngineError as exc:
@@ -146,13 +156,13 @@ class AutoEngine(Engine):
             _BANNER,
         )
         progress(EngineState.LOADING, f"F5-TTS unavailable, using eSpeak NG: {reason}")
-        espeak = EspeakEngine(self._cfg.engine.espeak, self._cfg.voices)
+        espeak = EspeakEngine(self._engine.espeak, self._voices)
         espeak.load(progress)
         self.chosen = espeak
 
     def _f5_blocker(self) -> str | None:
         """Why F5-TTS should not even be tried (None: try it)."""
-        if self._cfg.engine.device == "cpu":
+        if self._engine.device == "cpu":
             return (
                 "engine.device is 'cpu', and F5-TTS on a CPU runs about 15x slower than real "
                 "time; use engine.device: auto with an NVIDIA GPU, or engine.name: f5 to run "

@@ -23,8 +23,8 @@ import numpy as np
 import numpy.typing as npt
 import soundfile as sf
 
-from bot.config import BUILTIN_VOICE, VOICE_NAME_RE, VoicesConfig
 from engine.base import VoiceError
+from engine.config import BUILTIN_VOICE, VOICE_NAME_RE, VoicesConfig
 from engine.text import normalize_space
 
 log = logging.getLogger(__name__)

@@ -9,5 +9,7 @@ echo "==> ruff"
 .venv/bin/ruff check bot engine tests bench
 echo "==> mypy"
 .venv/bin/mypy
+echo "==> import rules (docs/architecture.md)"
+.venv/bin/lint-imports --no-cache
 echo "==> pytest"
 exec .venv/bin/pytest "$@"

@@ -23,12 +23,11 @@ from bot.config import load_config
 from bot.sources.terminal import TerminalSource
 from engine.base import EngineState
 from engine.worker import SynthesisJob
-from tests.fixtures_audio import PulseServer, SinkRecorder, active_span, rms
-from tests.fixtures_f5 import write_tiny_f5_config
+from tests.support import REPO
+from tests.support.audio import PulseServer, SinkRecorder, active_span, rms
+from tests.support.f5 import write_tiny_f5_config
 
 pytestmark = [pytest.mark.audio, pytest.mark.slow]
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _config(tmp_path: Path, tiny_f5: dict[str, Any], pulse: PulseServer, **extra: Any) -> Path:

@@ -26,15 +26,15 @@ import numpy as np
 import pytest
 import yaml
 
-from bot.config import EspeakConfig, VoicesConfig
+from engine.config import EspeakConfig, VoicesConfig
 from engine.espeak import EspeakEngine, map_voice
-from tests.asr import transcribe, wer, words
-from tests.fixtures_audio import PulseServer, SinkRecorder
-from tests.fixtures_f5 import write_alice
+from tests.support import REPO
+from tests.support.asr import transcribe, wer, words
+from tests.support.audio import PulseServer, SinkRecorder
+from tests.support.f5 import write_alice
 
 pytestmark = [pytest.mark.audio, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[1]
 MAX_WER = 0.5
 GAP_MS = 1500
 ESPEAK = {"voice": "en-us+klatt3", "rate": 150, "pitch": 50}

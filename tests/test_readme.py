@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.support import REPO
+
 README = REPO / "README.md"
 CI = REPO / ".ci" / "run"
 

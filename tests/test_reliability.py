@@ -28,11 +28,11 @@ import yaml
 
 from bot.app import App
 from bot.config import parse_config
-from bot.messages import ChatMessage
+from bot.core.messages import ChatMessage
 from engine.base import Audio, Engine, EngineError, EngineState, StopCheck, VoiceInfo
-from tests.bot.test_speech import RecordingPlayer, msg
+from tests.bot.speech.test_speaker import RecordingPlayer, msg
+from tests.support import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 HANG_S = 30.0  # a wait longer than this is a hang, not slowness (never a speed requirement)
 
 
@@ -238,7 +238,7 @@ class ToneTextEngine(Engine):
 
 def tone_runs(recording: np.ndarray, rate: int, window_s: float = 0.05) -> list[tuple[int, float]]:
     """The recording as runs of (nearest known tone in Hz, seconds), silence left out."""
-    from tests.fixtures_audio import dominant_frequency, rms
+    from tests.support.audio import dominant_frequency, rms
 
     n = round(window_s * rate)
     known = [freq for freq, _ in TONES.values()]
@@ -268,7 +268,7 @@ async def test_sound_server_killed_mid_message_keeps_the_queue_and_resumes_when_
 ) -> None:
     import os
 
-    from tests.fixtures_audio import SinkRecorder, launch_pulse_server, process_alive
+    from tests.support.audio import SinkRecorder, launch_pulse_server, process_alive
 
     caplog.set_level(logging.INFO)
     root = tmp_path / "sound-server"
@@ -695,7 +695,7 @@ def test_the_audit_watch_sees_file_access_with_the_mark(tmp_path: Path) -> None:
 def test_voice_lookup_never_touches_the_filesystem_with_a_hostile_name(tmp_path: Path) -> None:
     from engine.base import VoiceError
     from engine.voices import VoiceLibrary
-    from tests.fixtures_f5 import write_alice
+    from tests.support.f5 import write_alice
 
     write_alice(tmp_path / "voices")
     cfg = parse_config({"voices": {"dir": str(tmp_path / "voices")}}, tmp_path)
@@ -716,10 +716,10 @@ async def test_hostile_voice_and_user_names_from_chat_and_http_never_reach_the_f
 ) -> None:
     import aiohttp
 
-    from bot.messages import Role
+    from bot.core.messages import Role
     from engine.factory import create_engine
-    from tests.bot.chat_harness import RecordingPlayer, person
-    from tests.fixtures_f5 import write_alice
+    from tests.support.chat_harness import RecordingPlayer, person
+    from tests.support.f5 import write_alice
 
     write_alice(tmp_path / "voices")
     cfg = parse_config(
@@ -734,7 +734,7 @@ async def test_hostile_voice_and_user_names_from_chat_and_http_never_reach_the_f
         },
         tmp_path,
     )
-    app = App(cfg, engine=create_engine(cfg), player=RecordingPlayer())  # type: ignore[arg-type]
+    app = App(cfg, engine=create_engine(cfg.engine, cfg.voices), player=RecordingPlayer())  # type: ignore[arg-type]
     voices_spoken: list[str] = []
     app.speaker.add_listener(lambda ev: voices_spoken.append(ev.item.voice))
     await app.start()
@@ -803,14 +803,15 @@ async def test_hostile_voice_and_user_names_from_chat_and_http_never_reach_the_f
 
 # -- Twitch faults: every EventSub close code ---------------------------------------------------
 # 4001 and 4003 (twitchio gives up; the source rebuilds), session_reconnect, abrupt drops,
-# keepalive silence and refused reconnects are proven in tests/bot/test_twitch.py. Here: the
-# close codes after which twitchio reconnects by itself, through the whole App, speaking once.
+# keepalive silence and refused reconnects are proven in
+# tests/bot/sources/twitch/test_source.py. Here: the close codes after which twitchio
+# reconnects by itself, through the whole App, speaking once.
 @pytest.mark.parametrize("code", [4000, 4002, 4004, 4005, 4006, 4007])
 async def test_each_eventsub_close_code_reconnects_and_nothing_is_spoken_twice(
     tmp_path: Path, code: int
 ) -> None:
-    from tests.bot.test_twitch import eventually, running_app
-    from tests.bot.twitch_double import running_double
+    from tests.bot.sources.twitch.test_source import eventually, running_app
+    from tests.support.twitch_double import running_double
 
     async with running_double() as double:
         alice = double.add_user("alice", "Alice")
@@ -869,7 +870,7 @@ DAMAGED_DATABASES: dict[str, tuple[Callable[[Path], None], str]] = {
 async def test_a_damaged_database_is_one_clear_error_and_the_bot_keeps_working(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, kind: str
 ) -> None:
-    from tests.bot.chat_harness import VIEWER, make_config, start_bot
+    from tests.support.chat_harness import VIEWER, make_config, start_bot
 
     make, reason = DAMAGED_DATABASES[kind]
     db = tmp_path / "state" / "ishowtts.db"
@@ -933,8 +934,8 @@ class LockHolder:
 async def test_a_database_locked_at_start_is_reported_and_the_bot_runs_without_saving(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from bot.store import Store
-    from tests.bot.chat_harness import VIEWER, make_config, start_bot
+    from bot.state.store import Store
+    from tests.support.chat_harness import VIEWER, make_config, start_bot
 
     db = tmp_path / "state" / "ishowtts.db"
     first = Store(db)
@@ -962,7 +963,7 @@ async def test_a_database_locked_while_running_fails_commands_clearly_and_speech
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """SQLite waits 10 s for a lock; the event loop never does: chat is spoken meanwhile."""
-    from tests.bot.chat_harness import VIEWER, make_config, start_bot
+    from tests.support.chat_harness import VIEWER, make_config, start_bot
 
     cfg = make_config(tmp_path, tts={"say_names": False})
     bot = await start_bot(cfg)
@@ -1090,10 +1091,10 @@ async def test_sigkill_mid_flood_then_restart_loses_nothing_that_was_acknowledge
 ) -> None:
     import sqlite3
 
-    from bot.auth import TOKEN_FILE_NAME
-    from tests.bot.test_twitch import sign_in
-    from tests.bot.twitch_double import running_double
-    from tests.fixtures_f5 import write_alice
+    from bot.sources.twitch.auth import TOKEN_FILE_NAME
+    from tests.bot.sources.twitch.test_source import sign_in
+    from tests.support.f5 import write_alice
+    from tests.support.twitch_double import running_double
 
     write_alice(tmp_path / "voices")
     async with running_double() as double:
@@ -1241,7 +1242,7 @@ def test_speaking_many_different_lines_with_espeak_keeps_no_memory(tmp_path: Pat
     cached per size); after the first lines, more lines must not leave memory behind."""
     import tracemalloc
 
-    from bot.config import EspeakConfig, VoicesConfig
+    from engine.config import EspeakConfig, VoicesConfig
     from engine.espeak import EspeakEngine
 
     engine = EspeakEngine(EspeakConfig(), VoicesConfig(dir=tmp_path / "voices"))

@@ -1,0 +1,1 @@
+"""Chat sources: platform adapters that only translate events into ``bot.core.messages``."""

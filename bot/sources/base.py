@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from bot.messages import ChatMessage, ModerationEvent
+from bot.core.messages import ChatMessage, ModerationEvent
 
 
 class ChatSink(Protocol):

@@ -15,7 +15,7 @@ import sys
 import uuid
 from typing import TextIO
 
-from bot.messages import ChatMessage, ChatUser, Role
+from bot.core.messages import ChatMessage, ChatUser, Role
 from bot.sources.base import ChatSink
 
 log = logging.getLogger(__name__)

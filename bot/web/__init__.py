@@ -1,5 +1,1 @@
-"""The OBS caption overlay and the local control panel (see ``bot.web.server``)."""
-
-from bot.web.server import WebServer
-
-__all__ = ["WebServer"]
+"""The HTTP side of the bot: the OBS overlay, the control panel and the ingest API."""

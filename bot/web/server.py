@@ -12,7 +12,7 @@ something changed rather than every event, so a slow browser never builds a back
 burst of chat costs one message per client.
 
 Every action calls the same code as the chat commands: the pipeline's ``set_paused`` /
-``set_volume`` / ``set_enabled``, the speaker's ``skip`` / ``clear``, and ``bot.actions`` for
+``set_volume`` / ``set_enabled``, the speaker's ``skip`` / ``clear``, and ``bot.chat.actions`` for
 mutes and removing one item. Messages (the panel's test line, ingested ones) go through
 ``App.on_message``, so filters, mutes and the queue's rules apply to them as to chat.
 """
@@ -34,9 +34,8 @@ from typing import Any, Protocol
 
 from aiohttp import WSMsgType, web
 
-from bot.actions import mute_user, remove_item, unmute_user
-from bot.chat import Decision
-from bot.commands import (
+from bot.chat.actions import mute_user, remove_item, unmute_user
+from bot.chat.commands import (
     CommandError,
     Controls,
     VoiceListUnavailable,
@@ -44,13 +43,16 @@ from bot.commands import (
     parse_duration,
     parse_login,
 )
-from bot.config import VOICE_NAME_RE, Config, TtsConfig
-from bot.filters import speakable_name
-from bot.messages import ChatMessage, ChatUser
-from bot.speech import Outcome, Speaker, SpeechEvent, SpeechItem
-from bot.store import StoreError
+from bot.chat.filters import speakable_name
+from bot.chat.pipeline import Decision
+from bot.chat.settings import TtsConfig
+from bot.core.messages import ChatMessage, ChatUser
+from bot.speech.speaker import Outcome, Speaker, SpeechEvent, SpeechItem
+from bot.state.store import StoreError
+from bot.web.settings import WebConfig
 from bot.web.token import TOKEN_FILE_NAME, TokenError, load_or_create_token, tokens_match
 from engine.base import EngineState
+from engine.config import VOICE_NAME_RE
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +184,8 @@ class WebServer:
 
     def __init__(
         self,
-        cfg: Config,
+        settings: WebConfig,
+        tts: TtsConfig,
         *,
         state_dir: Path,
         speaker: Speaker,
@@ -194,7 +197,8 @@ class WebServer:
         """Wire the server to the bot.
 
         Args:
-            cfg: The whole configuration (``web`` for the server, ``tts`` for captions).
+            settings: The ``web`` section (address, port, history length).
+            tts: The ``tts`` section (captions undo its "NAME says" template).
             state_dir: Folder of the token file (the bot's state folder).
             speaker: The speech queue and playback (events, skip, clear).
             engine: The engine thread's state.
@@ -202,8 +206,8 @@ class WebServer:
             submit: ``App.on_message``: the test line and ingested messages go through it.
             local_user: Who the panel's test line is from (the streamer); called when needed.
         """
-        self.cfg = cfg
-        self._web = cfg.web
+        self._tts = tts
+        self._web = settings
         self._state_dir = state_dir
         self._speaker = speaker
         self._engine = engine
@@ -217,7 +221,7 @@ class WebServer:
         self._overlay_feeds: set[_Feed] = set()
         self._pumps: set[asyncio.Task[None]] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._history: deque[dict[str, Any]] = deque(maxlen=cfg.web.history)
+        self._history: deque[dict[str, Any]] = deque(maxlen=settings.history)
         self._message_waiters: dict[str, list[SpeechEvent]] = {}
         self._caption: dict[str, Any] | None = None
         self._voices_task: asyncio.Task[None] | None = None
@@ -351,7 +355,7 @@ class WebServer:
             self._caption = {
                 "id": item.seq,
                 "name": item.message.user.display_name,
-                "text": caption_text(item, self.cfg.tts),
+                "text": caption_text(item, self._tts),
                 "voice": item.voice,
             }
             self._overlay_changed()
@@ -359,7 +363,7 @@ class WebServer:
             if self._caption is not None and self._caption["id"] == item.seq:
                 self._caption = None
                 self._overlay_changed()
-            entry = item_json(item, self.cfg.tts)
+            entry = item_json(item, self._tts)
             entry["outcome"] = event.outcome.value if event.outcome else ""
             entry["detail"] = event.detail
             entry["at"] = time.time()
@@ -403,7 +407,7 @@ class WebServer:
 
     def panel_state(self) -> dict[str, Any]:
         """Everything the control panel shows."""
-        tts = self.cfg.tts
+        tts = self._tts
         speaker = self._speaker
         controls = self._controls
         store = controls.store

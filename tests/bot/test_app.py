@@ -8,10 +8,10 @@ from pathlib import Path
 
 from bot.app import App
 from bot.config import parse_config
-from bot.messages import ChatCleared, ChatMessage
+from bot.core.messages import ChatCleared, ChatMessage
 from bot.sources.base import ChatSink
 from engine.base import EngineError, EngineState
-from tests.bot.test_speech import RecordingPlayer, ToneEngine, msg
+from tests.bot.speech.test_speaker import RecordingPlayer, ToneEngine, msg
 
 
 class ScriptedSource:

@@ -2,7 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import DEFAULT_CHECKPOINT, ConfigError, load_config, parse_config
+from bot.config import ConfigError, load_config, parse_config
+from engine.config import DEFAULT_CHECKPOINT
+from tests.support import REPO
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -27,7 +29,7 @@ def test_defaults_match_the_public_contract(tmp_path: Path) -> None:
 
 
 def test_the_shipped_config_yaml_is_valid() -> None:
-    cfg = load_config(Path(__file__).parents[2] / "config.yaml")
+    cfg = load_config(REPO / "config.yaml")
     assert cfg.engine.f5.nfe_step == 16
 
 

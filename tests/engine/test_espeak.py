@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bot.config import EspeakConfig, VoicesConfig
 from engine.base import EngineError, EngineState
+from engine.config import EspeakConfig, VoicesConfig
 from engine.espeak import VARIANT_POOL, EspeakEngine, map_voice, split_sentences
 from engine.worker import EngineWorker
+from tests.support import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 NAMES = ["alice", "bob", "carol", "dave", "eve", "mallory", "trent", "peggy", "victor", "walter"]
 
 
@@ -153,7 +153,7 @@ def test_mapping_is_stable_across_processes() -> None:
     """The mapping must not depend on Python's per-process string hash salt."""
     here = {n: list(dataclasses.astuple(map_voice(n, EspeakConfig()))) for n in NAMES}
     script = (
-        "import dataclasses, json; from bot.config import EspeakConfig; "
+        "import dataclasses, json; from engine.config import EspeakConfig; "
         "from engine.espeak import map_voice; "
         f"print(json.dumps({{n: list(dataclasses.astuple(map_voice(n, EspeakConfig()))) "
         f"for n in {NAMES!r}}}))"
@@ -169,7 +169,8 @@ def test_mapping_is_stable_across_processes() -> None:
 def test_same_voice_sounds_the_same_across_processes(engine: EspeakEngine) -> None:
     script = (
         "import sys, numpy as np; from pathlib import Path;"
-        "from bot.config import EspeakConfig, VoicesConfig; from engine.espeak import EspeakEngine;"
+        "from engine.config import EspeakConfig, VoicesConfig;"
+        "from engine.espeak import EspeakEngine;"
         "e = EspeakEngine(EspeakConfig(), VoicesConfig(dir=Path(sys.argv[1])));"
         "e.load(lambda s, d: None);"
         "a = np.concatenate(list(e.synthesize('hello world', 'alice', lambda: False)));"
@@ -333,7 +334,7 @@ _THREADS_SCRIPT = """
 import sys, threading
 from pathlib import Path
 import numpy as np
-from bot.config import EspeakConfig, VoicesConfig
+from engine.config import EspeakConfig, VoicesConfig
 from engine.espeak import EspeakEngine
 
 engines = [EspeakEngine(EspeakConfig(rate=150 + 20 * i), VoicesConfig(dir=Path(sys.argv[1])))

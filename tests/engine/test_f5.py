@@ -15,11 +15,11 @@ import soundfile as sf
 import torch
 from safetensors.torch import load_file
 
-from bot.config import F5Config, VoicesConfig
 from engine.base import EngineError, EngineState, VoiceError
+from engine.config import F5Config, VoicesConfig
 from engine.f5 import F5Engine, StockSampler, model_architecture
 from engine.text import MIN_SPEECH_S, duration_frames
-from tests.fixtures_f5 import BUILTIN_TRANSCRIPT, TINY_DIT, builtin_clip, write_alice, write_voice
+from tests.support.f5 import BUILTIN_TRANSCRIPT, TINY_DIT, builtin_clip, write_alice, write_voice
 
 LONG_TEXT = (
     "Welcome back to the stream everyone. Today we try the hardest level again, "

@@ -11,18 +11,22 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bot.config import Config, parse_config
 from engine.base import EngineError, EngineState
+from engine.config import EngineConfig, VoicesConfig
 from engine.espeak import EspeakEngine
 from engine.factory import AutoEngine, create_engine, cuda_problem
 from engine.worker import EngineWorker
+from tests.support import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 
-
-def _config(tmp_path: Path, **engine: Any) -> Config:
+def _config(tmp_path: Path, **engine: Any) -> tuple[EngineConfig, VoicesConfig]:
+    """The engine's own sections, validated as the config file would be (paths from tmp_path)."""
     (tmp_path / "voices" / "alice").mkdir(parents=True, exist_ok=True)
-    return parse_config({"engine": engine, "voices": {"dir": "voices"}}, tmp_path)
+    context = {"base_dir": tmp_path}
+    return (
+        EngineConfig.model_validate(engine, context=context),
+        VoicesConfig.model_validate({"dir": "voices"}, context=context),
+    )
 
 
 @pytest.fixture
@@ -39,11 +43,12 @@ def _events() -> tuple[list[tuple[EngineState, str]], Any]:
 
 def test_factory_imports_no_torch_and_builds_without_loading(tmp_path: Path) -> None:
     script = (
-        "import sys; from pathlib import Path; from bot.config import parse_config;"
+        "import sys; from engine.config import EngineConfig, VoicesConfig;"
         "from engine.factory import create_engine;"
-        "engines = [create_engine(parse_config({'engine': {'name': n}}, Path(sys.argv[1])))"
+        "engines = [create_engine(EngineConfig(name=n), VoicesConfig())"
         " for n in ('espeak', 'auto')];"
-        "print(' '.join(type(e).__name__ for e in engines), 'torch' in sys.modules)"
+        "print(' '.join(type(e).__name__ for e in engines), 'torch' in sys.modules,"
+        " any(m == 'bot' or m.startswith('bot.') for m in sys.modules))"
     )
     out = subprocess.run(
         [sys.executable, "-c", script, str(tmp_path)],
@@ -52,11 +57,11 @@ def test_factory_imports_no_torch_and_builds_without_loading(tmp_path: Path) -> 
         text=True,
         check=True,
     )
-    assert out.stdout.split() == ["EspeakEngine", "AutoEngine", "False"]
+    assert out.stdout.split() == ["EspeakEngine", "AutoEngine", "False", "False"]
 
 
 def test_espeak_by_name(tmp_path: Path) -> None:
-    engine = create_engine(_config(tmp_path, name="espeak", espeak={"rate": 200}))
+    engine = create_engine(*_config(tmp_path, name="espeak", espeak={"rate": 200}))
     assert isinstance(engine, EspeakEngine)
     assert engine.cfg.rate == 200
     engine.load(lambda _s, _d: None)
@@ -64,7 +69,7 @@ def test_espeak_by_name(tmp_path: Path) -> None:
 
 
 def test_f5_by_name_fails_with_the_reason(tmp_path: Path, offline: None) -> None:
-    engine = create_engine(_config(tmp_path, name="f5"))
+    engine = create_engine(*_config(tmp_path, name="f5"))
     assert engine.name == "f5"
     with pytest.raises(EngineError) as info:
         engine.load(lambda _s, _d: None)
@@ -77,14 +82,14 @@ def test_f5_by_name_fails_with_the_reason(tmp_path: Path, offline: None) -> None
 def test_f5_by_name_on_cuda_without_a_gpu_fails(tmp_path: Path) -> None:
     if cuda_problem() is None:
         pytest.skip("this machine has a usable CUDA GPU")
-    engine = create_engine(_config(tmp_path, name="f5", device="cuda"))
+    engine = create_engine(*_config(tmp_path, name="f5", device="cuda"))
     with pytest.raises(EngineError, match="no CUDA GPU is usable"):
         engine.load(lambda _s, _d: None)
 
 
 async def test_f5_failure_reaches_the_worker_as_an_error(tmp_path: Path, offline: None) -> None:
     """engine.name: f5 never falls back: the worker reports ERROR with the reason."""
-    worker = EngineWorker(create_engine(_config(tmp_path, name="f5")))
+    worker = EngineWorker(create_engine(*_config(tmp_path, name="f5")))
     await worker.start()
     try:
         assert await worker.wait_ready() is EngineState.ERROR
@@ -114,7 +119,7 @@ def test_auto_falls_back_to_espeak_with_the_reason(
     problem = cuda_problem()
     if problem is None:
         pytest.skip("this machine has a usable CUDA GPU (see the GPU tests)")
-    engine = create_engine(_config(tmp_path, name="auto", device=device))
+    engine = create_engine(*_config(tmp_path, name="auto", device=device))
     assert isinstance(engine, AutoEngine)
     assert engine.name == "auto"
     assert engine.chosen is None
@@ -144,7 +149,7 @@ def test_auto_falls_back_to_espeak_with_the_reason(
 def test_auto_on_cpu_device_falls_back_saying_why(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    engine = create_engine(_config(tmp_path, name="auto", device="cpu"))
+    engine = create_engine(*_config(tmp_path, name="auto", device="cpu"))
     assert isinstance(engine, AutoEngine)
     with caplog.at_level(logging.WARNING, logger="engine.factory"):
         engine.load(lambda _s, _d: None)
@@ -157,7 +162,7 @@ def test_auto_on_cpu_device_falls_back_saying_why(
 
 def test_auto_fails_only_when_espeak_fails_too(tmp_path: Path) -> None:
     engine = create_engine(
-        _config(tmp_path, name="auto", device="cpu", espeak={"voice": "xx-nowhere"})
+        *_config(tmp_path, name="auto", device="cpu", espeak={"voice": "xx-nowhere"})
     )
     with pytest.raises(EngineError, match=r"engine\.espeak\.voice"):
         engine.load(lambda _s, _d: None)
@@ -165,7 +170,7 @@ def test_auto_fails_only_when_espeak_fails_too(tmp_path: Path) -> None:
 
 async def test_worker_reads_the_chosen_rate_when_jobs_start(tmp_path: Path) -> None:
     """Jobs submitted before the auto engine chose still get the chosen engine's rate."""
-    engine = create_engine(_config(tmp_path, name="auto", device="cpu"))
+    engine = create_engine(*_config(tmp_path, name="auto", device="cpu"))
     assert engine.sample_rate == 24_000  # unknown until loaded
     worker = EngineWorker(engine)
     await worker.start()
@@ -187,7 +192,7 @@ def test_auto_uses_f5_when_a_gpu_and_weights_are_there(
     """Only meaningful on a machine with a usable CUDA GPU."""
     if cuda_problem() is not None:
         pytest.skip(f"needs a usable CUDA GPU: {cuda_problem()}")
-    engine = create_engine(_config(tmp_path, name="auto", f5=tiny_f5))
+    engine = create_engine(*_config(tmp_path, name="auto", f5=tiny_f5))
     assert isinstance(engine, AutoEngine)
     engine.load(lambda _s, _d: None)
     assert engine.fallback_reason is None
@@ -202,7 +207,7 @@ def test_auto_with_a_gpu_but_no_weights_says_which_files(
 ) -> None:
     if cuda_problem() is not None:
         pytest.skip(f"needs a usable CUDA GPU: {cuda_problem()}")
-    engine = create_engine(_config(tmp_path, name="auto"))
+    engine = create_engine(*_config(tmp_path, name="auto"))
     assert isinstance(engine, AutoEngine)
     with caplog.at_level(logging.WARNING, logger="engine.factory"):
         engine.load(lambda _s, _d: None)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from bot.config import VoicesConfig
 from engine.base import VoiceError
+from engine.config import VoicesConfig
 from engine.voices import (
     BUILTIN_TRANSCRIPT,
     MAX_REFERENCE_S,
@@ -17,7 +17,7 @@ from engine.voices import (
     builtin_clip,
     load_reference,
 )
-from tests.fixtures_f5 import write_alice, write_voice
+from tests.support.f5 import write_alice, write_voice
 
 RATE = 24_000
 

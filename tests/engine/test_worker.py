@@ -11,11 +11,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bot.config import F5Config, VoicesConfig
 from engine.base import Audio, EngineState, StopCheck
+from engine.config import F5Config, VoicesConfig
 from engine.f5 import F5Engine
 from engine.worker import EngineWorker, SynthesisFailed, SynthesisJob
-from tests.fixtures_f5 import write_alice, write_voice
+from tests.support.f5 import write_alice, write_voice
 
 LONG = "First part of the message. Second part comes next. Third part is here. And a fourth."
 

@@ -1,0 +1,314 @@
+"""Settings of the chat pipeline: what is read, how, and the chat commands.
+
+``chat``, ``commands``, ``filters``, ``triggers`` and ``tts``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Literal, Protocol
+
+from pydantic import Field, field_validator, model_validator
+
+from engine.config import Section, VoicesConfig
+
+if TYPE_CHECKING:
+    from bot.speech.settings import QueueConfig
+
+
+class ChatConfig(Section):
+    """Where chat comes from (``chat``)."""
+
+    source: Literal["auto", "terminal", "twitch"] = "auto"
+    max_length: int = Field(default=500, ge=10, le=5000)
+
+
+RoleName = Literal["everyone", "subscriber", "vip", "moderator", "broadcaster"]
+"""A chat role as written in the config, lowest to highest."""
+
+COMMAND_NAME_RE = re.compile(r"^[a-z0-9_]{1,25}$")
+COMMAND_KEYS: tuple[str, ...] = (
+    "voice",
+    "voices",
+    "tts",
+    "mute",
+    "unmute",
+    "skip",
+    "clear",
+    "pause",
+    "resume",
+    "volume",
+    "ttsoff",
+    "ttson",
+    "setvoice",
+)
+"""The chat commands the bot knows, by their key under ``commands``."""
+
+
+class CommandSpec(Section):
+    """One chat command: what viewers type and who may use it (``commands.<key>``)."""
+
+    name: str | None = Field(default=None, description="what follows the prefix (default: the key)")
+    aliases: tuple[str, ...] = ()
+    min_role: RoleName | None = Field(
+        default=None, description="lowest role allowed (default: the command's own)"
+    )
+    enabled: bool = True
+    cooldown_s: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=86_400.0,
+        description="seconds between two uses in the channel (default: 30 for voices, else 0)",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.lower()
+        if not COMMAND_NAME_RE.match(value):
+            raise ValueError("must be 1-25 letters, digits or '_' (without the prefix)")
+        return value
+
+    @field_validator("aliases")
+    @classmethod
+    def _aliases(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        out = tuple(v.lower() for v in value)
+        for alias in out:
+            if not COMMAND_NAME_RE.match(alias):
+                raise ValueError(f"alias {alias!r} must be 1-25 letters, digits or '_'")
+        return out
+
+
+class CommandsConfig(Section):
+    """Chat commands (``commands``): prefix, replies, and one entry per command."""
+
+    enabled: bool = True
+    prefix: str = Field(default="!", pattern=r"^[^\s]{1,5}$")
+    acknowledge: bool = Field(default=True, description="confirm moderator actions in chat")
+    reply_denied: bool = Field(default=False, description="tell users a command is not theirs")
+    reply_max_chars: int = Field(default=500, ge=50, le=10_000)
+    voice: CommandSpec = CommandSpec()
+    voices: CommandSpec = CommandSpec()
+    tts: CommandSpec = CommandSpec()
+    mute: CommandSpec = CommandSpec()
+    unmute: CommandSpec = CommandSpec()
+    skip: CommandSpec = CommandSpec()
+    clear: CommandSpec = CommandSpec()
+    pause: CommandSpec = CommandSpec()
+    resume: CommandSpec = CommandSpec()
+    volume: CommandSpec = CommandSpec()
+    ttsoff: CommandSpec = CommandSpec()
+    ttson: CommandSpec = CommandSpec()
+    setvoice: CommandSpec = CommandSpec()
+
+    def spec(self, key: str) -> CommandSpec:
+        """The entry of the command ``key`` (one of COMMAND_KEYS)."""
+        spec = getattr(self, key)
+        assert isinstance(spec, CommandSpec)
+        return spec
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> CommandsConfig:
+        seen: dict[str, str] = {}
+        for key in COMMAND_KEYS:
+            spec = self.spec(key)
+            if not spec.enabled:
+                continue
+            for word in (spec.name or key, *spec.aliases):
+                if word in seen and seen[word] != key:
+                    raise ValueError(f"{word!r} is used by both commands.{seen[word]} and {key}")
+                seen[word] = key
+        return self
+
+
+class LinksFilter(Section):
+    """URLs in chat (``filters.links``): say a word instead, remove them, or drop the message."""
+
+    action: Literal["replace", "remove", "drop", "keep"] = "replace"
+    word: str = Field(default="link", max_length=40)
+
+
+class EmotesFilter(Section):
+    """Emote-like words left in the text (``filters.emotes``); platform emotes are already gone."""
+
+    words: tuple[str, ...] = Field(default=(), description="exact words to remove")
+    pattern: str | None = Field(default=None, description="regex: whole words to remove")
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
+
+class RepeatsFilter(Section):
+    """Runs of the same character or word (``filters.repeats``); 0 switches a limit off."""
+
+    max_chars: int = Field(default=3, ge=0, le=100)
+    max_words: int = Field(default=2, ge=0, le=100)
+
+
+class ZalgoFilter(Section):
+    """Stacked combining marks (``filters.zalgo``); control characters always go."""
+
+    max_marks: int = Field(default=2, ge=0, le=10, description="combining marks per letter")
+
+
+class EmojiFilter(Section):
+    """Emoji (``filters.emoji``): drop them, keep them, or say their names."""
+
+    action: Literal["drop", "keep", "describe"] = "drop"
+    max_described: int = Field(default=3, ge=0, le=50)
+
+
+class BannedWordsFilter(Section):
+    """Words nobody wants read out (``filters.banned_words``); ``*`` matches any ending."""
+
+    words: tuple[str, ...] = ()
+    action: Literal["bleep", "drop"] = "bleep"
+    bleep: str = Field(default="bleep", max_length=40)
+
+
+DEFAULT_IGNORED_USERS: tuple[str, ...] = (
+    "nightbot",
+    "streamelements",
+    "streamlabs",
+    "moobot",
+    "fossabot",
+    "wizebot",
+    "soundalerts",
+    "sery_bot",
+)
+
+
+class IgnoreFilter(Section):
+    """Who and what is never read (``filters.ignore``): other bots, other bots' commands."""
+
+    users: tuple[str, ...] = DEFAULT_IGNORED_USERS
+    prefixes: tuple[str, ...] = ("!",)
+
+    @field_validator("users")
+    @classmethod
+    def _users(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(v.lower().lstrip("@") for v in value)
+
+
+class LengthFilter(Section):
+    """Long messages (``filters.length``): cut them at a word, or drop them."""
+
+    max_chars: int | None = Field(
+        default=None, ge=1, le=5000, description="default: chat.max_length"
+    )
+    action: Literal["truncate", "drop"] = "truncate"
+
+
+class CooldownFilter(Section):
+    """Per-user pause between spoken messages (``filters.cooldown``); 0 switches it off."""
+
+    seconds: float = Field(default=0.0, ge=0.0, le=86_400.0)
+    exempt: RoleName = Field(default="moderator", description="this role and above skip it")
+    paid_exempt: bool = True
+
+
+class FiltersConfig(Section):
+    """What is removed from a message, or stops it, before it is spoken (``filters``)."""
+
+    links: LinksFilter = LinksFilter()
+    emotes: EmotesFilter = EmotesFilter()
+    repeats: RepeatsFilter = RepeatsFilter()
+    zalgo: ZalgoFilter = ZalgoFilter()
+    emoji: EmojiFilter = EmojiFilter()
+    banned_words: BannedWordsFilter = BannedWordsFilter()
+    ignore: IgnoreFilter = IgnoreFilter()
+    length: LengthFilter = LengthFilter()
+    cooldown: CooldownFilter = CooldownFilter()
+
+
+class TriggersConfig(Section):
+    """Which chat messages are spoken (``triggers``); any enabled trigger is enough."""
+
+    messages: bool = Field(default=True, description="every chat message")
+    command: bool = Field(default=True, description="the tts command (!tts TEXT)")
+    rewards: bool = Field(default=True, description="the rewards listed in twitch.rewards")
+    cheers: bool = Field(default=True, description="cheers of at least twitch.min_bits")
+    min_role: RoleName = Field(default="everyone", description="lowest role that is spoken")
+
+
+class TtsConfig(Section):
+    """How a message is announced (``tts``)."""
+
+    say_names: bool = True
+    template: str = "{name} says {text}"
+    name_again_after_s: float = Field(
+        default=300.0, ge=0.0, description="repeat the name of a repeated speaker after this"
+    )
+    announce_broadcaster: bool = Field(default=False, description="say the streamer's name too")
+
+    @field_validator("template")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        import string
+
+        try:
+            parts = list(string.Formatter().parse(value))
+        except ValueError as exc:
+            raise ValueError(f"is not a valid template ({exc}); write {{{{ for a brace") from None
+        fields = []
+        for _literal, field, spec, conversion in parts:
+            if field is None:
+                continue
+            if field not in ("name", "text") or spec or conversion:
+                raise ValueError("may only use {name} and {text}")
+            fields.append(field)
+        if "text" not in fields:
+            raise ValueError("must contain {text}")
+        return value
+
+
+class PipelineSettings(Protocol):
+    """The parts of the configuration the chat pipeline reads (``bot.config.Config`` has them).
+
+    A protocol rather than the whole ``Config``: the chat package sits below the config loader,
+    and naming what it reads keeps that visible.
+    """
+
+    @property
+    def chat(self) -> ChatConfig:
+        """``chat``: the longest message."""
+        ...
+
+    @property
+    def commands(self) -> CommandsConfig:
+        """``commands``."""
+        ...
+
+    @property
+    def filters(self) -> FiltersConfig:
+        """``filters``."""
+        ...
+
+    @property
+    def triggers(self) -> TriggersConfig:
+        """``triggers``."""
+        ...
+
+    @property
+    def tts(self) -> TtsConfig:
+        """``tts``: the "NAME says" template."""
+        ...
+
+    @property
+    def voices(self) -> VoicesConfig:
+        """``voices``: the default voice."""
+        ...
+
+    @property
+    def queue(self) -> QueueConfig:
+        """``queue``: whether paid messages go first."""
+        ...

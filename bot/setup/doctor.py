@@ -1,0 +1,936 @@
+"""``ishowtts doctor``: one screen that says whether the bot can run here, and what to fix.
+
+Why it exists: a streamer who installs the bot meets a dozen ways for it to fail (no CUDA
+build of torch, a GPU too old for fp16, weights not downloaded and no internet, an audio
+device name that matches nothing, a voice without its transcript, a Twitch sign-in missing
+a scope, a port already taken). Each fails at a different moment, often mid-stream. The
+doctor checks them all up front, in plain words, each with the thing to do about it, and
+exits non-zero when something would stop the bot from running.
+
+Every check is a plain function returning a :class:`CheckResult`, testable on its own with
+real conditions. Nothing here may hang: network probes (the Hugging Face hub, Twitch's token
+validation) use short timeouts, and ``HF_HUB_OFFLINE`` skips the hub entirely. Nothing is
+downloaded, created or changed, except that reading the Twitch token file tightens its mode
+to 0600 when others could read it (the token store does that on every read).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import socket
+import sqlite3
+import sys
+import tempfile
+import textwrap
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TextIO
+
+from bot.config import Config, ConfigError, load_config, parse_config
+from bot.speech.settings import AudioConfig
+from bot.state.settings import state_dir
+from engine.config import EngineConfig, F5Config, VoicesConfig
+
+log = logging.getLogger(__name__)
+
+Status = Literal["ok", "warn", "fail", "skip"]
+
+TWITCH_VALIDATE_URL = "https://id.twitch.tv/oauth2/validate"
+NETWORK_TIMEOUT_S = 3.0
+"""Longest wait for any one network probe: the doctor must answer even when offline."""
+MIN_GPU_MEMORY = 4 * 1024**3
+"""F5TTS_v1_Base in fp16 with its vocoder and working memory needs about 3 GB."""
+MIN_PYTHON = (3, 10)
+KEY_PACKAGES = ("f5-tts", "torch", "twitchio", "sounddevice", "soundfile", "pydantic")
+"""Shown by name in the packages line; every declared dependency is checked."""
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """The outcome of one check.
+
+    Attributes:
+        name: What was checked (``GPU``, ``voice alice`` ...).
+        status: ``ok``; ``warn`` (works, but worth fixing); ``fail`` (the bot cannot run, or
+            cannot do its main job); ``skip`` (not applicable here).
+        summary: One line of what was found.
+        fix: What to do about it (None when nothing needs doing).
+    """
+
+    name: str
+    status: Status
+    summary: str
+    fix: str | None = None
+
+    @property
+    def blocking(self) -> bool:
+        """Whether this result stops the bot from running."""
+        return self.status == "fail"
+
+
+# -- Python and packages -------------------------------------------------------------------
+
+
+def check_python(
+    version: Sequence[int] | None = None, executable: str | None = None
+) -> CheckResult:
+    """The interpreter's version (3.10+) and where it lives (a venv or the system's)."""
+    version = tuple(version if version is not None else sys.version_info[:3])
+    executable = executable or sys.executable
+    text = ".".join(str(v) for v in version[:3])
+    where = f"{text} ({executable})"
+    if tuple(version[:2]) < MIN_PYTHON:
+        need = ".".join(map(str, MIN_PYTHON))
+        return CheckResult(
+            "Python",
+            "fail",
+            f"{where} is too old",
+            f"install Python {need} or newer and run scripts/install.sh again",
+        )
+    return CheckResult("Python", "ok", where)
+
+
+def _declared_requirements() -> list[str]:
+    """The installed distribution's requirements, else those in the checkout's pyproject.toml.
+
+    Running from a checkout without ``pip install`` is how people first try things; the
+    pyproject beside the ``bot`` package still says what is needed.
+    """
+    from importlib import metadata
+
+    try:
+        declared = metadata.requires("ishowtts") or []
+    except metadata.PackageNotFoundError:
+        declared = []
+        pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+        try:
+            import tomllib
+
+            data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+            declared = [str(r) for r in data.get("project", {}).get("dependencies", [])]
+        except (ImportError, OSError, ValueError):
+            return []
+    return [r for r in declared if "extra ==" not in r]
+
+
+def check_packages(requirements: Sequence[str] | None = None) -> CheckResult:
+    """Every declared dependency is installed at an allowed version.
+
+    Args:
+        requirements: PEP 508 requirement strings (default: those of the installed
+            ``ishowtts`` distribution, without extras).
+    """
+    from importlib import metadata
+
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    reqs = list(requirements) if requirements is not None else _declared_requirements()
+    if not reqs:
+        return CheckResult(
+            "packages",
+            "warn",
+            "ishowtts is not installed as a package, so its dependencies cannot be listed",
+            "run scripts/install.sh (it installs the bot into .venv)",
+        )
+    found: dict[str, str] = {}
+    problems: list[str] = []
+    for line in reqs:
+        try:
+            req = Requirement(line)
+        except InvalidRequirement:
+            problems.append(f"unreadable requirement {line!r}")
+            continue
+        if req.marker is not None and not req.marker.evaluate():
+            continue
+        try:
+            version = metadata.version(req.name)
+        except metadata.PackageNotFoundError:
+            problems.append(f"{req.name} is missing")
+            continue
+        found[req.name.lower()] = version
+        if req.specifier and not req.specifier.contains(version, prereleases=True):
+            problems.append(f"{req.name} {version} is installed, {req.specifier} is needed")
+    shown = ", ".join(f"{n} {found[n]}" for n in KEY_PACKAGES if n in found)
+    if problems:
+        return CheckResult(
+            "packages",
+            "fail",
+            "; ".join(problems),
+            "run scripts/install.sh (or `.venv/bin/pip install -e .`) to install them",
+        )
+    return CheckResult("packages", "ok", shown or f"{len(found)} packages as required")
+
+
+# -- GPU ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GpuProbe:
+    """What torch reports about CUDA.
+
+    Attributes:
+        torch_version: ``torch.__version__``.
+        cuda_build: CUDA version torch was built with (None for a CPU-only build).
+        available: ``torch.cuda.is_available()``.
+        name: The first GPU's name.
+        total_memory: Its memory in bytes.
+        free_memory: Memory free right now (other programs, OBS included, use some).
+        capability: Compute capability (major, minor).
+        error: Why probing failed, if it did.
+    """
+
+    torch_version: str
+    cuda_build: str | None
+    available: bool
+    name: str | None = None
+    total_memory: int | None = None
+    free_memory: int | None = None
+    capability: tuple[int, int] | None = None
+    error: str | None = None
+
+
+def probe_gpu() -> GpuProbe:
+    """Ask torch about the first CUDA GPU (imports torch: a few seconds)."""
+    try:
+        import torch
+    except Exception as exc:  # a broken torch install raises many types
+        return GpuProbe("not importable", None, False, error=f"{type(exc).__name__}: {exc}")
+    version = str(torch.__version__)
+    cuda = torch.version.cuda
+    try:
+        if not torch.cuda.is_available():
+            return GpuProbe(version, cuda, False)
+        props = torch.cuda.get_device_properties(0)
+        free: int | None = None
+        with contextlib.suppress(Exception):
+            free = int(torch.cuda.mem_get_info(0)[0])
+        return GpuProbe(
+            version,
+            cuda,
+            True,
+            name=str(props.name),
+            total_memory=int(props.total_memory),
+            free_memory=free,
+            capability=(int(props.major), int(props.minor)),
+        )
+    except Exception as exc:  # driver mismatches surface as RuntimeError or others
+        return GpuProbe(version, cuda, False, error=f"{type(exc).__name__}: {exc}")
+
+
+def _gb(size: int) -> str:
+    return f"{size / 1024**3:.1f} GB"
+
+
+def check_gpu(engine: EngineConfig, probe: GpuProbe) -> CheckResult:
+    """CUDA, the GPU's name and memory, and whether fp16 suits it, judged for ``engine``.
+
+    F5-TTS keeps up with chat only on an NVIDIA GPU. Without one the bot still runs (the
+    ``auto`` engine speaks with eSpeak NG), so that is a warning; it is a failure only when
+    the config insists on CUDA.
+    """
+    name = "GPU"
+    if engine.name == "espeak":
+        return CheckResult(name, "skip", "not needed: engine.name is espeak")
+    if not probe.available:
+        if probe.cuda_build is None:
+            why = f"torch {probe.torch_version} is a CPU-only build"
+            fix = (
+                "install the NVIDIA driver and a CUDA build of PyTorch "
+                "(https://pytorch.org/get-started/locally/), then run the doctor again"
+            )
+        else:
+            why = f"torch {probe.torch_version} (CUDA {probe.cuda_build}) finds no usable GPU"
+            if probe.error:
+                why += f": {probe.error}"
+            fix = "check the NVIDIA driver (`nvidia-smi` must list the GPU)"
+        if engine.device == "cuda":
+            return CheckResult(name, "fail", f"engine.device is cuda, but {why}", fix)
+        if engine.name == "f5":
+            consequence = "F5-TTS will run on the CPU, about 15x slower than real time"
+        else:
+            consequence = "the bot will speak with eSpeak NG instead of cloned voices"
+        return CheckResult(name, "warn", f"no CUDA GPU ({why}): {consequence}", fix)
+    assert probe.name is not None
+    assert probe.total_memory is not None
+    summary = f"{probe.name}, {_gb(probe.total_memory)}"
+    if probe.free_memory is not None:
+        summary += f" ({_gb(probe.free_memory)} free)"
+    if engine.device == "cpu":
+        return CheckResult(
+            name,
+            "warn",
+            f"{summary}, but engine.device is cpu (about 15x slower than real time)",
+            "set engine.device to auto to use the GPU",
+        )
+    precision = engine.f5.precision
+    major, minor = probe.capability or (0, 0)
+    summary += f", compute {major}.{minor}"
+    if probe.total_memory < MIN_GPU_MEMORY:
+        return CheckResult(
+            name,
+            "warn",
+            f"{summary}: under {_gb(MIN_GPU_MEMORY)} of memory, F5-TTS may not fit",
+            "close other programs that use the GPU, or use engine.name: espeak",
+        )
+    if precision == "fp32":
+        return CheckResult(name, "ok", f"{summary}, fp32 (engine.f5.precision)")
+    if major < 7:
+        return CheckResult(
+            name,
+            "warn",
+            f"{summary}: fp16 is slow or unsupported on GPUs before compute 7.0",
+            "set engine.f5.precision: fp32",
+        )
+    if "GTX 16" in probe.name:
+        return CheckResult(
+            name,
+            "warn",
+            f"{summary}, fp16: some GTX 16xx cards give silence or noise in fp16",
+            "if speech comes out silent or garbled, set engine.f5.precision: fp32",
+        )
+    return CheckResult(name, "ok", f"{summary}, fp16")
+
+
+# -- F5 weights -----------------------------------------------------------------------------
+
+
+def hub_offline() -> bool:
+    """Whether HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is on, read now."""
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True, slots=True)
+class WeightFile:
+    """Where one weight file stands.
+
+    Attributes:
+        key: The config key naming it (``engine.f5.checkpoint`` ...).
+        location: ``hf://repo/file`` or a local path.
+        state: ``local`` (a local file), ``cached`` (in the hub cache), ``downloadable``
+            (on the hub, not yet downloaded), ``missing``.
+        detail: Size to download, or why it is missing.
+        size: Bytes to download, when known.
+    """
+
+    key: str
+    location: str
+    state: Literal["local", "cached", "downloadable", "missing"]
+    detail: str = ""
+    size: int | None = None
+
+
+def _hub_probe(
+    repo: str, filename: str, endpoint: str | None, timeout_s: float, unreachable: str | None
+) -> tuple[Literal["cached", "downloadable", "missing"], str, int | None]:
+    """Look in the hub cache, then (unless offline or known unreachable) ask the hub."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
+
+    cache_dir = os.environ.get("HF_HUB_CACHE") or None
+    cached = try_to_load_from_cache(repo, filename, cache_dir=cache_dir)
+    if isinstance(cached, str):
+        return "cached", cached, None
+    if unreachable is not None:
+        return "missing", unreachable, None
+    if hub_offline():
+        return "missing", "not in the Hugging Face cache, and HF_HUB_OFFLINE is on", None
+    try:
+        meta = get_hf_file_metadata(
+            hf_hub_url(repo, filename, endpoint=endpoint), timeout=timeout_s, endpoint=endpoint
+        )
+    except Exception as exc:  # httpx and the hub client raise many types
+        kind = type(exc).__name__
+        if kind in {"RepositoryNotFoundError", "RemoteEntryNotFoundError", "EntryNotFoundError"}:
+            return "missing", "no such file on the hub (check the URL)", None
+        reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else kind
+        return "missing", f"not downloaded, and the hub cannot be reached ({reason})", None
+    size = meta.size
+    return "downloadable", "not downloaded yet", size
+
+
+def find_weights(
+    f5: F5Config, *, endpoint: str | None = None, timeout_s: float = NETWORK_TIMEOUT_S
+) -> list[WeightFile]:
+    """Where each file ``engine.f5`` names stands: local, cached, downloadable or missing.
+
+    Args:
+        f5: The ``engine.f5`` section.
+        endpoint: Hub address (default: huggingface_hub's, which honours HF_ENDPOINT).
+        timeout_s: Longest wait for the hub to answer about one file.
+    """
+    files: list[tuple[str, str]] = [
+        ("engine.f5.checkpoint", f5.checkpoint),
+        ("engine.f5.vocab", f5.vocab),
+    ]
+    vocoder = f5.vocoder
+    if Path(vocoder).is_absolute():
+        files += [
+            ("engine.f5.vocoder", str(Path(vocoder) / "config.yaml")),
+            ("engine.f5.vocoder", str(Path(vocoder) / "pytorch_model.bin")),
+        ]
+    else:
+        files += [
+            ("engine.f5.vocoder", f"hf://{vocoder}/config.yaml"),
+            ("engine.f5.vocoder", f"hf://{vocoder}/pytorch_model.bin"),
+        ]
+    out: list[WeightFile] = []
+    unreachable: str | None = None
+    for key, location in files:
+        if not location.startswith("hf://"):
+            path = Path(location)
+            if path.is_file():
+                out.append(WeightFile(key, location, "local", str(path)))
+            else:
+                out.append(WeightFile(key, location, "missing", f"{path} does not exist"))
+            continue
+        parts = location.removeprefix("hf://").split("/")
+        repo, filename = "/".join(parts[:2]), "/".join(parts[2:])
+        state, detail, size = _hub_probe(repo, filename, endpoint, timeout_s, unreachable)
+        if state == "missing" and "cannot be reached" in detail:
+            # One timeout is enough to know the hub is out of reach; don't wait again.
+            unreachable = detail
+        out.append(WeightFile(key, location, state, detail, size))
+    return out
+
+
+def check_weights(
+    engine: EngineConfig,
+    *,
+    endpoint: str | None = None,
+    timeout_s: float = NETWORK_TIMEOUT_S,
+) -> CheckResult:
+    """Whether the F5 checkpoint, vocab and vocoder are here or can be downloaded."""
+    from bot.setup.progress import format_bytes
+
+    name = "F5 weights"
+    if engine.name == "espeak":
+        return CheckResult(name, "skip", "not needed: engine.name is espeak")
+    files = find_weights(engine.f5, endpoint=endpoint, timeout_s=timeout_s)
+    missing = [f for f in files if f.state == "missing"]
+    if missing:
+        groups: dict[str, list[str]] = {}
+        for f in missing:
+            what = f"{f.key.removeprefix('engine.f5.')} ({f.location.rsplit('/', 1)[-1]})"
+            groups.setdefault(f.detail, []).append(what)
+        lines = "; ".join(f"{', '.join(whats)}: {detail}" for detail, whats in groups.items())
+        fix = (
+            "connect to the internet once and start the bot (it downloads them), or download "
+            "them elsewhere and point engine.f5.checkpoint, engine.f5.vocab and "
+            "engine.f5.vocoder at the local copies"
+        )
+        if engine.name == "auto":
+            return CheckResult(name, "warn", f"{lines} (the bot will use eSpeak NG)", fix)
+        return CheckResult(name, "fail", lines, fix)
+    pending = [f for f in files if f.state == "downloadable"]
+    if pending:
+        total = sum(f.size or 0 for f in pending)
+        size = format_bytes(total) if total else "an unknown size"
+        names = ", ".join(f.location.rsplit("/", 1)[-1] for f in pending)
+        return CheckResult(
+            name,
+            "ok",
+            f"{names} not downloaded yet: {size} is fetched from the hub on first start "
+            "(with progress in the log)",
+        )
+    kinds = sorted({f.state for f in files})
+    where = " and ".join(
+        "the Hugging Face cache" if k == "cached" else "local files" for k in kinds
+    )
+    return CheckResult(name, "ok", f"all {len(files)} files present ({where})")
+
+
+# -- voices ---------------------------------------------------------------------------------
+
+
+def check_voices(voices: VoicesConfig) -> list[CheckResult]:
+    """Each voice: usable or why not, and whether its clip and transcript look right.
+
+    A broken default voice fails (every message would fail); a broken other voice only
+    warns (viewers who pick it hear the default).
+    """
+    from bot.setup.voice_import import (
+        VoiceImportError,
+        check_clip,
+        measure_levels,
+        read_clip,
+        transcript_fits,
+    )
+    from engine.voices import VoiceLibrary
+
+    specs = VoiceLibrary(voices).scan()
+    default = voices.default.lower()
+    results: list[CheckResult] = []
+    if default not in specs:
+        results.append(
+            CheckResult(
+                f"voice {default}",
+                "fail",
+                f"voices.default is {voices.default!r}, but {voices.dir} has no such voice",
+                f"add it with `ishowtts voices add {voices.default} CLIP --text ...`, or set "
+                "voices.default to one of: " + ", ".join(sorted(specs)),
+            )
+        )
+    for key in sorted(specs):
+        spec = specs[key]
+        label = f"voice {key}"
+        if spec.problem is not None:
+            fix = f"fix it, or import the clip again: ishowtts voices add {key} CLIP --force"
+            status: Status = "fail" if key == default else "warn"
+            results.append(CheckResult(label, status, spec.problem, fix))
+            continue
+        role = " (the default voice)" if key == default else ""
+        if spec.builtin:
+            results.append(CheckResult(label, "ok", f"f5-tts's packaged English sample{role}"))
+            continue
+        where = f"{spec.clip.parent.name}/{spec.clip.name}{role}"
+        warnings: list[str] = []
+        try:
+            clip, audio = read_clip(spec.clip)
+            findings = check_clip(clip, measure_levels(audio, clip.rate))
+            if spec.transcript:
+                fit = transcript_fits(spec.transcript, clip.seconds)
+                if fit is not None:
+                    findings.append(fit)
+        except VoiceImportError as exc:
+            findings = []
+            warnings.append(str(exc))
+        warnings += [f.message for f in findings if f.severity in ("error", "warning")]
+        summary = where + (f"; {spec.note}" if spec.note else "")
+        if warnings:
+            results.append(
+                CheckResult(
+                    label,
+                    "warn",
+                    f"{summary}: " + "; ".join(warnings),
+                    f"re-record or re-import it: ishowtts voices add {key} CLIP --force",
+                )
+            )
+        else:
+            results.append(CheckResult(label, "ok", summary))
+    return results
+
+
+# -- audio output ---------------------------------------------------------------------------
+
+
+def check_audio(audio: AudioConfig) -> CheckResult:
+    """The device ``audio.device`` names exists and accepts float32 output, and its rate."""
+    from bot.speech.devices import AudioDeviceError, portaudio, resolve_output_device
+
+    name = "audio output"
+    fix = "run `ishowtts devices` and set audio.device in config.yaml to a name or an index"
+    try:
+        sd = portaudio()
+        device = resolve_output_device(audio.device)
+    except AudioDeviceError as exc:
+        message = str(exc)
+        return CheckResult(name, "fail", message, None if "ishowtts devices" in message else fix)
+    problem = ""
+    for channels in dict.fromkeys([max(1, min(device.channels, 2)), 1]):
+        try:
+            sd.check_output_settings(
+                device=device.index,
+                channels=channels,
+                dtype="float32",
+                samplerate=device.default_rate,
+            )
+            break
+        except (sd.PortAudioError, ValueError) as exc:
+            problem = str(exc)
+    else:
+        return CheckResult(
+            name,
+            "fail",
+            f"{device.name!r} refuses float32 output at {device.default_rate} Hz ({problem})",
+            fix,
+        )
+    which = "system default" if audio.device is None else f"audio.device {audio.device!r}"
+    summary = f"{device.name} [{device.hostapi}] ({which}), {device.default_rate} Hz"
+    if device.default_rate != 24_000:
+        summary += "; speech (24 kHz) is resampled to it"
+    return CheckResult(name, "ok", summary)
+
+
+# -- config ---------------------------------------------------------------------------------
+
+
+def check_config(path: Path | None, error: ConfigError | None, used_defaults: bool) -> CheckResult:
+    """Whether the config file was found and is valid."""
+    name = "config"
+    if error is not None:
+        return CheckResult(
+            name,
+            "fail",
+            str(error).replace("\n", " "),
+            "fix the keys named above (the README lists every key and its allowed values)",
+        )
+    if used_defaults:
+        return CheckResult(
+            name,
+            "warn",
+            "no config.yaml in this folder: using the built-in defaults",
+            "run the bot from its folder, or pass --config PATH",
+        )
+    return CheckResult(name, "ok", f"{path} is valid")
+
+
+# -- Twitch ---------------------------------------------------------------------------------
+
+
+def _validate_token(url: str, token: str, timeout_s: float) -> tuple[int, dict[str, Any] | str]:
+    """Ask Twitch whether the token is still valid; (HTTP status, body) or (0, reason)."""
+    request = urllib.request.Request(url, headers={"Authorization": f"OAuth {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return int(response.status), json.loads(response.read().decode("utf-8"))
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), ""
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return 0, str(reason)
+
+
+def check_twitch(
+    cfg: Config,
+    *,
+    validate_url: str | None = TWITCH_VALIDATE_URL,
+    timeout_s: float = NETWORK_TIMEOUT_S,
+) -> CheckResult:
+    """Twitch settings, the stored sign-in and its scopes (and, online, that it still works).
+
+    Args:
+        cfg: The configuration.
+        validate_url: Twitch's token validation endpoint, or None to stay offline.
+        timeout_s: Longest wait for Twitch to answer.
+    """
+    from bot.sources.twitch.auth import REQUIRED_SCOPES, SCOPES, AuthError, TokenStore, token_path
+
+    name = "Twitch"
+    tw = cfg.twitch
+    source = cfg.chat.source
+    if source == "terminal":
+        return CheckResult(name, "skip", "chat.source is terminal: chat is typed in the terminal")
+    needed = source == "twitch"
+    bad: Status = "fail" if needed else "warn"
+    fallback = "" if needed else " (until then the bot reads chat from the terminal)"
+    if tw.channel is None and not needed:
+        return CheckResult(
+            name,
+            "skip",
+            "not configured: chat is read from the terminal",
+            "to read Twitch chat set twitch.channel and twitch.client_id, then `ishowtts login`",
+        )
+    if tw.channel is None:
+        return CheckResult(
+            name,
+            "fail",
+            "chat.source is twitch, but twitch.channel is not set",
+            "set twitch.channel to your channel's name",
+        )
+    if not tw.client_id:
+        return CheckResult(
+            name,
+            bad,
+            f"no Twitch client id{fallback}",
+            "set twitch.client_id (or ISHOWTTS_TWITCH_CLIENT_ID); the README says how to get one",
+        )
+    path = token_path(state_dir(cfg.storage))
+    try:
+        token = TokenStore(path).read()
+    except AuthError as exc:
+        return CheckResult(name, bad, str(exc), "run `ishowtts login`")
+    if token is None:
+        return CheckResult(
+            name, bad, f"not signed in: no token file at {path}{fallback}", "run `ishowtts login`"
+        )
+    who = f"signed in as {token.login} for #{tw.channel.lower()}"
+    if token.client_id != tw.client_id:
+        return CheckResult(
+            name,
+            bad,
+            f"{who}, but with another client id than twitch.client_id",
+            "run `ishowtts login` again (tokens only work with the application that made them)",
+        )
+    granted = set(token.scopes)
+    missing_required = sorted(REQUIRED_SCOPES - granted)
+    if missing_required:
+        return CheckResult(
+            name,
+            bad,
+            f"{who}, but without the scope {', '.join(missing_required)} (chat cannot be read)",
+            "run `ishowtts login` again and approve every permission",
+        )
+    missing_optional = [s for s in SCOPES if s not in granted]
+    online = ""
+    if validate_url is not None:
+        status, body = _validate_token(validate_url, token.access_token, timeout_s)
+        if status == 200 and isinstance(body, dict):
+            live = set(body.get("scopes") or [])
+            lost = ", ".join(sorted(REQUIRED_SCOPES - live))
+            if lost:
+                return CheckResult(
+                    name,
+                    bad,
+                    f"{who}, but Twitch no longer grants {lost}",
+                    "run `ishowtts login` again",
+                )
+            online = "; Twitch accepts the token"
+        elif status == 401:
+            online = "; the access token has expired (the bot refreshes it when it starts)"
+        elif status == 0:
+            online = f"; Twitch could not be reached to check it ({body})"
+        else:
+            online = f"; Twitch answered {status} when checking it"
+    if missing_optional:
+        return CheckResult(
+            name,
+            "warn",
+            f"{who}{online}; scopes missing: {', '.join(missing_optional)}",
+            "run `ishowtts login` again to grant them (user:write:chat lets the bot reply in "
+            "chat; channel:read:redemptions finds rewards by title)",
+        )
+    return CheckResult(name, "ok", f"{who}, scopes {', '.join(token.scopes)}{online}")
+
+
+# -- database -------------------------------------------------------------------------------
+
+
+def _probe_writable(folder: Path) -> str | None:
+    """Create and delete a file in ``folder``; None when that works, else the reason.
+
+    ``os.access`` says yes to root everywhere, even on read-only mounts; only trying tells.
+    """
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".ishowtts-doctor-"):
+            pass
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
+def check_database(cfg: Config) -> CheckResult:
+    """The SQLite file (or the folder it will be created in) is usable and writable."""
+    from bot.state.settings import database_path
+    from bot.state.store import MIGRATIONS
+
+    name = "database"
+    path = database_path(cfg.storage)
+    fix_place = "set storage.dir (or storage.database) in config.yaml to a folder you can write"
+    if path.exists():
+        if not path.is_file():
+            return CheckResult(name, "fail", f"{path} is not a file", fix_place)
+        reason = _probe_writable(path.parent)
+        if reason is not None:
+            return CheckResult(name, "fail", f"cannot write in {path.parent}: {reason}", fix_place)
+        try:
+            with contextlib.closing(
+                sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=2.0)
+            ) as db:
+                check = db.execute("PRAGMA quick_check").fetchone()
+                version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        except sqlite3.Error as exc:
+            return CheckResult(
+                name,
+                "fail",
+                f"{path} is not a usable SQLite database ({exc})",
+                "move the file away; the bot creates a new one (viewers' voice choices and "
+                "mutes start empty)",
+            )
+        if check is None or check[0] != "ok":
+            return CheckResult(
+                name,
+                "fail",
+                f"{path} is damaged ({check[0] if check else 'no answer'})",
+                "move the file away; the bot creates a new one",
+            )
+        if version > len(MIGRATIONS):
+            return CheckResult(
+                name,
+                "fail",
+                f"{path} was written by a newer ishowtts (schema {version}, this one knows "
+                f"{len(MIGRATIONS)})",
+                "update ishowtts, or point storage.database at another file",
+            )
+        return CheckResult(name, "ok", f"{path} (schema {version}, writable)")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        return CheckResult(
+            name, "fail", f"cannot create {path}: {folder} is a file, not a folder", fix_place
+        )
+    reason = _probe_writable(folder)
+    if reason is not None:
+        return CheckResult(name, "fail", f"cannot create {path}: {folder}: {reason}", fix_place)
+    return CheckResult(name, "ok", f"{path} will be created on first start")
+
+
+# -- web panel ------------------------------------------------------------------------------
+
+
+def check_port(host: str, port: int, label: str = "web panel") -> CheckResult:
+    """Whether the bot could listen on ``host:port`` now (by binding and releasing it)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return CheckResult(label, "fail", f"{host!r} is not an address here ({exc})")
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        # The server sets SO_REUSEADDR too (aiohttp does on Unix), so TIME_WAIT from a bot
+        # that just stopped does not count as taken, while a listening socket does.
+        if os.name != "nt":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        return CheckResult(
+            label,
+            "fail",
+            f"port {port} on {host} is taken ({exc.strerror or exc}): another program, or an "
+            "ishowtts already running, listens there",
+            "stop the other program, or set web.port to a free port",
+        )
+    finally:
+        sock.close()
+    return CheckResult(label, "ok", f"http://{host}:{port}/ is free")
+
+
+def check_web(cfg: Config) -> CheckResult:
+    """The web panel's port is free (``web.port``; 0 means any free port, so nothing to check)."""
+    web = cfg.web
+    if not web.enabled:
+        return CheckResult("web panel", "skip", "switched off (web.enabled: false)")
+    if web.port == 0:
+        return CheckResult("web panel", "ok", "web.port is 0: a free port is picked at start")
+    return check_port(web.host, web.port)
+
+
+# -- the report -----------------------------------------------------------------------------
+
+
+_LABEL: dict[Status, str] = {"ok": "OK", "warn": "WARN", "fail": "FAIL", "skip": "--"}
+
+
+def render(results: Sequence[CheckResult], out: TextIO, width: int | None = None) -> None:
+    """Write the one-screen report: a line per check, the fix under it, then the verdict.
+
+    Args:
+        results: The checks, in order.
+        out: Where to write.
+        width: Line width (default: the terminal's, within 72-140 columns).
+    """
+    if width is None:
+        width = min(140, max(72, shutil.get_terminal_size((100, 24)).columns))
+    label_width = max((len(r.name) for r in results), default=8)
+    indent = " " * (2 + 4 + 2 + label_width + 2)
+    for r in results:
+        head = f"  {_LABEL[r.status]:<4}  {r.name:<{label_width}}  "
+        out.write(textwrap.fill(r.summary, width, initial_indent=head, subsequent_indent=indent))
+        out.write("\n")
+        if r.fix and r.status in ("warn", "fail"):
+            out.write(
+                textwrap.fill(
+                    r.fix, width, initial_indent=indent + "-> ", subsequent_indent=indent + "   "
+                )
+            )
+            out.write("\n")
+    failures = sum(r.blocking for r in results)
+    warnings = sum(r.status == "warn" for r in results)
+    out.write("\n")
+    if failures:
+        noun = "problem blocks" if failures == 1 else "problems block"
+        out.write(f"{failures} {noun} running the bot: fix the FAIL lines above.\n")
+    else:
+        extra = f" ({warnings} warning{'s' if warnings != 1 else ''} above)" if warnings else ""
+        out.write(f"Ready to run: ./scripts/run.sh{extra}.\n")
+
+
+def run_checks(
+    config_path: Path | None,
+    *,
+    default_path: Path = Path("config.yaml"),
+    gpu_probe: Callable[[], GpuProbe] = probe_gpu,
+    hub_endpoint: str | None = None,
+    twitch_validate_url: str | None = TWITCH_VALIDATE_URL,
+    timeout_s: float = NETWORK_TIMEOUT_S,
+) -> list[CheckResult]:
+    """Run every check, in the order a streamer fixes things.
+
+    Args:
+        config_path: ``--config``, or None for ``./config.yaml`` (defaults when absent).
+        default_path: The file looked for when ``config_path`` is None.
+        gpu_probe: How to ask about the GPU (tests inject a probe result).
+        hub_endpoint: Hugging Face hub address (default: huggingface_hub's).
+        twitch_validate_url: Twitch token validation URL (None: no network).
+        timeout_s: Longest wait for each network probe.
+    """
+    results: list[CheckResult] = []
+
+    def run(label: str, check: Callable[[], CheckResult | list[CheckResult]]) -> None:
+        # A check that crashes (a package missing, a library that fails to load) becomes a
+        # failed line naming the problem; the rest of the report still runs.
+        try:
+            outcome = check()
+        except Exception as exc:
+            log.debug("doctor check %s crashed", label, exc_info=True)
+            outcome = CheckResult(
+                label,
+                "fail",
+                f"the check itself failed: {type(exc).__name__}: {exc}",
+                "run scripts/install.sh to repair the installation",
+            )
+        results.extend(outcome if isinstance(outcome, list) else [outcome])
+
+    run("Python", check_python)
+    run("packages", check_packages)
+    error: ConfigError | None = None
+    cfg: Config | None = None
+    used_defaults = False
+    path = config_path
+    try:
+        if path is None and default_path.exists():
+            path = default_path
+        if path is None:
+            used_defaults = True
+            cfg = parse_config({}, Path.cwd())
+        else:
+            cfg = load_config(path)
+    except ConfigError as exc:
+        error = exc
+    run("config", lambda: check_config(path, error, used_defaults))
+    engine = cfg.engine if cfg is not None else parse_config({}, Path.cwd()).engine
+    run("GPU", lambda: check_gpu(engine, gpu_probe()))
+    if cfg is None:
+        for label in ("F5 weights", "voices", "audio output", "Twitch", "database", "web panel"):
+            results.append(CheckResult(label, "skip", "fix the config first"))
+        return results
+    ready = cfg
+    run(
+        "F5 weights",
+        lambda: check_weights(ready.engine, endpoint=hub_endpoint, timeout_s=timeout_s),
+    )
+    run("voices", lambda: check_voices(ready.voices))
+    run("audio output", lambda: check_audio(ready.audio))
+    run(
+        "Twitch",
+        lambda: check_twitch(ready, validate_url=twitch_validate_url, timeout_s=timeout_s),
+    )
+    run("database", lambda: check_database(ready))
+    run("web panel", lambda: check_web(ready))
+    return results
+
+
+def doctor_command(config_path: Path | None, *, out: TextIO | None = None) -> int:
+    """``ishowtts doctor``: print the report; exit status 1 when something blocks running."""
+    stream = out if out is not None else sys.stdout
+    stream.write("ishowtts doctor: checking what the bot needs (takes a few seconds)\n\n")
+    results = run_checks(config_path)
+    render(results, stream)
+    return 1 if any(r.blocking for r in results) else 0

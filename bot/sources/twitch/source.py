@@ -1,0 +1,935 @@
+"""Twitch chat over EventSub (twitchio 3), normalized into the bot's chat vocabulary.
+
+What this source adds on top of twitchio, and why:
+
+* **Normalization.** ``channel.chat.message`` becomes a :class:`~bot.core.messages.ChatMessage`:
+  emote, cheermote and GIF fragments are dropped (emote names are never read aloud), roles
+  come from badges, a cheer at or above ``twitch.min_bits`` and a message carrying one of the
+  configured channel-points rewards are *paid*. Deletes, timeouts/bans and chat clears become
+  moderation events that act on queued and playing speech at once.
+* **Rewards through chat, not redemption events.** A reward with text input posts the text
+  in chat with the reward's id attached; speaking *that* message keeps one copy of it (a
+  redemption subscription would deliver the same text a second time) and lets a moderator's
+  delete stop it. Reward titles are looked up through Helix when the signed-in account is the
+  broadcaster; rewards configured by id need no lookup.
+* **Staying connected.** twitchio reconnects by itself after keepalive silence, dropped TCP
+  connections, ``session_reconnect`` and most close codes, but gives up for good after close
+  codes 4001/4003, a revoked subscription set or a failed welcome, and its reader can die on a
+  frame without metadata. The source watches for a token with no live socket (on every
+  ``websocket_closed`` event and on a short timer) and then rebuilds the whole client with
+  exponential backoff. Every transition is logged in plain words.
+* **Never twice.** Message ids pass a bounded LRU, so a redelivery after a reconnect (Twitch
+  may send an event more than once) is not spoken again.
+* **Not its own echo.** The bot's own replies come back as chat messages; they are dropped. When
+  the bot signs in as the streamer's own account, only what the bot itself sent is dropped:
+  the streamer's typed messages are still spoken.
+* **Tokens.** The saved sign-in is loaded from :class:`bot.sources.twitch.auth.TokenStore`,
+  and every refresh twitchio makes is written back at once (refresh tokens are single-use).
+  twitchio keeps sending with a stale token after a Device-Code-Flow refresh, so the source
+  also points its default token at the fresh one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import enum
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import twitchio
+from twitchio import eventsub
+
+from bot.core.messages import (
+    ChatCleared,
+    ChatMessage,
+    ChatUser,
+    MessageDeleted,
+    ModerationEvent,
+    Replier,
+    Role,
+    UserPurged,
+)
+from bot.sources.base import ChatSink
+from bot.sources.twitch.auth import AuthError, StoredToken, TokenStore, token_path
+from bot.sources.twitch.settings import TwitchConfig
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MAX_TEXT = 5000
+"""Longest text passed on (Twitch allows 500; this bounds a hostile or broken payload)."""
+MAX_SEND = 500
+"""Twitch rejects chat messages longer than this."""
+_DROPPED_FRAGMENTS = frozenset({"emote", "cheermote", "gif"})
+_ECHO_WINDOW_S = 60.0
+_START_TIMEOUT_S = 60.0
+_UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
+_BADGE_ROLES: dict[str, Role] = {
+    "broadcaster": Role.BROADCASTER,
+    "moderator": Role.MODERATOR,
+    "lead_moderator": Role.MODERATOR,
+    "vip": Role.VIP,
+    "subscriber": Role.SUBSCRIBER,
+    "founder": Role.SUBSCRIBER,
+}
+TOPICS = "chat messages, deletions, timeouts/bans and chat clears"
+
+
+class TwitchSetupError(RuntimeError):
+    """A problem that retrying cannot fix (not signed in, unknown channel, access refused).
+
+    ``str()`` tells the streamer what to do.
+    """
+
+
+class ConnectionState(enum.Enum):
+    """Where the source stands, for logs and observers."""
+
+    STOPPED = "stopped"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    RECONNECTING = "reconnecting"
+
+
+class RecentIds:
+    """A bounded set of recently seen ids that forgets the oldest first (an LRU).
+
+    Bounded so a bot that runs for days keeps constant memory; large enough that a
+    redelivery (which Twitch sends within seconds of a reconnect) is always still remembered.
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        if size < 1:
+            raise ValueError("size must be positive")
+        self._size = size
+        self._ids: collections.OrderedDict[str, None] = collections.OrderedDict()
+
+    def add(self, key: str) -> bool:
+        """Remember ``key``; True when it was new, False when it was seen already."""
+        if key in self._ids:
+            self._ids.move_to_end(key)
+            return False
+        self._ids[key] = None
+        if len(self._ids) > self._size:
+            self._ids.popitem(last=False)
+        return True
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+
+def roles_from_badges(
+    badge_set_ids: Iterable[str], *, is_broadcaster: bool = False
+) -> frozenset[Role]:
+    """Chat roles from Twitch badge set ids (``moderator``, ``vip``, ``subscriber``...).
+
+    Args:
+        badge_set_ids: The ``set_id`` of every badge the chatter shows.
+        is_broadcaster: Whether the chatter is the channel owner (true even when the
+            broadcaster hides their badge).
+    """
+    roles = {_BADGE_ROLES[s] for s in badge_set_ids if s in _BADGE_ROLES}
+    if is_broadcaster:
+        roles.add(Role.BROADCASTER)
+    return frozenset(roles)
+
+
+def speakable_text(fragments: Iterable[Any]) -> str:
+    """The message text without emote, cheermote and GIF fragments, whitespace collapsed.
+
+    Twitch splits every message into typed fragments, so emotes are removed by type, never by
+    guessing at words: "Kappa" typed as an emote disappears, "kappa" typed as a word stays.
+    """
+    parts: list[str] = []
+    size = 0
+    for fragment in fragments:
+        if getattr(fragment, "type", "text") in _DROPPED_FRAGMENTS:
+            parts.append(" ")
+            continue
+        text = str(getattr(fragment, "text", "") or "")
+        parts.append(text)
+        size += len(text)
+        if size > MAX_TEXT * 2:
+            break
+    return " ".join("".join(parts).split())[:MAX_TEXT].strip()
+
+
+def _describe(exc: BaseException) -> str:
+    """One plain line for a connection failure."""
+    if isinstance(exc, twitchio.HTTPException):
+        extra = getattr(exc, "extra", None)
+        message = extra.get("message") if isinstance(extra, dict) else None
+        return f"Twitch answered {exc.status}" + (f": {message}" if message else "")
+    if isinstance(exc, asyncio.TimeoutError):
+        return "Twitch did not answer in time"
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _fatal(exc: BaseException) -> str | None:
+    """The user-facing reason when ``exc`` means retrying cannot help, else None."""
+    relogin = "run `ishowtts login` to sign in again"
+    if isinstance(exc, twitchio.InvalidTokenException):
+        return f"Twitch no longer accepts the saved sign-in (revoked or expired); {relogin}"
+    if isinstance(exc, twitchio.HTTPException):
+        route = getattr(exc, "route", None)
+        path = str(getattr(route, "path", "") or "")
+        if exc.status == 400 and path.endswith("oauth2/token"):
+            return f"Twitch refused to refresh the saved sign-in; {relogin}"
+        if exc.status in (401, 403):
+            return f"{_describe(exc)}. The account may lack a needed scope; {relogin}"
+    return None
+
+
+@dataclass(eq=False)
+class _Sent:
+    """A line the bot sent, until its echo comes back (or the echo window passes)."""
+
+    at: float
+    text: str
+    id: str | None = None
+
+
+class _Client(twitchio.Client):  # type: ignore[misc]
+    """twitchio's client, reading the bot's token file instead of ``.tio.tokens.json``."""
+
+    def __init__(self, *, client_id: str, session: _Session) -> None:
+        super().__init__(client_id=client_id, client_secret=None, fetch_client_user=False)
+        self._ishowtts_session = session
+
+    async def load_tokens(self, path: str | None = None, /) -> None:
+        """Called by ``login_dcf``: add the saved sign-in (twitchio validates or refreshes it)."""
+        await self._ishowtts_session.load_token(self)
+
+    async def save_tokens(self, path: str | None = None, /) -> None:
+        """Never write ``.tio.tokens.json``: the source saves every change when it happens."""
+
+
+class _Session:
+    """One twitchio client from login to close; rebuilt from scratch when it is lost."""
+
+    def __init__(self, owner: TwitchSource, token: StoredToken) -> None:
+        self.owner = owner
+        self.bot_id = token.user_id
+        self.bot_login = token.login
+        self.client: Any = None
+        self.broadcaster: Any = None
+        self.broadcaster_id = ""
+        self.ready = False
+        self.closing = False
+        self.lost = asyncio.Event()
+        self.reason = ""
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed: asyncio.Future[None] | None = None
+
+    # -- life cycle -----------------------------------------------------------------------
+    async def start(self) -> None:
+        """Sign in, find the channel and subscribe; raises when any step fails."""
+        owner = self.owner
+        client = _Client(client_id=owner.client_id, session=self)
+        self.client = client
+        for event, handler in (
+            ("event_message", self._on_message),
+            ("event_message_delete", self._on_delete),
+            ("event_chat_clear_user", self._on_clear_user),
+            ("event_chat_clear", self._on_clear),
+            ("event_websocket_welcome", self._on_welcome),
+            ("event_websocket_closed", self._on_closed),
+            ("event_token_refreshed", self._on_token_refreshed),
+            ("event_subscription_revoked", self._on_revoked),
+        ):
+            client.add_listener(handler, event=event)
+        flow = await client.login_dcf(load_token=True, save_token=False)
+        if flow is not None:  # pragma: no cover - load_token raises before this can happen
+            raise TwitchSetupError("not signed in to Twitch; run `ishowtts login`")
+        await client.start_dcf(block=False)
+        await owner.sync_tokens(self)
+        if str(client.bot_id) != self.bot_id:
+            raise TwitchSetupError("the saved Twitch sign-in does not match its account")
+        users = await client.fetch_users(logins=[owner.channel], token_for=self.bot_id)
+        if not users:
+            raise TwitchSetupError(
+                f"twitch.channel: no Twitch channel is named {owner.channel!r}; check the spelling"
+            )
+        self.broadcaster = users[0]
+        self.broadcaster_id = str(users[0].id)
+        await owner.prefetch_rewards(self)
+        condition = {"broadcaster_user_id": self.broadcaster_id, "user_id": self.bot_id}
+        for payload in (
+            eventsub.ChatMessageSubscription(**condition),
+            eventsub.ChatMessageDeleteSubscription(**condition),
+            eventsub.ChatClearUserMessagesSubscription(**condition),
+            eventsub.ChatClearSubscription(**condition),
+        ):
+            await client.subscribe_websocket(payload, token_for=self.bot_id)
+        self.ready = True
+        self._spawn(self._watch(), "twitch-health")
+
+    async def close(self) -> None:
+        """Save any token change and close the client; every caller waits for the end."""
+        if self._closed is None:
+            self.closing = True
+            self._closed = asyncio.ensure_future(self._close())
+        await asyncio.shield(self._closed)
+
+    async def _close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.client is not None:
+            with contextlib.suppress(Exception):
+                await self.owner.sync_tokens(self)
+            try:
+                await self.client.close(save_tokens=False)
+            except Exception as exc:  # closing must never stop the bot
+                log.debug("closing the twitchio client failed: %s", exc)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def mark_lost(self, reason: str) -> None:
+        """Ask the source to rebuild this session."""
+        if not self.lost.is_set() and not self.closing:
+            self.reason = reason
+            self.lost.set()
+
+    # -- tokens ---------------------------------------------------------------------------
+    async def load_token(self, client: Any) -> None:
+        """Add the saved sign-in to ``client`` (validated, or refreshed when expired)."""
+        token = self.owner.token
+        try:
+            await client.add_token(token.access_token, token.refresh_token)
+        except twitchio.InvalidTokenException:
+            raise TwitchSetupError(
+                "Twitch no longer accepts the saved sign-in (revoked or expired); "
+                "run `ishowtts login` to sign in again"
+            ) from None
+        if token.user_id not in client.tokens:
+            raise TwitchSetupError(
+                "the saved Twitch token is not a user sign-in; run `ishowtts login`"
+            )
+
+    # -- connection health ----------------------------------------------------------------
+    def alive(self) -> bool:
+        """Whether twitchio still has (or is re-establishing) a socket for the bot's token.
+
+        twitchio has no public signal for "gave up", so this reads its socket table: a socket
+        that was closed for good (4001/4003, failed welcome, all subscriptions revoked) is
+        marked closed and removed; one that is reconnecting is flagged as connecting; one
+        whose reader task died is neither, and will never read again.
+        """
+        client = self.client
+        if client is None:
+            return False
+        sockets = dict(getattr(client, "_websockets", {}).get(self.bot_id) or {})
+        for sock in sockets.values():
+            if getattr(sock, "_closed", False):
+                continue
+            if getattr(sock, "_connecting", False):
+                return True
+            reader = getattr(sock, "_listen_task", None)
+            if reader is not None and reader.done():
+                continue
+            return True
+        return False
+
+    async def _watch(self) -> None:
+        """Check on a timer too: not every way of giving up emits ``websocket_closed``."""
+        interval = self.owner.health_interval_s
+        while not self.closing and not self.lost.is_set():
+            await asyncio.sleep(interval)
+            if not self.closing and not self.alive():
+                self.mark_lost("the connection to Twitch stopped and twitchio will not retry")
+
+    async def _on_welcome(self, payload: Any) -> None:
+        if self.closing:
+            return
+        if self.ready:
+            log.info("Twitch: reconnected (session %s)", getattr(payload, "id", "?"))
+            self.owner.set_state(ConnectionState.CONNECTED, "reconnected")
+        else:
+            log.debug("Twitch: websocket session %s opened", getattr(payload, "id", "?"))
+
+    async def _on_closed(self, payload: Any) -> None:
+        if self.closing or not self.ready:
+            return
+        sock = getattr(payload, "socket", None)
+        if sock is not None and not getattr(sock, "_closed", True):
+            log.warning("Twitch: connection lost; twitchio is reconnecting")
+            self.owner.set_state(ConnectionState.RECONNECTING, "connection lost")
+            return
+        if self.alive():
+            log.debug("Twitch: the previous connection closed after a move to a new one")
+            return
+        self.mark_lost("Twitch closed the connection and twitchio will not reconnect it")
+
+    async def _on_revoked(self, payload: Any) -> None:
+        log.warning(
+            "Twitch: a subscription was revoked (%s, %s)",
+            getattr(payload, "type", "?"),
+            getattr(payload, "reason", "?"),
+        )
+
+    async def _on_token_refreshed(self, payload: Any) -> None:
+        if str(getattr(payload, "user_id", "")) == self.bot_id:
+            await self.owner.sync_tokens(self)
+
+    # -- chat -----------------------------------------------------------------------------
+    # twitchio runs each handler in its own task, in arrival order; they only post the event
+    # (no await first), so the source's single consumer sees events in the order Twitch sent
+    # them: a delete can never overtake the message it deletes.
+    async def _on_message(self, payload: Any) -> None:
+        self.owner.post(self, "message", payload)
+
+    async def _on_delete(self, payload: Any) -> None:
+        self.owner.post(self, "delete", payload)
+
+    async def _on_clear_user(self, payload: Any) -> None:
+        self.owner.post(self, "clear_user", payload)
+
+    async def _on_clear(self, payload: Any) -> None:
+        self.owner.post(self, "clear", payload)
+
+
+class TwitchSource:
+    """Delivers a Twitch channel's chat and moderation events to the bot.
+
+    Construction does no I/O; :meth:`run` signs in, subscribes and keeps the connection alive
+    until :meth:`close`.
+
+    Attributes:
+        name: ``"twitch"`` (the ``source`` of every message).
+        state: The connection state (also reported to ``on_state``).
+    """
+
+    name = "twitch"
+
+    def __init__(
+        self,
+        cfg: TwitchConfig,
+        store: TokenStore,
+        *,
+        health_interval_s: float = 5.0,
+        dedupe_size: int = 4096,
+        on_state: Callable[[ConnectionState, str], None] | None = None,
+    ) -> None:
+        """Prepare the source.
+
+        Args:
+            cfg: The ``twitch`` config section (channel and client id must be set).
+            store: The saved sign-in (see ``ishowtts login``).
+            health_interval_s: How often to check that twitchio still has a live socket.
+            dedupe_size: How many message ids to remember against redelivery.
+            on_state: Observer of connection state changes (e.g. a control panel).
+
+        Raises:
+            TwitchSetupError: ``twitch.channel`` or the client id is missing.
+        """
+        if not cfg.channel:
+            raise TwitchSetupError("twitch.channel is not set: name the channel to read")
+        if not cfg.client_id:
+            raise TwitchSetupError(
+                "no Twitch client id: set twitch.client_id or ISHOWTTS_TWITCH_CLIENT_ID"
+            )
+        self.cfg = cfg
+        self.channel = cfg.channel.lower()
+        self.client_id = cfg.client_id
+        self.store = store
+        self.health_interval_s = health_interval_s
+        self.state = ConnectionState.STOPPED
+        self._on_state = on_state
+        self._seen = RecentIds(dedupe_size)
+        self._sent: collections.deque[_Sent] = collections.deque(maxlen=64)
+        self._token: StoredToken | None = None
+        self._session: _Session | None = None
+        self._sink: ChatSink | None = None
+        self._closed = asyncio.Event()
+        self._inbox: asyncio.Queue[tuple[_Session, str, Any]] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._reward_ids = {r.casefold() for r in cfg.rewards if _UUID_RE.match(r)}
+        self._reward_titles = {r.casefold() for r in cfg.rewards}
+        self._titles: dict[str, str] = {}
+        self._looked_up: set[str] = set()
+        self._titles_warned = False
+        self._unmatched_rewards: set[str] = set()
+
+    # -- public ---------------------------------------------------------------------------
+    @property
+    def token(self) -> StoredToken:
+        """The current sign-in (updated in memory before it is written to disk)."""
+        if self._token is None:
+            raise TwitchSetupError("not signed in to Twitch; run `ishowtts login`")
+        return self._token
+
+    @property
+    def bot_login(self) -> str | None:
+        """The signed-in account's login, once known."""
+        return self._token.login if self._token is not None else None
+
+    async def run(self, sink: ChatSink) -> None:
+        """Deliver chat to ``sink`` until :meth:`close`, reconnecting with backoff.
+
+        Raises:
+            TwitchSetupError: Not signed in, the channel does not exist, or Twitch refused
+                access; the message says what to do. Network trouble never raises: it is
+                retried, with waits doubling from ``twitch.reconnect_min_s`` up to
+                ``twitch.reconnect_max_s``.
+        """
+        self._sink = sink
+        try:
+            token = await self.store.load()
+        except AuthError as exc:
+            raise TwitchSetupError(str(exc)) from None
+        if token is None:
+            raise TwitchSetupError("not signed in to Twitch; run `ishowtts login` first")
+        if token.client_id != self.client_id:
+            raise TwitchSetupError(
+                "the saved Twitch sign-in was made for another client id; "
+                "run `ishowtts login` again"
+            )
+        self._token = token
+        delay = self.cfg.reconnect_min_s
+        first = True
+        pump = asyncio.create_task(self._pump(), name="twitch-events")
+        try:
+            while not self._closed.is_set():
+                self.set_state(
+                    ConnectionState.CONNECTING if first else ConnectionState.RECONNECTING,
+                    "connecting",
+                )
+                log.info("Twitch: connecting to #%s as %s", self.channel, token.login)
+                session = _Session(self, self.token)
+                self._session = session
+                started = time.monotonic()
+                try:
+                    finished = await self._until_closed(
+                        asyncio.wait_for(session.start(), _START_TIMEOUT_S)
+                    )
+                except TwitchSetupError:
+                    raise
+                except Exception as exc:
+                    reason = _fatal(exc)
+                    if reason is not None:
+                        raise TwitchSetupError(reason) from None
+                    await session.close()
+                    if self._closed.is_set():
+                        break
+                    log.warning(
+                        "Twitch: could not connect (%s); retrying in %.1f s",
+                        _describe(exc),
+                        delay,
+                    )
+                    log.debug("connection failure", exc_info=True)
+                    await self._pause(delay)
+                    delay = min(delay * 2, self.cfg.reconnect_max_s)
+                    first = False
+                    continue
+                if not finished:
+                    break
+                first = False
+                log.info(
+                    "Twitch: connected; reading %s in #%s as %s",
+                    TOPICS,
+                    self.channel,
+                    session.bot_login,
+                )
+                self.set_state(ConnectionState.CONNECTED, "connected")
+                await self._until_closed(session.lost.wait())
+                await session.close()
+                if self._closed.is_set():
+                    break
+                if time.monotonic() - started >= self.cfg.reconnect_max_s:
+                    delay = self.cfg.reconnect_min_s
+                log.warning("Twitch: %s; reconnecting in %.1f s", session.reason, delay)
+                self.set_state(ConnectionState.RECONNECTING, session.reason)
+                await self._pause(delay)
+                delay = min(delay * 2, self.cfg.reconnect_max_s)
+        finally:
+            session_ = self._session
+            self._session = None
+            if session_ is not None:
+                await session_.close()
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
+            await self._cancel_tasks()
+            self.set_state(ConnectionState.STOPPED, "stopped")
+            log.info("Twitch: disconnected")
+
+    async def close(self) -> None:
+        """Stop delivering and close the connection."""
+        self._closed.set()
+        session = self._session
+        if session is not None:
+            await session.close()
+        await self._cancel_tasks()
+
+    async def _cancel_tasks(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def send(self, text: str, *, reply_to: str | None = None) -> bool:
+        """Send a line to the channel's chat (as a reply when ``reply_to`` is a message id).
+
+        Never raises: a failure is logged, since a reply is a courtesy, not the bot's job.
+
+        Returns:
+            Whether Twitch accepted the message.
+        """
+        session = self._session
+        if session is None or not session.ready or session.closing:
+            log.info("Twitch: not connected; reply not sent: %s", text)
+            return False
+        line = " ".join(text.split())
+        if len(line) > MAX_SEND:
+            line = line[: MAX_SEND - 1].rstrip() + "…"
+        if not line:
+            return False
+        entry = _Sent(time.monotonic(), line)
+        self._sent.append(entry)
+        try:
+            sent = await session.broadcaster.send_message(
+                line, session.bot_id, token_for=session.bot_id, reply_to_message_id=reply_to
+            )
+        except Exception as exc:
+            with contextlib.suppress(ValueError):
+                self._sent.remove(entry)
+            log.warning("Twitch: could not send a chat message: %s", _describe(exc))
+            return False
+        entry.id = str(getattr(sent, "id", "") or "") or None
+        if not getattr(sent, "sent", True):
+            reason = getattr(sent, "drop_reason", None)
+            log.warning("Twitch dropped the bot's chat message: %s", reason)
+            return False
+        return True
+
+    # -- used by sessions -----------------------------------------------------------------
+    def set_state(self, state: ConnectionState, detail: str) -> None:
+        """Record and report a connection state change."""
+        if state is self.state:
+            return
+        self.state = state
+        if self._on_state is not None:
+            try:
+                self._on_state(state, detail)
+            except Exception:
+                log.exception("connection state observer failed")
+
+    async def sync_tokens(self, session: _Session) -> None:
+        """Persist a token pair twitchio refreshed, the moment it changed.
+
+        Also points twitchio's default token at the fresh one: under the Device Code Flow it
+        keeps the first token for requests without an explicit user, and would otherwise
+        refresh again on every such request, burning the single-use refresh token each time.
+        """
+        client = session.client
+        current = self._token
+        if client is None or current is None:
+            return
+        pair = client.tokens.get(current.user_id)
+        if not pair:
+            return
+        access, refresh = str(pair["token"]), str(pair["refresh"])
+        http = client.http
+        if getattr(http, "_app_token", None) not in (None, access):
+            http._app_token = access
+        if access == current.access_token and refresh == current.refresh_token:
+            return
+        updated = current.with_pair(access, refresh)
+        self._token = updated  # before the await: a rebuild must never reuse a spent refresh
+        try:
+            await self.store.save(updated)
+        except OSError as exc:
+            log.error(
+                "Twitch: the sign-in was refreshed but could not be saved to %s (%s); "
+                "after a restart you may need `ishowtts login`",
+                self.store.path,
+                exc,
+            )
+            return
+        log.info("Twitch: sign-in refreshed and saved")
+
+    def post(self, session: _Session, kind: str, payload: Any) -> None:
+        """Queue a twitchio event for the consumer (called in Twitch's delivery order)."""
+        if not self._closed.is_set():
+            self._inbox.put_nowait((session, kind, payload))
+
+    async def _pump(self) -> None:
+        """The one consumer: normalizes and hands over events strictly in arrival order."""
+        while True:
+            session, kind, payload = await self._inbox.get()
+            try:
+                if kind == "message":
+                    message = await self.to_chat_message(session, payload)
+                    if message is not None:
+                        await self.deliver(message)
+                elif kind == "delete":
+                    await self.moderate(MessageDeleted(message_id=str(payload.message_id)))
+                elif kind == "clear_user":
+                    user = payload.user
+                    await self.moderate(UserPurged(str(user.id), str(user.name or "")))
+                elif kind == "clear":
+                    await self.moderate(ChatCleared())
+            except Exception as exc:
+                log.warning("Twitch: skipped a %s event that could not be read: %s", kind, exc)
+                log.debug("unreadable %s event", kind, exc_info=True)
+
+    async def deliver(self, message: ChatMessage) -> None:
+        """Hand a message to the sink; the sink's failure never reaches twitchio."""
+        sink = self._sink
+        if sink is None:
+            return
+        try:
+            await sink.on_message(message)
+        except Exception:
+            log.exception("the bot failed on Twitch message %s", message.id)
+
+    async def moderate(self, event: ModerationEvent) -> None:
+        """Hand a moderation event to the sink at once."""
+        sink = self._sink
+        if sink is None:
+            return
+        if isinstance(event, MessageDeleted):
+            log.info("Twitch: a moderator deleted message %s", event.message_id)
+        elif isinstance(event, UserPurged):
+            log.info("Twitch: %s was timed out or banned", event.login or event.user_id)
+        else:
+            log.info("Twitch: the chat was cleared")
+        try:
+            await sink.on_moderation(event)
+        except Exception:
+            log.exception("the bot failed on a Twitch moderation event %s", event)
+
+    async def to_chat_message(self, session: _Session, m: Any) -> ChatMessage | None:
+        """Normalize one ``channel.chat.message``; None when there is nothing to speak.
+
+        Dropped: repeats of a message id, the bot's own messages, messages shown here from
+        another channel of a shared chat, and messages with no text once emotes and
+        cheermotes are removed.
+        """
+        message_id = str(m.id)
+        if not self._seen.add(message_id):
+            log.debug("Twitch: message %s delivered again; ignored", message_id)
+            return None
+        chatter = m.chatter
+        chatter_id = str(chatter.id)
+        if self._is_own(session, chatter_id, message_id, str(m.text or "")):
+            log.debug("Twitch: ignoring the bot's own message %s", message_id)
+            return None
+        source = getattr(m, "source_broadcaster", None)
+        if source is not None and str(source.id) != session.broadcaster_id:
+            log.debug("Twitch: message %s comes from a shared chat; ignored", message_id)
+            return None
+        text = speakable_text(m.fragments)
+        if not text:
+            log.debug("Twitch: message %s has only emotes; nothing to say", message_id)
+            return None
+        bits = int(m.cheer.bits) if getattr(m, "cheer", None) is not None else 0
+        if bits < 0:
+            log.debug("Twitch: message %s claims a cheer of %d bits; not a cheer", message_id, bits)
+            bits = 0
+        elif 0 < bits < self.cfg.min_bits:
+            log.debug("Twitch: cheer of %d bits is below twitch.min_bits", bits)
+            bits = 0
+        reward = await self._reward_for(session, getattr(m, "channel_points_id", None))
+        badges = [str(b.set_id) for b in (getattr(m, "badges", None) or [])]
+        user = ChatUser(
+            id=chatter_id,
+            login=str(chatter.name or "").lower(),
+            display_name=str(chatter.display_name or chatter.name or ""),
+            roles=roles_from_badges(badges, is_broadcaster=chatter_id == session.broadcaster_id),
+        )
+        return ChatMessage(
+            id=message_id,
+            user=user,
+            text=text,
+            source=self.name,
+            bits=bits,
+            reward=reward,
+            is_reply=getattr(m, "reply", None) is not None,
+            reply=self._replier(message_id),
+        )
+
+    # -- rewards --------------------------------------------------------------------------
+    def _can_fetch_titles(self, session: _Session) -> bool:
+        return (
+            session.bot_id == session.broadcaster_id
+            and "channel:read:redemptions" in self.token.scopes
+        )
+
+    async def prefetch_rewards(self, session: _Session) -> None:
+        """Learn reward titles at start-up, or say once why titles cannot be matched."""
+        if not self._reward_titles - self._reward_ids:
+            return  # every configured reward is an id: nothing to look up
+        if self._can_fetch_titles(session):
+            await self._fetch_titles(session)
+        elif not self._titles_warned:
+            self._titles_warned = True
+            log.warning(
+                "Twitch: twitch.rewards lists reward titles, but %s is not the broadcaster of "
+                "#%s, so titles cannot be looked up. List reward ids instead (the id of each "
+                "reward message is logged when it arrives), or sign in as the broadcaster.",
+                session.bot_login,
+                self.channel,
+            )
+
+    async def _fetch_titles(self, session: _Session) -> None:
+        try:
+            rewards = await session.broadcaster.fetch_custom_rewards()
+        except Exception as exc:
+            log.warning("Twitch: could not look up channel-points rewards: %s", _describe(exc))
+            return
+        self._titles.update({str(r.id): str(r.title) for r in rewards})
+        log.debug("Twitch: %d channel-points rewards known", len(self._titles))
+
+    async def _reward_for(self, session: _Session, reward_id: str | None) -> str | None:
+        """The configured reward a message carries (its title, or id), else None."""
+        if not reward_id or not self._reward_titles:
+            return None
+        reward_id = str(reward_id)
+        title = self._titles.get(reward_id)
+        if title is None and reward_id not in self._looked_up and self._can_fetch_titles(session):
+            self._looked_up.add(reward_id)  # a reward created after start-up: look it up once
+            await self._fetch_titles(session)
+            title = self._titles.get(reward_id)
+        if reward_id.casefold() in self._reward_titles:
+            return title or reward_id
+        if title is not None and title.casefold() in self._reward_titles:
+            return title
+        if reward_id not in self._unmatched_rewards:
+            self._unmatched_rewards.add(reward_id)
+            log.info(
+                "Twitch: a message came with channel-points reward %s%s, which is not in "
+                "twitch.rewards; it is spoken as ordinary chat",
+                reward_id,
+                f" ({title!r})" if title else "",
+            )
+        return None
+
+    # -- echo and replies -----------------------------------------------------------------
+    def _is_own(self, session: _Session, chatter_id: str, message_id: str, text: str) -> bool:
+        """Whether a message is the bot's own (sent through :meth:`send`)."""
+        if chatter_id != session.bot_id:
+            return False
+        if session.bot_id != session.broadcaster_id:
+            return True  # a separate bot account: everything it says is the bot's
+        # The streamer's own account: drop only lines the bot sent. The echo is matched by
+        # message id, or by text while Twitch's answer to the send (with the id) is pending,
+        # since the echo can overtake it.
+        now = time.monotonic()
+        while self._sent and now - self._sent[0].at > _ECHO_WINDOW_S:
+            self._sent.popleft()
+        said = " ".join(text.split())
+        match = next((e for e in self._sent if e.id == message_id), None)
+        if match is None:
+            match = next(
+                (
+                    e
+                    for e in self._sent
+                    if e.id is None and (said == e.text or said.endswith(" " + e.text))
+                ),
+                None,
+            )
+        if match is None:
+            return False
+        self._sent.remove(match)
+        return True
+
+    def _replier(self, parent_id: str) -> Replier:
+        """A reply sent in the background: the bot never waits on Twitch to go on."""
+
+        async def reply(text: str) -> None:
+            if self._closed.is_set():
+                return
+            task = asyncio.create_task(self._send_quietly(text, parent_id), name="twitch-reply")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        return reply
+
+    async def _send_quietly(self, text: str, parent_id: str) -> None:
+        await self.send(text, reply_to=parent_id)
+
+    # -- waiting --------------------------------------------------------------------------
+    async def _until_closed(self, aw: Awaitable[T]) -> bool:
+        """Await ``aw`` unless :meth:`close` comes first; True when ``aw`` finished.
+
+        Raises:
+            Exception: Whatever ``aw`` raised.
+        """
+        work = asyncio.ensure_future(aw)
+        closer = asyncio.ensure_future(self._closed.wait())
+        try:
+            await asyncio.wait({work, closer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closer.cancel()
+            if not work.done():
+                work.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await work
+        if work.cancelled():
+            return False
+        work.result()
+        return True
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._closed.wait(), seconds)
+
+
+async def twitch_source_from_config(
+    twitch: TwitchConfig, state_folder: Path, *, required: bool
+) -> TwitchSource | None:
+    """The Twitch source for ``chat.source: auto`` / ``twitch``, when it can work.
+
+    ``auto`` (``required=False``) means Twitch when ``twitch.channel`` and a client id are set
+    and someone has signed in with ``ishowtts login``; otherwise the reason is logged and None
+    is returned, so the caller falls back to the terminal. ``twitch`` (``required=True``)
+    turns each missing piece into a :class:`TwitchSetupError` that says how to fix it.
+    """
+    problem: str | None = None
+    store = TokenStore(token_path(state_folder))
+    if not twitch.channel:
+        problem = "twitch.channel is not set (the channel whose chat is spoken)"
+    elif not twitch.client_id:
+        problem = (
+            "no Twitch client id: set twitch.client_id or the ISHOWTTS_TWITCH_CLIENT_ID "
+            "environment variable (see docs/twitch.md)"
+        )
+    else:
+        try:
+            token = await store.load()
+        except AuthError as exc:
+            problem = str(exc)
+        else:
+            if token is None:
+                problem = "not signed in to Twitch: run `ishowtts login` once"
+            elif token.client_id != twitch.client_id:
+                problem = (
+                    "the saved Twitch sign-in was made for another client id: "
+                    "run `ishowtts login` again"
+                )
+    if problem is not None:
+        if required:
+            raise TwitchSetupError(f"chat.source is twitch, but {problem}")
+        log.info("Twitch chat is not used: %s", problem)
+        return None
+    return TwitchSource(twitch, store)

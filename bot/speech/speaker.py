@@ -1,0 +1,475 @@
+"""The speech queue and the speaker task that turns queued messages into sound.
+
+Control beats data: skip, clear, delete and purge act on the queue and on the playing clip
+at once (cancelling engine jobs and silencing the player), however long the queue and however
+busy the GPU. The speaker synthesises the next message while the current one plays, so the
+only silence between messages is the configured gap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from bot.core.messages import ChatMessage
+from bot.speech.settings import QueueConfig
+from engine.base import Audio
+from engine.worker import SynthesisFailed, SynthesisJob
+
+log = logging.getLogger(__name__)
+
+SILENCE_PEAK = 1e-4
+"""Chunks whose loudest sample stays below this (-80 dBFS) are silence to any listener."""
+MAX_LEADING_SILENCE_S = 30.0
+"""Silence held while waiting for the first sound; more means the engine only makes silence.
+It also bounds the memory a fast engine producing endless silence could take."""
+
+
+def is_audible(chunk: Audio) -> bool:
+    """Whether a chunk holds anything above :data:`SILENCE_PEAK` (NaN counts as not audible)."""
+    if not len(chunk):
+        return False
+    peak = float(np.max(np.abs(chunk)))
+    return peak >= SILENCE_PEAK
+
+
+class Outcome(enum.Enum):
+    """How a queued message ended."""
+
+    PLAYED = "played"
+    SKIPPED = "skipped"
+    REMOVED = "removed"
+    DROPPED = "dropped"
+    FAILED = "failed"
+
+
+@dataclass(eq=False)
+class SpeechItem:
+    """One message waiting to be spoken.
+
+    Attributes:
+        message: The chat message it came from (moderation matches on its ids).
+        text: Exactly what will be spoken (template and filters applied).
+        voice: Voice name to speak with.
+        priority: Higher first; paid messages get 1, others 0.
+        seq: Arrival order, for FIFO within a priority.
+        job: The engine job once synthesis was requested (prefetch or play).
+    """
+
+    message: ChatMessage
+    text: str
+    voice: str
+    priority: int = 0
+    seq: int = 0
+    job: SynthesisJob | None = field(default=None, repr=False)
+
+    def cancel(self) -> None:
+        """Cancel the engine job, if one was started."""
+        if self.job is not None:
+            self.job.cancel()
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechEvent:
+    """Something that happened to an item: ``queued``, ``started`` or ``finished``."""
+
+    kind: str
+    item: SpeechItem
+    outcome: Outcome | None = None
+    detail: str = ""
+
+
+Listener = Callable[[SpeechEvent], None]
+
+
+class SpeechQueue:
+    """A bounded priority queue of SpeechItems with raid-proof overflow rules.
+
+    Everything here runs on the event loop and is synchronous, so every operation is atomic
+    with respect to chat handling.
+    """
+
+    def __init__(self, cfg: QueueConfig) -> None:
+        self._cfg = cfg
+        self._items: list[SpeechItem] = []
+        self._seq = itertools.count()
+        self._changed = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def snapshot(self) -> list[SpeechItem]:
+        """Items in the order they will be spoken."""
+        return list(self._items)
+
+    def pending_for(self, user_id: str) -> int:
+        """How many items of this user are waiting."""
+        return sum(1 for it in self._items if it.message.user.id == user_id)
+
+    def push(self, item: SpeechItem) -> tuple[bool, list[SpeechItem], str]:
+        """Add an item, applying the per-user limit and the overflow policy.
+
+        Returns:
+            (accepted, evicted items, reason when not accepted). Evicted items had their
+            engine jobs cancelled already.
+        """
+        if self.pending_for(item.message.user.id) >= self._cfg.per_user_limit:
+            return False, [], "too many pending messages from this user"
+        evicted: list[SpeechItem] = []
+        if len(self._items) >= self._cfg.max_size:
+            victim = self._overflow_victim(item)
+            if victim is None:
+                return False, [], "queue full"
+            self._items.remove(victim)
+            victim.cancel()
+            evicted.append(victim)
+        item.seq = next(self._seq)
+        if not self._cfg.paid_first:
+            item.priority = 0
+        # Stable insert: after every item of the same or higher priority.
+        pos = len(self._items)
+        for i, other in enumerate(self._items):
+            if other.priority < item.priority:
+                pos = i
+                break
+        self._items.insert(pos, item)
+        self._changed.set()
+        return True, evicted, ""
+
+    def _overflow_victim(self, incoming: SpeechItem) -> SpeechItem | None:
+        """Pick what to drop when full; paid messages are never dropped for free ones."""
+        lowest = min(it.priority for it in self._items)
+        if incoming.priority > lowest:
+            # Make room by dropping the newest free message (the one least waited for).
+            candidates = [it for it in self._items if it.priority == lowest]
+            return max(candidates, key=lambda it: it.seq)
+        if self._cfg.overflow == "drop_oldest":
+            candidates = [it for it in self._items if it.priority <= incoming.priority]
+            return min(candidates, key=lambda it: it.seq) if candidates else None
+        return None
+
+    def push_front(self, item: SpeechItem) -> None:
+        """Put an interrupted item back first in line (bounds don't apply: it was accepted)."""
+        self._items.insert(0, item)
+        self._changed.set()
+
+    def pop(self) -> SpeechItem | None:
+        """Take the next item, or None when empty."""
+        if not self._items:
+            self._changed.clear()
+            return None
+        return self._items.pop(0)
+
+    def peek(self) -> SpeechItem | None:
+        """The next item without taking it."""
+        return self._items[0] if self._items else None
+
+    def remove(self, predicate: Callable[[SpeechItem], bool]) -> list[SpeechItem]:
+        """Drop every matching item (cancelling their engine jobs) and return them."""
+        gone = [it for it in self._items if predicate(it)]
+        if gone:
+            self._items = [it for it in self._items if not predicate(it)]
+            for it in gone:
+                it.cancel()
+        return gone
+
+    async def wait_nonempty(self) -> None:
+        """Wait until at least one item is queued."""
+        while not self._items:
+            self._changed.clear()
+            await self._changed.wait()
+
+
+class _AudioLost(Exception):
+    """The player failed (device gone); carries the original error."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class Player(Protocol):
+    """What the speaker needs from the audio player (``bot.speech.player.AudioPlayer``)."""
+
+    async def play(
+        self,
+        chunks: AsyncIterator[Audio],
+        sample_rate: int,
+        *,
+        on_started: Callable[[], None] | None = None,
+    ) -> bool:
+        """Play streamed chunks; True when played to the end, False when stopped."""
+        ...
+
+    def stop(self) -> None:
+        """Silence the current clip within one block."""
+        ...
+
+
+class Synthesizer(Protocol):
+    """What the speaker needs from the engine worker (``engine.worker.EngineWorker``)."""
+
+    def submit(self, text: str, voice: str) -> SynthesisJob:
+        """Queue synthesis and return its job handle at once."""
+        ...
+
+
+class Speaker:
+    """Owns the queue-to-speakers loop and every control action on it."""
+
+    def __init__(
+        self,
+        queue: SpeechQueue,
+        engine: Synthesizer,
+        player: Player,
+        *,
+        gap_s: float = 0.25,
+        timeout_s: float = 60.0,
+        recover_audio: Callable[[Exception], Awaitable[None]] | None = None,
+    ) -> None:
+        self.queue = queue
+        self._timeout_s = timeout_s
+        self._engine = engine
+        self._player = player
+        self._gap_s = gap_s
+        self._recover_audio = recover_audio
+        self.current: SpeechItem | None = None
+        self._current_outcome: Outcome | None = None
+        self._listeners: list[Listener] = []
+        self._paused = False
+        self._resumed = asyncio.Event()
+        self._resumed.set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._wake = asyncio.Event()
+
+    # -- observation ----------------------------------------------------------------
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener`` for every queued/started/finished event (on the event loop)."""
+        self._listeners.append(listener)
+
+    def _emit(
+        self, kind: str, item: SpeechItem, outcome: Outcome | None = None, detail: str = ""
+    ) -> None:
+        event = SpeechEvent(kind, item, outcome, detail)
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("speech listener failed on %s", kind)
+
+    @property
+    def paused(self) -> bool:
+        """Whether playback of new items is paused."""
+        return self._paused
+
+    # -- data -----------------------------------------------------------------------
+    def enqueue(self, item: SpeechItem) -> bool:
+        """Queue an item (policies apply); returns whether it was accepted."""
+        accepted, evicted, reason = self.queue.push(item)
+        for old in evicted:
+            self._emit("finished", old, Outcome.DROPPED, "queue full")
+        if not accepted:
+            log.info("not queued (%s): %s", reason, item.message.user.login)
+            self._emit("finished", item, Outcome.DROPPED, reason)
+            return False
+        self._idle.clear()
+        self._emit("queued", item)
+        self._prefetch()
+        return True
+
+    # -- control (all take effect immediately) ----------------------------------------
+    def skip(self) -> SpeechItem | None:
+        """Stop the playing message; returns it, or None when nothing was playing."""
+        item = self.current
+        if item is None:
+            return None
+        self._current_outcome = Outcome.SKIPPED
+        item.cancel()
+        self._player.stop()
+        return item
+
+    def remove_where(
+        self, predicate: Callable[[SpeechItem], bool], *, include_current: bool = True
+    ) -> int:
+        """Remove queued items matching ``predicate`` (and stop the current one if it matches)."""
+        gone = self.queue.remove(predicate)
+        for it in gone:
+            self._emit("finished", it, Outcome.REMOVED)
+        count = len(gone)
+        if include_current and self.current is not None and predicate(self.current):
+            self._current_outcome = Outcome.REMOVED
+            self.current.cancel()
+            self._player.stop()
+            count += 1
+        self._check_idle()
+        return count
+
+    def clear(self, *, include_current: bool = False) -> int:
+        """Empty the queue (and stop the current message too when asked)."""
+        return self.remove_where(lambda _it: True, include_current=include_current)
+
+    def remove_message(self, message_id: str) -> int:
+        """A deleted chat message: drop it, or stop it if it is playing."""
+        return self.remove_where(lambda it: it.message.id == message_id)
+
+    def purge_user(self, user_id: str) -> int:
+        """A timed-out or banned user: drop everything of theirs, playing or queued."""
+        return self.remove_where(lambda it: it.message.user.id == user_id)
+
+    def pause(self) -> None:
+        """Finish nothing new: the current message completes, the queue waits."""
+        self._paused = True
+        self._resumed.clear()
+
+    def resume(self) -> None:
+        """Start speaking queued messages again."""
+        self._paused = False
+        self._resumed.set()
+
+    async def wait_idle(self) -> None:
+        """Wait until nothing is queued or playing."""
+        await self._idle.wait()
+
+    def _check_idle(self) -> None:
+        if self.current is None and not len(self.queue):
+            self._idle.set()
+
+    # -- the loop ---------------------------------------------------------------------
+    def _prefetch(self) -> None:
+        """Start synthesising the next item so it is ready when the current one ends."""
+        nxt = self.queue.peek()
+        if nxt is not None and nxt.job is None:
+            nxt.job = self._engine.submit(nxt.text, nxt.voice)
+
+    async def run(self) -> None:
+        """Speak queued items until cancelled."""
+        task = asyncio.current_task()
+        while True:
+            if task is not None and task.cancelling():
+                # Python 3.11's wait_for can swallow a cancellation that races with a result
+                # (a skip or clear that ends the stream just as the bot closes): honour it here.
+                raise asyncio.CancelledError
+            await self.queue.wait_nonempty()
+            await self._resumed.wait()
+            item = self.queue.pop()
+            if item is None:
+                continue
+            self.current = item
+            self._current_outcome = None
+            if item.job is None:
+                item.job = self._engine.submit(item.text, item.voice)
+            self._prefetch()
+            try:
+                outcome, detail = await self._speak(item, item.job)
+            except _AudioLost as lost:
+                await self._audio_lost(item, lost.error)
+                continue
+            self.current = None
+            self._emit("finished", item, outcome, detail)
+            self._check_idle()
+            if outcome in (Outcome.PLAYED, Outcome.SKIPPED) and self._gap_s > 0:
+                await asyncio.sleep(self._gap_s)
+
+    async def _audio_lost(self, item: SpeechItem, error: Exception) -> None:
+        """Keep the interrupted message (first in line) and the queue; wait for the device."""
+        interrupted_by_control = self._current_outcome is not None
+        self.current = None
+        if interrupted_by_control:
+            self._emit("finished", item, self._current_outcome, "")
+        else:
+            item.job = None  # its audio was cut: synthesise it again once the device is back
+            self.queue.push_front(item)
+        if self._recover_audio is None:
+            log.error("audio output failed: %s", error)
+            return
+        await self._recover_audio(error)
+
+    async def _speak(self, item: SpeechItem, job: SynthesisJob) -> tuple[Outcome, str]:
+        chunks = aiter(job)
+        # Nothing is played until the engine produced something audible: a message that is
+        # all silence (a broken checkpoint, fp16 underflow) is dropped instead of occupying
+        # the speakers. Silent chunks before the first sound are held and played with it, so
+        # real speech keeps its exact timing; engine.timeout_s bounds the wait for that sound.
+        held: list[Audio] = []
+        held_samples = 0
+        deadline = time.monotonic() + self._timeout_s
+        login = item.message.user.login
+        while True:
+            try:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError
+                chunk = await asyncio.wait_for(anext(chunks), remaining)
+            except StopAsyncIteration:
+                if self._current_outcome is not None:
+                    return self._current_outcome, ""
+                if held:
+                    log.warning("the engine produced only silence for %s's message; dropped", login)
+                    return Outcome.FAILED, "silence"
+                return Outcome.FAILED, "the engine produced no audio"
+            except SynthesisFailed as exc:
+                log.warning("could not speak %s's message: %s", login, exc)
+                return Outcome.FAILED, str(exc)
+            except TimeoutError:
+                job.cancel()
+                log.warning("synthesis took longer than %.0f s; message dropped", self._timeout_s)
+                return Outcome.FAILED, "synthesis timed out"
+            if self._current_outcome is not None:  # skipped/removed before a sample was played
+                return self._current_outcome, ""
+            held.append(chunk)
+            if is_audible(chunk):
+                break
+            held_samples += len(chunk)
+            if held_samples > MAX_LEADING_SILENCE_S * max(1, job.sample_rate):
+                job.cancel()
+                log.warning(
+                    "the engine produced over %.0f s of silence for %s's message; dropped",
+                    MAX_LEADING_SILENCE_S,
+                    login,
+                )
+                return Outcome.FAILED, "silence"
+
+        async def stream() -> AsyncIterator[Audio]:
+            for chunk in held:
+                yield chunk
+            held.clear()
+            while self._current_outcome is None:
+                try:
+                    chunk = await asyncio.wait_for(anext(chunks), self._timeout_s)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    job.cancel()
+                    raise SynthesisFailed("synthesis timed out") from None
+                yield chunk
+
+        started = False
+
+        def on_started() -> None:
+            nonlocal started
+            started = True
+            self._emit("started", item)
+
+        try:
+            finished = await self._player.play(stream(), job.sample_rate, on_started=on_started)
+        except SynthesisFailed as exc:
+            self._player.stop()
+            log.warning("synthesis failed mid-message for %s: %s", item.message.user.login, exc)
+            return Outcome.FAILED, str(exc)
+        except Exception as exc:  # the audio device vanished or broke
+            job.cancel()
+            raise _AudioLost(exc) from exc
+        if not started:
+            self._emit("started", item)
+        if self._current_outcome is not None:
+            return self._current_outcome, ""
+        return (Outcome.PLAYED, "") if finished else (Outcome.SKIPPED, "")

@@ -1,0 +1,163 @@
+"""The engine's settings: typed, validated, immutable sections of ``config.yaml``.
+
+They live with the engine so that it stands alone (``ishowtts serve``, benchmarks, tests):
+nothing under ``engine/`` imports the bot. The bot's own sections reuse :class:`Section`, the
+strict base model (unknown keys forbidden, paths resolved against the config file's folder),
+and ``bot.config`` composes all sections into the one ``Config``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic.functional_validators import AfterValidator
+
+DEFAULT_CHECKPOINT = "hf://SWivid/F5-TTS/F5TTS_v1_Base/model_1250000.safetensors"
+DEFAULT_VOCAB = "hf://SWivid/F5-TTS/F5TTS_v1_Base/vocab.txt"
+DEFAULT_VOCODER = "charactr/vocos-mel-24khz"
+BUILTIN_VOICE = "default"
+VOICE_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+_HUB_REPO_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def _base_dir(info: ValidationInfo) -> Path:
+    ctx = info.context or {}
+    base = ctx.get("base_dir")
+    return Path(base) if base is not None else Path.cwd()
+
+
+def resolve_path(value: Path, info: ValidationInfo) -> Path:
+    """An absolute path: relative ones resolve against the config file's folder."""
+    value = value.expanduser()
+    return value if value.is_absolute() else (_base_dir(info) / value).resolve()
+
+
+def _resolve_location(value: str, info: ValidationInfo) -> str:
+    """Keep ``hf://`` URLs; turn anything else into an absolute local path."""
+    if value.startswith("hf://"):
+        if len(value.removeprefix("hf://").split("/")) < 3:
+            raise ValueError("an hf:// URL must look like hf://OWNER/REPO/path/to/file")
+        return value
+    return str(resolve_path(Path(value), info))
+
+
+def _resolve_vocoder(value: str, info: ValidationInfo) -> str:
+    """A hub repo id (``owner/name``) stays as is unless a local folder of that name exists."""
+    local = Path(value).expanduser()
+    if not local.is_absolute():
+        local = _base_dir(info) / local
+    if _HUB_REPO_RE.match(value) and not local.exists() and not value.startswith("."):
+        return value
+    return str(local.resolve())
+
+
+ConfigPath = Annotated[Path, AfterValidator(resolve_path)]
+Location = Annotated[str, AfterValidator(_resolve_location)]
+
+
+class Section(BaseModel):
+    """A config section: unknown keys are errors, values are frozen once validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_sections(cls, data: Any) -> Any:
+        """Validate absent sub-sections from {} so their paths resolve against the config file."""
+        if isinstance(data, dict):
+            for name, info in cls.model_fields.items():
+                ann = info.annotation
+                if name not in data and isinstance(ann, type) and issubclass(ann, Section):
+                    data = {**data, name: {}}
+        return data
+
+
+class F5Config(Section):
+    """F5-TTS weights and sampling settings (``engine.f5``)."""
+
+    model: str | dict[str, Any] = Field(
+        default="F5TTS_v1_Base",
+        description="An f5-tts model config name, or a mapping of DiT arguments.",
+    )
+    checkpoint: Location = DEFAULT_CHECKPOINT
+    vocab: Location = DEFAULT_VOCAB
+    vocoder: str = DEFAULT_VOCODER
+    nfe_step: int = Field(default=16, ge=2, le=128)
+    precision: Literal["auto", "fp16", "fp32"] = "auto"
+    cfg_strength: float = Field(default=2.0, ge=0.0, le=10.0)
+    sway_sampling_coef: float = Field(default=-1.0, ge=-2.0, le=2.0)
+    speed: float = Field(default=1.0, ge=0.5, le=2.0)
+    max_chunk_chars: int = Field(default=160, ge=20, le=1000)
+    seed: int | None = Field(default=None, ge=0)
+    fast: bool = Field(
+        default=True, description="use the project's accelerated sampler on CUDA (issue 5)"
+    )
+
+    @field_validator("vocoder")
+    @classmethod
+    def _vocoder(cls, value: str, info: ValidationInfo) -> str:
+        return _resolve_vocoder(value, info)
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, value: str | dict[str, Any]) -> str | dict[str, Any]:
+        if isinstance(value, str) and not re.fullmatch(r"[A-Za-z0-9_]+", value):
+            raise ValueError("must be an f5-tts model config name such as F5TTS_v1_Base")
+        return value
+
+
+class EspeakVoiceConfig(Section):
+    """One bot voice's eSpeak NG settings (``engine.espeak.voices.<name>``).
+
+    Unset keys keep what the automatic mapping gives that name.
+    """
+
+    voice: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_+\-]{1,40}$")
+    rate: int | None = Field(default=None, ge=80, le=450, description="words per minute")
+    pitch: int | None = Field(default=None, ge=0, le=99)
+
+
+class EspeakConfig(Section):
+    """eSpeak NG fallback engine settings (``engine.espeak``)."""
+
+    voice: str = Field(default="en-us+klatt3", pattern=r"^[A-Za-z0-9_+\-]{1,40}$")
+    rate: int = Field(default=175, ge=80, le=450, description="words per minute")
+    pitch: int = Field(default=50, ge=0, le=99)
+    voices: dict[str, EspeakVoiceConfig] = Field(
+        default_factory=dict, description="per-voice settings, keyed by bot voice name"
+    )
+
+    @field_validator("voices")
+    @classmethod
+    def _voice_names(cls, value: dict[str, EspeakVoiceConfig]) -> dict[str, EspeakVoiceConfig]:
+        bad = [name for name in value if not VOICE_NAME_RE.match(name)]
+        if bad:
+            raise ValueError(f"{bad[0]!r} is not a voice name (1-32 letters, digits, '-' or '_')")
+        return {name.lower(): settings for name, settings in value.items()}
+
+
+class EngineConfig(Section):
+    """Which TTS engine runs, and where (``engine``)."""
+
+    name: Literal["auto", "f5", "espeak"] = "auto"
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    timeout_s: float = Field(default=60.0, gt=0, le=600)
+    f5: F5Config = F5Config()
+    espeak: EspeakConfig = EspeakConfig()
+
+
+class VoicesConfig(Section):
+    """Where voices live and which one speaks by default (``voices``)."""
+
+    dir: ConfigPath = Path("voices")
+    default: str = BUILTIN_VOICE
+
+    @field_validator("default")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not VOICE_NAME_RE.match(value):
+            raise ValueError("must be 1-32 letters, digits, '-' or '_'")
+        return value
