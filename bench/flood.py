@@ -47,6 +47,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bot.speech.speaker import SpeechEventKind
+
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -413,7 +415,7 @@ async def _run_flood(
         def on_speech(ev: SpeechEvent) -> None:
             nonlocal queue_max
             queue_max = max(queue_max, len(app.queue) if app is not None else 0)
-            if ev.kind == "finished" and ev.outcome is not None:
+            if ev.kind is SpeechEventKind.FINISHED and ev.outcome is not None:
                 outcomes[ev.outcome.value] += 1
 
         app.speaker.add_listener(on_speech)
@@ -579,7 +581,7 @@ async def _run_flood(
         app.speaker.add_listener(
             lambda ev: (
                 final_done.set()
-                if ev.kind == "finished" and ev.item.message.id == "final"
+                if ev.kind is SpeechEventKind.FINISHED and ev.item.message.id == "final"
                 else None
             )
         )
@@ -587,7 +589,9 @@ async def _run_flood(
         app.speaker.add_listener(
             lambda ev: (
                 final_outcome.append(ev.outcome.value)
-                if ev.kind == "finished" and ev.item.message.id == "final" and ev.outcome
+                if ev.kind is SpeechEventKind.FINISHED
+                and ev.item.message.id == "final"
+                and ev.outcome
                 else None
             )
         )

@@ -19,7 +19,7 @@ from bot.config import Config
 from bot.core.messages import ChatCleared, ChatMessage, MessageDeleted, ModerationEvent, UserPurged
 from bot.sources.base import ChatSource
 from bot.speech.player import AudioPlayer
-from bot.speech.speaker import Speaker, SpeechEvent, SpeechQueue
+from bot.speech.speaker import Speaker, SpeechEvent, SpeechEventKind, SpeechQueue
 from bot.state.settings import database_path, state_dir
 from bot.state.store import Store, StoreError
 from bot.web.server import WebServer
@@ -235,9 +235,9 @@ class App:
 
     def _log_speech(self, event: SpeechEvent) -> None:
         item = event.item
-        if event.kind == "started":
+        if event.kind is SpeechEventKind.STARTED:
             log.info("speaking %s (voice %s): %s", item.message.user.login, item.voice, item.text)
-        elif event.kind == "finished" and event.outcome is not None:
+        elif event.kind is SpeechEventKind.FINISHED and event.outcome is not None:
             log.debug("%s: %s %s", event.outcome.value, item.message.id, event.detail)
 
     # -- chat ---------------------------------------------------------------------------

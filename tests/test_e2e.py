@@ -57,7 +57,7 @@ async def test_a_terminal_line_is_heard_at_the_sink(
 
     app.worker.submit = recording_submit  # type: ignore[method-assign]
     events: list[tuple[str, str]] = []
-    app.speaker.add_listener(lambda ev: events.append((ev.kind, ev.item.text)))
+    app.speaker.add_listener(lambda ev: events.append((ev.kind.value, ev.item.text)))
     await app.start()
     try:
         assert await asyncio.wait_for(app.worker.wait_ready(), 120) is EngineState.READY

@@ -29,6 +29,7 @@ import yaml
 from bot.app import App
 from bot.config import parse_config
 from bot.core.messages import ChatMessage
+from bot.speech.speaker import SpeechEventKind
 from engine.base import Audio, Engine, EngineError, EngineState, StopCheck, VoiceInfo
 from tests.bot.speech.test_speaker import RecordingPlayer, msg
 from tests.support import REPO
@@ -127,7 +128,7 @@ def _finished(events: list[Any]) -> list[tuple[str, str, str]]:
     return [
         (ev.item.text, ev.outcome.value, ev.detail)
         for ev in events
-        if ev.kind == "finished" and ev.outcome is not None
+        if ev.kind is SpeechEventKind.FINISHED and ev.outcome is not None
     ]
 
 
@@ -164,7 +165,7 @@ async def test_an_engine_fault_drops_that_message_with_a_log_line_and_the_next_o
     assert logged in caplog.text
     # The broken message never played to its end (a NaN mid-message cuts it after the good
     # chunk before it had started); the next message played whole.
-    started = [ev.item.text for ev in events if ev.kind == "started"]
+    started = [ev.item.text for ev in events if ev.kind is SpeechEventKind.STARTED]
     assert started == (["nan", "after the fault"] if fault == "nan" else ["after the fault"])
     assert [name for name, _samples in player.played] == ["after the fault"]
     assert dict(player.played)["after the fault"] == 3 * FAULT_RATE // 100
@@ -301,7 +302,7 @@ async def test_sound_server_killed_mid_message_keeps_the_queue_and_resumes_when_
         await until(lambda: "audio output lost" in caplog.text)
         await until(lambda: app.speaker.current is None)
         assert [it.message.id for it in app.queue.snapshot()] == ["first", "second", "third"]
-        assert not [ev for ev in events if ev.kind == "finished"]
+        assert not [ev for ev in events if ev.kind is SpeechEventKind.FINISHED]
         await asyncio.sleep(1.0)  # the bot keeps trying while the server is away
         assert "audio device is back" not in caplog.text
         # The server comes back at the same address; the bot finds it and speaks everything.
@@ -318,7 +319,11 @@ async def test_sound_server_killed_mid_message_keeps_the_queue_and_resumes_when_
         server.stop()
         if restarted is not None:
             restarted.stop()
-    finished = [(ev.item.message.id, ev.outcome.value) for ev in events if ev.kind == "finished"]
+    finished = [
+        (ev.item.message.id, ev.outcome.value)
+        for ev in events
+        if ev.kind is SpeechEventKind.FINISHED
+    ]
     assert finished == [("first", "played"), ("second", "played"), ("third", "played")]
     # The cut message was synthesised again; the next one's prefetched audio was kept.
     assert engine.calls == ["first", "second", "first", "third"]

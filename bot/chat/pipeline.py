@@ -31,7 +31,7 @@ from bot.chat.commands import CommandProcessor, CommandResult, VoiceCatalog
 from bot.chat.filters import ROLE_BY_NAME, Cooldown, FilterChain, MessageIgnorer, speakable_name
 from bot.chat.settings import PipelineSettings
 from bot.core.messages import ChatMessage, ChatUser, Role
-from bot.speech.speaker import Speaker, SpeechEvent, SpeechItem
+from bot.speech.speaker import Speaker, SpeechEvent, SpeechEventKind, SpeechItem
 from bot.state.store import HistoryEntry, Store
 
 log = logging.getLogger(__name__)
@@ -304,9 +304,9 @@ class ChatPipeline:
     # -- history ---------------------------------------------------------------------------------
     def _on_speech(self, event: SpeechEvent) -> None:
         item = event.item
-        if event.kind == "started":
+        if event.kind is SpeechEventKind.STARTED:
             self._last_started = item
-        elif event.kind == "finished" and event.outcome is not None:
+        elif event.kind is SpeechEventKind.FINISHED and event.outcome is not None:
             user = item.message.user
             self._store.record_history(
                 HistoryEntry(

@@ -77,11 +77,22 @@ class SpeechItem:
             self.job.cancel()
 
 
+class SpeechEventKind(enum.Enum):
+    """What happened to a speech item."""
+
+    QUEUED = "queued"
+    """Accepted into the queue."""
+    STARTED = "started"
+    """Its first audible sample reached the audio device."""
+    FINISHED = "finished"
+    """It ended; the event's ``outcome`` says how."""
+
+
 @dataclass(frozen=True, slots=True)
 class SpeechEvent:
-    """Something that happened to an item: ``queued``, ``started`` or ``finished``."""
+    """Something that happened to an item (``outcome`` is set for FINISHED)."""
 
-    kind: str
+    kind: SpeechEventKind
     item: SpeechItem
     outcome: Outcome | None = None
     detail: str = ""
@@ -257,14 +268,18 @@ class Speaker:
         self._listeners.append(listener)
 
     def _emit(
-        self, kind: str, item: SpeechItem, outcome: Outcome | None = None, detail: str = ""
+        self,
+        kind: SpeechEventKind,
+        item: SpeechItem,
+        outcome: Outcome | None = None,
+        detail: str = "",
     ) -> None:
         event = SpeechEvent(kind, item, outcome, detail)
         for listener in list(self._listeners):
             try:
                 listener(event)
             except Exception:
-                log.exception("speech listener failed on %s", kind)
+                log.exception("speech listener failed on %s", kind.value)
 
     @property
     def paused(self) -> bool:
@@ -276,13 +291,13 @@ class Speaker:
         """Queue an item (policies apply); returns whether it was accepted."""
         accepted, evicted, reason = self.queue.push(item)
         for old in evicted:
-            self._emit("finished", old, Outcome.DROPPED, "queue full")
+            self._emit(SpeechEventKind.FINISHED, old, Outcome.DROPPED, "queue full")
         if not accepted:
             log.info("not queued (%s): %s", reason, item.message.user.login)
-            self._emit("finished", item, Outcome.DROPPED, reason)
+            self._emit(SpeechEventKind.FINISHED, item, Outcome.DROPPED, reason)
             return False
         self._idle.clear()
-        self._emit("queued", item)
+        self._emit(SpeechEventKind.QUEUED, item)
         self._prefetch()
         return True
 
@@ -303,7 +318,7 @@ class Speaker:
         """Remove queued items matching ``predicate`` (and stop the current one if it matches)."""
         gone = self.queue.remove(predicate)
         for it in gone:
-            self._emit("finished", it, Outcome.REMOVED)
+            self._emit(SpeechEventKind.FINISHED, it, Outcome.REMOVED)
         count = len(gone)
         if include_current and self.current is not None and predicate(self.current):
             self._current_outcome = Outcome.REMOVED
@@ -374,7 +389,7 @@ class Speaker:
                 await self._audio_lost(item, lost.error)
                 continue
             self.current = None
-            self._emit("finished", item, outcome, detail)
+            self._emit(SpeechEventKind.FINISHED, item, outcome, detail)
             self._check_idle()
             if outcome in (Outcome.PLAYED, Outcome.SKIPPED) and self._gap_s > 0:
                 await asyncio.sleep(self._gap_s)
@@ -384,7 +399,7 @@ class Speaker:
         interrupted_by_control = self._current_outcome is not None
         self.current = None
         if interrupted_by_control:
-            self._emit("finished", item, self._current_outcome, "")
+            self._emit(SpeechEventKind.FINISHED, item, self._current_outcome, "")
         else:
             item.job = None  # its audio was cut: synthesise it again once the device is back
             self.queue.push_front(item)
@@ -457,7 +472,7 @@ class Speaker:
         def on_started() -> None:
             nonlocal started
             started = True
-            self._emit("started", item)
+            self._emit(SpeechEventKind.STARTED, item)
 
         try:
             finished = await self._player.play(stream(), job.sample_rate, on_started=on_started)
@@ -469,7 +484,7 @@ class Speaker:
             job.cancel()
             raise _AudioLost(exc) from exc
         if not started:
-            self._emit("started", item)
+            self._emit(SpeechEventKind.STARTED, item)
         if self._current_outcome is not None:
             return self._current_outcome, ""
         return (Outcome.PLAYED, "") if finished else (Outcome.SKIPPED, "")

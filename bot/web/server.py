@@ -47,7 +47,7 @@ from bot.chat.filters import speakable_name
 from bot.chat.pipeline import Decision
 from bot.chat.settings import TtsConfig
 from bot.core.messages import ChatMessage, ChatUser
-from bot.speech.speaker import Outcome, Speaker, SpeechEvent, SpeechItem
+from bot.speech.speaker import Outcome, Speaker, SpeechEvent, SpeechEventKind, SpeechItem
 from bot.state.store import StoreError
 from bot.web.settings import WebConfig
 from bot.web.token import TOKEN_FILE_NAME, TokenError, load_or_create_token, tokens_match
@@ -351,7 +351,7 @@ class WebServer:
         waiters = self._message_waiters.get(item.message.id)
         if waiters is not None:
             waiters.append(event)
-        if event.kind == "started":
+        if event.kind is SpeechEventKind.STARTED:
             self._caption = {
                 "id": item.seq,
                 "name": item.message.user.display_name,
@@ -359,7 +359,7 @@ class WebServer:
                 "voice": item.voice,
             }
             self._overlay_changed()
-        elif event.kind == "finished":
+        elif event.kind is SpeechEventKind.FINISHED:
             if self._caption is not None and self._caption["id"] == item.seq:
                 self._caption = None
                 self._overlay_changed()
@@ -686,9 +686,14 @@ class WebServer:
             status, reason = result.action, result.reason
             item = result.item
         else:
-            item = next((e.item for e in events if e.kind == "queued"), None)
+            item = next((e.item for e in events if e.kind is SpeechEventKind.QUEUED), None)
             dropped = next(
-                (e for e in events if e.kind == "finished" and e.outcome is Outcome.DROPPED), None
+                (
+                    e
+                    for e in events
+                    if e.kind is SpeechEventKind.FINISHED and e.outcome is Outcome.DROPPED
+                ),
+                None,
             )
             status = "queued" if item is not None else "dropped"
             reason = dropped.detail if dropped is not None else ""

@@ -10,6 +10,7 @@ from bot.app import App
 from bot.config import parse_config
 from bot.core.messages import ChatCleared, ChatMessage
 from bot.sources.base import ChatSink
+from bot.speech.speaker import SpeechEventKind
 from engine.base import EngineError, EngineState
 from tests.bot.speech.test_speaker import RecordingPlayer, ToneEngine, msg
 
@@ -109,7 +110,7 @@ async def test_chat_clear_stops_everything(tmp_path: Path) -> None:
     try:
         started: list[str] = []
         app.speaker.add_listener(
-            lambda ev: started.append(ev.kind) if ev.kind == "started" else None
+            lambda ev: started.append(ev.kind) if ev.kind is SpeechEventKind.STARTED else None
         )
         await app.on_message(msg("playing", user="a"))
         await app.on_message(msg("queued", user="b"))

@@ -161,7 +161,7 @@ class Bot:
 
     def on_event(self, ev: SpeechEvent) -> None:
         outcome = ev.outcome.value if ev.outcome is not None else None
-        self.events.append((ev.kind, ev.item.message.user.login, ev.item.text, outcome))
+        self.events.append((ev.kind.value, ev.item.message.user.login, ev.item.text, outcome))
 
     async def send(
         self,

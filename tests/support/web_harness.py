@@ -82,7 +82,9 @@ class EventLog:
 
     def kinds(self, message_id: str | None = None) -> list[str]:
         return [
-            e.kind for _, e in self.events if message_id is None or e.item.message.id == message_id
+            e.kind.value
+            for _, e in self.events
+            if message_id is None or e.item.message.id == message_id
         ]
 
     async def wait_for(

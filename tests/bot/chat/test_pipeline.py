@@ -463,7 +463,7 @@ async def test_voice_commands_and_speech_on_the_real_tiny_f5_engine(
     events: list[tuple[str, str, str, str | None]] = []
     app.speaker.add_listener(
         lambda ev: events.append(
-            (ev.kind, ev.item.text, ev.item.voice, ev.outcome.value if ev.outcome else None)
+            (ev.kind.value, ev.item.text, ev.item.voice, ev.outcome.value if ev.outcome else None)
         )
     )
     harness = Bot(app, None, None)  # type: ignore[arg-type]

@@ -16,7 +16,7 @@ import pytest
 
 from bot.core.messages import ChatMessage, ChatUser, Role
 from bot.speech.settings import QueueConfig
-from bot.speech.speaker import Speaker, SpeechEvent, SpeechItem, SpeechQueue
+from bot.speech.speaker import Speaker, SpeechEvent, SpeechEventKind, SpeechItem, SpeechQueue
 from engine.base import Audio, Engine, EngineError, EngineState, StopCheck, VoiceInfo
 from engine.worker import EngineWorker
 
@@ -145,8 +145,8 @@ class Harness:
         await self.device_back.wait()
 
     def _record(self, ev: SpeechEvent) -> None:
-        self.events.append((ev.kind, ev.item.text, ev.outcome.value if ev.outcome else None))
-        if ev.kind == "started":
+        self.events.append((ev.kind.value, ev.item.text, ev.outcome.value if ev.outcome else None))
+        if ev.kind is SpeechEventKind.STARTED:
             self.player.current = ev.item.text
 
     async def __aenter__(self) -> Harness:

@@ -24,7 +24,7 @@ import pytest_asyncio
 
 from bot.app import App
 from bot.core.messages import ChatMessage, ChatUser
-from bot.speech.speaker import Outcome
+from bot.speech.speaker import Outcome, SpeechEventKind
 from engine.base import EngineState
 from tests.support import REPO
 from tests.support.audio import PulseServer, SinkRecorder, active_span, rms
@@ -225,7 +225,7 @@ async def test_overlay_shows_the_caption_while_the_audio_plays_and_clears_after(
             "return !document.getElementById('caption').classList.contains('visible')", 120
         )
         hidden_frame = sink_recorder.frames
-        _, finished = await events.wait_for(lambda e: e.kind == "finished")
+        _, finished = await events.wait_for(lambda e: e.kind is SpeechEventKind.FINISHED)
         recording = sink_recorder.stop(settle_s=1.0)
 
     rate = sink_recorder.rate
@@ -283,7 +283,7 @@ async def test_skip_button_stops_the_sound(
         assert await browser.js("return document.getElementById('skip').disabled") is False
         await browser.click("#skip")
         clicked_frame = sink_recorder.frames
-        _, finished = await events.wait_for(lambda e: e.kind == "finished")
+        _, finished = await events.wait_for(lambda e: e.kind is SpeechEventKind.FINISHED)
         await browser.wait_js(
             "return document.getElementById('now-playing').dataset.id === undefined", 10
         )

@@ -29,7 +29,7 @@ import pytest
 from bot.app import App
 from bot.config import ConfigError, parse_config
 from bot.core.messages import ChatMessage, ChatUser, Role
-from bot.speech.speaker import Outcome
+from bot.speech.speaker import Outcome, SpeechEventKind
 from bot.web.token import TOKEN_FILE_NAME, load_or_create_token, tokens_match
 from engine.base import EngineState
 from tests.support import REPO
@@ -438,8 +438,8 @@ async def test_the_overlay_shows_the_caption_while_it_plays_then_clears(
         cleared = await overlay.receive_json(timeout=60)
         cleared_at = time.monotonic()
         assert cleared == {"type": "caption", "caption": None}
-        started_at, _ = await log.wait_for(lambda e: e.kind == "started")
-        finished_at, finished = await log.wait_for(lambda e: e.kind == "finished")
+        started_at, _ = await log.wait_for(lambda e: e.kind is SpeechEventKind.STARTED)
+        finished_at, finished = await log.wait_for(lambda e: e.kind is SpeechEventKind.FINISHED)
         assert finished.outcome is Outcome.PLAYED
         assert started_at <= shown_at < finished_at <= cleared_at
         await overlay.close()

@@ -817,7 +817,7 @@ class Speech:
 
     def __call__(self, ev: Any) -> None:
         outcome = ev.outcome.value if ev.outcome is not None else None
-        self.events.append((ev.kind, ev.item.message.id, outcome))
+        self.events.append((ev.kind.value, ev.item.message.id, outcome))
 
     def of(self, message_id: str) -> list[tuple[str, str | None]]:
         return [(k, o) for k, m, o in self.events if m == message_id]
