@@ -19,8 +19,8 @@ DEFAULT_CHECKPOINT = "hf://SWivid/F5-TTS/F5TTS_v1_Base/model_1250000.safetensors
 DEFAULT_VOCAB = "hf://SWivid/F5-TTS/F5TTS_v1_Base/vocab.txt"
 DEFAULT_VOCODER = "charactr/vocos-mel-24khz"
 BUILTIN_VOICE = "default"
-VOICE_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
-_HUB_REPO_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+VOICE_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}\Z")
+_HUB_REPO_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+\Z")
 
 
 def _base_dir(info: ValidationInfo) -> Path:

@@ -70,7 +70,7 @@ USAGE: dict[str, str] = {
     "setvoice": "setvoice @user NAME",
 }
 
-_LOGIN_RE = re.compile(r"^[a-z0-9_][a-z0-9_.\-]{0,39}$")
+_LOGIN_RE = re.compile(r"^[a-z0-9_][a-z0-9_.\-]{0,39}\Z")
 _DURATION_PART_RE = re.compile(r"(\d{1,9}(?:\.\d{1,6})?)([a-z]*)")
 _UNITS = {
     "": 1.0,

@@ -26,7 +26,7 @@ class ChatConfig(Section):
 RoleName = Literal["everyone", "subscriber", "vip", "moderator", "broadcaster"]
 """A chat role as written in the config, lowest to highest."""
 
-COMMAND_NAME_RE = re.compile(r"^[a-z0-9_]{1,25}$")
+COMMAND_NAME_RE = re.compile(r"^[a-z0-9_]{1,25}\Z")
 COMMAND_KEYS: tuple[str, ...] = (
     "voice",
     "voices",

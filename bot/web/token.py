@@ -19,7 +19,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 TOKEN_FILE_NAME = "web-token"
-_TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{16,256}$")
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{16,256}\Z")
 
 
 class TokenError(RuntimeError):

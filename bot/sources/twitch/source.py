@@ -71,7 +71,7 @@ MAX_SEND = 500
 _DROPPED_FRAGMENTS = frozenset({"emote", "cheermote", "gif"})
 _ECHO_WINDOW_S = 60.0
 _START_TIMEOUT_S = 60.0
-_UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
+_UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z", re.I)
 _BADGE_ROLES: dict[str, Role] = {
     "broadcaster": Role.BROADCASTER,
     "moderator": Role.MODERATOR,
