@@ -93,9 +93,9 @@ def _anchored_with_dollar(tree: ast.AST) -> list[int]:
         if name not in {"compile", "match"}:
             continue
         first = node.args[0]
-        if isinstance(first, ast.Constant) and isinstance(first.value, str):
-            if first.value.startswith("^") and first.value.endswith("$"):
-                found.append(node.lineno)
+        text = first.value if isinstance(first, ast.Constant) else None
+        if isinstance(text, str) and text.startswith("^") and text.endswith("$"):
+            found.append(node.lineno)
     return found
 
 
