@@ -19,6 +19,16 @@ _DROP_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
 _MAX_COMBINING = 2
 
 
+# Terminal escape sequences (ECMA-48): CSI "ESC [ params intermediates final" (colours, cursor
+# moves), OSC "ESC ] ... BEL|ST" (titles, hyperlinks), DCS/SOS/PM/APC strings, two-byte
+# "ESC X" sequences, and their 8-bit C1 forms. Removing only the ESC byte (a control
+# character) would leave "[31m" to be spoken, so whole sequences go first.
+_ESCAPE_RE = re.compile(
+    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]?"  # CSI (a cut-off sequence at the end goes too)
+    r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"  # strings
+    r"|\x1b[ -/]*[0-~]?"  # nF / Fp / Fe / Fs two-byte sequences
+)
+
 _ASCII_CONTROLS = {cp: (" " if chr(cp) in "\t\r\n\v\f" else None) for cp in (*range(32), 127)}
 
 
@@ -29,9 +39,10 @@ def strip_unspeakable(
     *,
     collapse: bool = True,
 ) -> str:
-    """Remove control/format characters and excess combining marks.
+    """Remove terminal escape sequences, control/format characters and excess combining marks.
 
-    Tabs and newlines become spaces first so words on separate lines stay separate.
+    Escape sequences (``ESC[31m``) go whole, parameters included. Tabs and newlines become
+    spaces so words on separate lines stay separate.
 
     Args:
         text: Raw text.
@@ -40,6 +51,8 @@ def strip_unspeakable(
             zero-width joiners and variation selectors for the emoji policy to judge).
         collapse: Collapse runs of whitespace and strip the ends.
     """
+    if "\x1b" in text or "\x9b" in text or "\x9d" in text or "\x90" in text:
+        text = _ESCAPE_RE.sub("", text)
     if text.isascii():
         out_text = text.translate(_ASCII_CONTROLS)
         return _WS_RE.sub(" ", out_text).strip() if collapse else out_text
