@@ -22,6 +22,21 @@ class Role(enum.IntEnum):
     BROADCASTER = 4
 
 
+class Platform(enum.StrEnum):
+    """Where a person chats. Identities of different platforms never mix.
+
+    A person is ``(platform, id)``: the Twitch account 12345, the HTTP-ingest name "bob" and
+    the terminal's streamer are three people even when their logins match, so a mute or a
+    voice set for one of them never reaches another (docs/commands.md, "Who is who").
+    """
+
+    TWITCH = "twitch"
+    YOUTUBE = "youtube"
+    TERMINAL = "terminal"
+    HTTP = "http"
+    PANEL = "panel"
+
+
 Replier = Callable[[str], Awaitable[None]]
 """Sends a line back to the chat a message came from (each source provides one)."""
 
@@ -35,16 +50,24 @@ class ChatUser:
     """Who wrote a message, independent of the platform.
 
     Attributes:
-        id: Stable platform user id (the key for mutes and voice choices).
+        id: Stable user id on ``platform`` (with it, the key for mutes and voice choices).
         login: Lower-case login name, used by ``@user`` arguments.
         display_name: The name shown in chat, used by the "NAME says" template.
         roles: Every role the user holds in this channel.
+        platform: Where they chat; required (keyword only) so that no source can forget it
+            and leave identities of two platforms comparable by id or login alone.
     """
 
     id: str
     login: str
     display_name: str
     roles: frozenset[Role] = frozenset()
+    platform: Platform = field(kw_only=True)
+
+    @property
+    def identity(self) -> tuple[Platform, str]:
+        """Who this is, across platforms: ``(platform, id)``; compare people with this."""
+        return (self.platform, self.id)
 
     @property
     def role(self) -> Role:

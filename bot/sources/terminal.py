@@ -15,7 +15,7 @@ import sys
 import uuid
 from typing import TextIO
 
-from bot.core.messages import ChatMessage, ChatUser, Role
+from bot.core.messages import ChatMessage, ChatUser, Platform, Role
 from bot.sources.base import ChatSink
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,13 @@ def local_user() -> ChatUser:
     except Exception:  # no passwd entry in some containers
         name = "streamer"
     login = "".join(ch for ch in name.lower() if ch.isalnum() or ch == "_") or "streamer"
-    return ChatUser(id="local", login=login, display_name=name, roles=frozenset({Role.BROADCASTER}))
+    return ChatUser(
+        id="local",
+        login=login,
+        display_name=name,
+        roles=frozenset({Role.BROADCASTER}),
+        platform=Platform.TERMINAL,
+    )
 
 
 class TerminalSource:

@@ -28,7 +28,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -46,7 +46,7 @@ from bot.chat.commands import (
 from bot.chat.filters import speakable_name
 from bot.chat.pipeline import Decision
 from bot.chat.settings import TtsConfig
-from bot.core.messages import ChatMessage, ChatUser
+from bot.core.messages import ChatMessage, ChatUser, Platform
 from bot.speech.speaker import Outcome, Speaker, SpeechEvent, SpeechEventKind, SpeechItem
 from bot.state.store import StoreError
 from bot.web.settings import WebConfig
@@ -644,7 +644,7 @@ class WebServer:
         voice = await self._voice_field(data)
         message = ChatMessage(
             id=f"panel-{uuid.uuid4().hex}",
-            user=self._local_user(),
+            user=replace(self._local_user(), platform=Platform.PANEL),
             text=text,
             source="panel",
             voice=voice,
@@ -665,7 +665,9 @@ class WebServer:
         login = login_from_name(name)
         message = ChatMessage(
             id=f"http:{given_id}" if given_id else f"http:{uuid.uuid4().hex}",
-            user=ChatUser(id=f"http:{login}", login=login, display_name=name),
+            user=ChatUser(
+                id=f"http:{login}", login=login, display_name=name, platform=Platform.HTTP
+            ),
             text=text,
             source="http",
             bits=bits,

@@ -27,7 +27,7 @@ import numpy as np
 from bot.app import App
 from bot.chat.pipeline import Decision
 from bot.config import Config, parse_config
-from bot.core.messages import ChatMessage, ChatUser, Role
+from bot.core.messages import ChatMessage, ChatUser, Platform, Role
 from bot.speech.speaker import SpeechEvent
 from engine.base import Audio, Engine, EngineState, StopCheck, VoiceInfo
 
@@ -125,7 +125,11 @@ def person(
 ) -> ChatUser:
     roles = frozenset({role}) if role is not Role.EVERYONE else frozenset()
     return ChatUser(
-        id=uid or f"id-{login}", login=login, display_name=display or login, roles=roles
+        id=uid or f"id-{login}",
+        login=login,
+        display_name=display or login,
+        roles=roles,
+        platform=Platform.TWITCH,
     )
 
 

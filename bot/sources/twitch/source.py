@@ -52,6 +52,7 @@ from bot.core.messages import (
     ChatUser,
     MessageDeleted,
     ModerationEvent,
+    Platform,
     Replier,
     Role,
     UserPurged,
@@ -756,6 +757,7 @@ class TwitchSource:
             login=str(chatter.name or "").lower(),
             display_name=str(chatter.display_name or chatter.name or ""),
             roles=roles_from_badges(badges, is_broadcaster=chatter_id == session.broadcaster_id),
+            platform=Platform.TWITCH,
         )
         return ChatMessage(
             id=message_id,

@@ -33,12 +33,16 @@ from bot.chat.settings import (
     ZalgoFilter,
 )
 from bot.config import parse_config
-from bot.core.messages import ChatMessage, ChatUser, Role
+from bot.core.messages import ChatMessage, ChatUser, Platform, Role
 
 
 def user(login: str = "viewer", role: Role = Role.EVERYONE, uid: str | None = None) -> ChatUser:
     return ChatUser(
-        id=uid or f"id-{login}", login=login, display_name=login, roles=frozenset({role})
+        id=uid or f"id-{login}",
+        login=login,
+        display_name=login,
+        roles=frozenset({role}),
+        platform=Platform.TWITCH,
     )
 
 

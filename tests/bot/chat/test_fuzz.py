@@ -18,7 +18,7 @@ from bot.chat.commands import (
 from bot.chat.filters import FilterChain, speakable_name
 from bot.chat.settings import COMMAND_KEYS
 from bot.config import parse_config
-from bot.core.messages import ChatUser, Role
+from bot.core.messages import ChatUser, Platform, Role
 from tests.support.chat_harness import Bot, make_config, start_bot
 
 # Text that looks like chat: every code point class, plus the things chat is full of.
@@ -153,6 +153,7 @@ USERS = st.builds(
     login=st.text(max_size=25),
     display_name=st.text(max_size=25),
     roles=st.frozensets(st.sampled_from(list(Role)), max_size=2),
+    platform=st.sampled_from(list(Platform)),
 )
 
 

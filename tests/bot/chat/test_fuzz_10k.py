@@ -35,7 +35,7 @@ from bot.chat.commands import (
 from bot.chat.filters import FilterChain, MessageIgnorer, speakable_name
 from bot.chat.settings import COMMAND_KEYS
 from bot.config import parse_config
-from bot.core.messages import ChatMessage, ChatUser, Role
+from bot.core.messages import ChatMessage, ChatUser, Platform, Role
 from bot.core.text import clean_for_speech
 from bot.web.server import clean_name, login_from_name
 from engine.config import VOICE_NAME_RE
@@ -206,6 +206,7 @@ USERS = st.builds(
     login=NAME,
     display_name=NAME,
     roles=st.frozensets(st.sampled_from(list(Role)), max_size=3),
+    platform=st.sampled_from(list(Platform)),
 )
 IGNORER = MessageIgnorer(_CFG.filters.ignore)
 

@@ -274,9 +274,9 @@ async def test_cooldown_per_user(tmp_path: Path) -> None:
 
 
 async def test_odd_messages_are_handled_without_raising(bot: Bot) -> None:
-    from bot.core.messages import ChatMessage, ChatUser
+    from bot.core.messages import ChatMessage, ChatUser, Platform
 
-    weird = ChatUser(id="", login="", display_name="\x00\u202e")
+    weird = ChatUser(id="", login="", display_name="\x00\u202e", platform=Platform.HTTP)
     texts = ["", "\x00", "!", "!voice " + "a" * 10_000, "!mute @ 99999999999d", "\ud800 hi"]
     for i, text in enumerate(texts):
         # The pipeline itself (not App.on_message's safety net) must cope.

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import numpy as np
 import pytest
 
-from bot.core.messages import ChatMessage, ChatUser, Role
+from bot.core.messages import ChatMessage, ChatUser, Platform, Role
 from bot.speech.settings import QueueConfig
 from bot.speech.speaker import Speaker, SpeechEvent, SpeechEventKind, SpeechItem, SpeechQueue
 from engine.base import Audio, Engine, EngineError, EngineState, StopCheck, VoiceInfo
@@ -112,7 +112,11 @@ def msg(text: str, user: str = "alice", mid: str | None = None, bits: int = 0) -
     return ChatMessage(
         id=mid or f"{user}-{text}",
         user=ChatUser(
-            id=f"id-{user}", login=user, display_name=user, roles=frozenset({Role.EVERYONE})
+            id=f"id-{user}",
+            login=user,
+            display_name=user,
+            roles=frozenset({Role.EVERYONE}),
+            platform=Platform.TWITCH,
         ),
         text=text,
         source="test",

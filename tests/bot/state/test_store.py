@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bot.config import parse_config
-from bot.core.messages import ChatUser
+from bot.core.messages import ChatUser, Platform
 from bot.state.settings import database_path
 from bot.state.store import MIGRATIONS, HistoryEntry, Store, StoreError
 
@@ -23,7 +23,7 @@ class Clock:
 
 
 def chatter(login: str, uid: str) -> ChatUser:
-    return ChatUser(id=uid, login=login, display_name=login)
+    return ChatUser(id=uid, login=login, display_name=login, platform=Platform.TWITCH)
 
 
 async def opened(path: Path, clock: Clock | None = None, **kw: object) -> Store:

@@ -23,7 +23,7 @@ import pytest
 import pytest_asyncio
 
 from bot.app import App
-from bot.core.messages import ChatMessage, ChatUser
+from bot.core.messages import ChatMessage, ChatUser, Platform
 from bot.speech.speaker import Outcome, SpeechEventKind
 from engine.base import EngineState
 from tests.support import REPO
@@ -169,7 +169,9 @@ async def _ready(app: App) -> None:
 
 
 def _message(text: str, login: str = "viewer", name: str | None = None) -> ChatMessage:
-    user = ChatUser(id=f"id-{login}", login=login, display_name=name or login)
+    user = ChatUser(
+        id=f"id-{login}", login=login, display_name=name or login, platform=Platform.TWITCH
+    )
     return ChatMessage(f"msg-{time.monotonic_ns()}", user, text, "terminal")
 
 
@@ -407,7 +409,10 @@ async def test_panel_queue_test_line_and_mutes_in_the_browser(
             queued[0].message.user.login,
             "viewer_one",
         ]
-        assert app.store.mute_of(ChatUser("id-troll", "troll", "troll")) is not None
+        assert (
+            app.store.mute_of(ChatUser("id-troll", "troll", "troll", platform=Platform.TWITCH))
+            is not None
+        )
 
         # Volume slider: the player follows.
         await browser.js(
@@ -441,5 +446,8 @@ async def test_panel_queue_test_line_and_mutes_in_the_browser(
         await browser.wait_js(
             "return document.querySelector(\"#mutes li[data-user='troll']\") === null", 10
         )
-        assert app.store.mute_of(ChatUser("id-troll", "troll", "troll")) is None
+        assert (
+            app.store.mute_of(ChatUser("id-troll", "troll", "troll", platform=Platform.TWITCH))
+            is None
+        )
         await browser.screenshot("panel-history.png")

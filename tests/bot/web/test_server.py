@@ -28,7 +28,7 @@ import pytest
 
 from bot.app import App
 from bot.config import ConfigError, parse_config
-from bot.core.messages import ChatMessage, ChatUser, Role
+from bot.core.messages import ChatMessage, ChatUser, Platform, Role
 from bot.speech.speaker import Outcome, SpeechEventKind
 from bot.web.token import TOKEN_FILE_NAME, load_or_create_token, tokens_match
 from engine.base import EngineState
@@ -349,7 +349,7 @@ async def test_panel_actions_use_the_same_state_as_chat_commands(
             status, body = await post("/api/mute", {"user": "Troll", "duration": "10m"})
             assert status == 200
             assert body["message"] == "muted troll for 10 minutes"
-            troll = ChatUser(id="99", login="troll", display_name="Troll")
+            troll = ChatUser(id="99", login="troll", display_name="Troll", platform=Platform.TWITCH)
             mute = app.store.mute_of(troll)
             assert mute is not None
             assert mute.by == "panel"
@@ -409,7 +409,13 @@ async def test_the_panel_is_pushed_changes_made_from_chat(
         async def reply(text: str) -> None:
             replies.append(text)
 
-        mod = ChatUser(id="7", login="mod", display_name="Mod", roles=frozenset({Role.MODERATOR}))
+        mod = ChatUser(
+            id="7",
+            login="mod",
+            display_name="Mod",
+            roles=frozenset({Role.MODERATOR}),
+            platform=Platform.TWITCH,
+        )
         await app.on_message(ChatMessage("c1", mod, "!volume 40", "terminal", reply=reply))
         state = await _next_state(ws, lambda s: s["volume"] == 40)
         await app.on_message(ChatMessage("c2", mod, "!mute @spammer 1h", "terminal", reply=reply))
@@ -428,7 +434,9 @@ async def test_the_overlay_shows_the_caption_while_it_plays_then_clears(
         log = EventLog(app)
         overlay = await http.ws_connect(_url(app, "/ws/overlay"))
         assert (await overlay.receive_json(timeout=10))["caption"] is None
-        viewer = ChatUser(id="5", login="viewer", display_name="Viewer_42")
+        viewer = ChatUser(
+            id="5", login="viewer", display_name="Viewer_42", platform=Platform.TWITCH
+        )
         await app.on_message(ChatMessage("m1", viewer, "what a play that was", "terminal"))
         shown = await overlay.receive_json(timeout=60)
         shown_at = time.monotonic()
@@ -461,7 +469,12 @@ async def test_a_busy_port_leaves_the_bot_running_without_the_panel(
             assert "web.port" in caplog.text
             await _ready(app)
             await app.on_message(
-                ChatMessage("m1", ChatUser("1", "a", "a"), "still speaking", "terminal")
+                ChatMessage(
+                    "m1",
+                    ChatUser("1", "a", "a", platform=Platform.TERMINAL),
+                    "still speaking",
+                    "terminal",
+                )
             )
             assert app.speaker.current is not None or len(app.speaker.queue) == 1
 
