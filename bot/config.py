@@ -66,6 +66,15 @@ _PLAIN_MESSAGES: dict[str, str] = {
 _MAX_SHOWN = 80
 
 
+def _key_word(item: object) -> str:
+    """One part of a key path, safe to print: odd keys (line breaks, escapes) are quoted."""
+    text = str(item)
+    if isinstance(item, str) and text.isprintable() and text.strip() == text and text:
+        return text if len(text) <= 40 else text[:37] + "..."
+    shown = repr(item)
+    return shown if len(shown) <= 40 else shown[:37] + "..."
+
+
 def _key_path(loc: tuple[int | str, ...]) -> str:
     """The config key path of an error location, without pydantic's union member tags.
 
@@ -87,18 +96,18 @@ def _key_path(loc: tuple[int | str, ...]) -> str:
                 break
             ann = members[0]
         if isinstance(ann, type) and issubclass(ann, BaseModel) and item in ann.model_fields:
-            parts.append(str(item))
+            parts.append(_key_word(item))
             ann = ann.model_fields[str(item)].annotation
         elif get_origin(ann) is dict:
-            parts.append(str(item))
+            parts.append(_key_word(item))
             ann = get_args(ann)[1]
         elif get_origin(ann) in (tuple, list):
-            parts.append(f"[{item}]" if isinstance(item, int) else str(item))
+            parts.append(f"[{item}]" if isinstance(item, int) else _key_word(item))
             ann = get_args(ann)[0] if get_args(ann) else None
         elif get_origin(ann) in (Union, types.UnionType):
             ann = None  # this item is the member tag pydantic tried; not a key
         else:
-            parts.append(f"[{item}]" if isinstance(item, int) else str(item))
+            parts.append(f"[{item}]" if isinstance(item, int) else _key_word(item))
             ann = None
         if get_origin(ann) in (Union, types.UnionType):
             members = [a for a in get_args(ann) if a is not type(None)]
@@ -125,7 +134,10 @@ def _shown(value: Any) -> str:
     short.maxlevel = 3
     short.maxlist = short.maxtuple = short.maxdict = short.maxset = 5
     short.maxstring = short.maxother = _MAX_SHOWN
-    text = short.repr(value)
+    try:
+        text = short.repr(value)
+    except (ValueError, RecursionError):  # an int past Python's digit limit, a cycle
+        text = f"a {type(value).__name__} too large to show"
     return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 3] + "..."
 
 
@@ -175,13 +187,104 @@ def parse_config(data: Any, base_dir: Path, source: Path | None = None) -> Confi
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: the top level must be a mapping of sections, got {data!r}")
+        raise ConfigError(
+            f"{where}: the top level must be a mapping of sections, got {_shown(data)}"
+        )
     try:
         cfg = Config.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:
         lines = _describe_all(exc.errors())
         raise ConfigError(f"{where} has problems:\n  " + "\n  ".join(lines)) from None
     return cfg.model_copy(update={"source_path": source})
+
+
+MAX_CONFIG_BYTES = 1024 * 1024
+"""A config file is a few kilobytes; anything past this is not one (and would be slow to parse)."""
+_MAX_DIGITS = 30
+"""No key takes a number this long; longer ones are shown by their length, never converted."""
+
+
+class _Opaque:
+    """A YAML value no config key accepts (a date, binary data, a set, a base-60 number...).
+
+    Validation refuses it like any wrong type, and its repr says in YAML's own words what was
+    written, so the error line reads ``got 1:30 (...)`` instead of a Python object.
+    """
+
+    __slots__ = ("_shown",)
+
+    def __init__(self, shown: str) -> None:
+        self._shown = shown
+
+    def __repr__(self) -> str:
+        return self._shown
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with the surprises of YAML 1.1 turned into clear errors.
+
+    * integers of thousands of digits are not converted (Python refuses past 4,300 digits,
+      and no key takes one): they become an opaque value "a number with N digits";
+    * base-60 numbers (``1:30`` is 90 in YAML 1.1), timestamps, ``!!binary``, ``!!set``,
+      ``!!omap`` and ``!!pairs`` become opaque values that every key refuses, by name;
+    * a key written twice in one mapping is an error with both lines (PyYAML keeps the last).
+    """
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> Any:  # type: ignore[override]
+        text = str(self.construct_scalar(node)).replace("_", "")
+        if ":" in text:
+            return _Opaque(f"{node.value} (YAML reads this as a base-60 number; quote it)")
+        digits = len(text.lstrip("+-"))
+        if digits > _MAX_DIGITS:
+            return _Opaque(f"a number with {digits} digits")
+        return super().construct_yaml_int(node)
+
+    def construct_yaml_float(self, node: yaml.ScalarNode) -> Any:  # type: ignore[override]
+        text = str(self.construct_scalar(node))
+        if ":" in text:
+            return _Opaque(f"{node.value} (YAML reads this as a base-60 number; quote it)")
+        if len(text) > _MAX_DIGITS * 10:
+            return _Opaque(f"a number with {len(text)} digits")
+        return super().construct_yaml_float(node)
+
+    def construct_opaque(self, node: yaml.Node) -> Any:
+        kind = node.tag.rsplit(":", 1)[-1]
+        if kind == "timestamp":
+            return _Opaque(f"the date/time {node.value} (quote it to make it text)")
+        words = {"binary": "binary data", "set": "a set"}.get(kind, f"an ordered {kind} list")
+        return _Opaque(f"{words} (!!{kind})")
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Node] = {}
+        for key_node, _value in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                key = key_node.value
+                if key in seen:
+                    first = seen[key].start_mark.line + 1
+                    raise yaml.constructor.ConstructorError(
+                        None,
+                        None,
+                        f"the key {key!r} appears twice in one section (first on line {first})",
+                        key_node.start_mark,
+                    )
+                seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
+_Loader.add_constructor("tag:yaml.org,2002:float", _Loader.construct_yaml_float)
+for _tag in ("timestamp", "binary", "set", "omap", "pairs"):
+    _Loader.add_constructor(f"tag:yaml.org,2002:{_tag}", _Loader.construct_opaque)
+
+
+def read_yaml(text: str) -> Any:
+    """Parse config YAML with :class:`_Loader`.
+
+    Raises:
+        yaml.YAMLError: The text is not YAML (or repeats a key); RecursionError when nested
+            too deeply.
+    """
+    return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: builds no objects
 
 
 def load_config(path: Path) -> Config:
@@ -192,13 +295,18 @@ def load_config(path: Path) -> Config:
     """
     path = path.expanduser()
     try:
+        if path.is_file() and path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                f"{path}: the config file is larger than {MAX_CONFIG_BYTES // 1024} KiB;"
+                " is it the right file?"
+            )
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read the config file ({exc})") from None
     try:
-        data = yaml.safe_load(text)
+        data = read_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -206,4 +314,6 @@ def load_config(path: Path) -> Config:
         raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
     except RecursionError:
         raise ConfigError(f"{path}: not valid YAML: nested too deeply") from None
+    except (ValueError, TypeError, OverflowError) as exc:  # a constructor PyYAML does not wrap
+        raise ConfigError(f"{path}: not valid YAML: {str(exc)[:200]}") from None
     return parse_config(data, path.resolve().parent, path.resolve())
