@@ -17,7 +17,6 @@ import hashlib
 import importlib
 import importlib.resources
 import logging
-import os
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
@@ -51,6 +50,7 @@ from engine.text import (
     split_text,
 )
 from engine.voices import VoiceLibrary, VoiceSpec, load_reference, read_transcript
+from engine.weights import WeightFiles, resolve_weights
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +65,6 @@ SPLIT_ABOVE_CHARS = 120
 """Only messages longer than this get a separate leading piece."""
 CACHE_ENTRIES = 32
 WARMUP_TEXT = "Warming up the voice."
-_OFFLINE_HINT = (
-    "Run once with internet access to download them, or download them elsewhere and point "
-    "engine.f5.checkpoint, engine.f5.vocab and engine.f5.vocoder in config.yaml at local "
-    "copies (the vocoder as a folder holding config.yaml and pytorch_model.bin)."
-)
 
 
 # -- sampling -------------------------------------------------------------------------------
@@ -220,111 +215,6 @@ def model_architecture(model: str | Mapping[str, Any]) -> tuple[str, dict[str, A
     if backbone not in _BACKBONES:
         raise EngineError(f"engine.f5.model: unknown backbone {backbone!r} (DiT, UNetT, MMDiT)")
     return backbone, arch
-
-
-@dataclass(frozen=True, slots=True)
-class WeightFiles:
-    """Local paths of everything the engine loads."""
-
-    checkpoint: Path
-    vocab: Path
-    vocoder: Path
-    """A folder holding config.yaml and pytorch_model.bin."""
-
-
-def _offline() -> bool:
-    """HF_HUB_OFFLINE as set now (huggingface_hub itself only reads it at import)."""
-    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
-    return value.strip().lower() in {"1", "true", "yes", "on"}
-
-
-def _hub_file(repo_id: str, filename: str) -> Path:
-    """Fetch one file from the hub cache, downloading it (progress logged) if needed."""
-    from huggingface_hub import hf_hub_download
-
-    from engine.download import DownloadProgress
-
-    path = hf_hub_download(
-        repo_id=repo_id,
-        filename=filename,
-        tqdm_class=DownloadProgress,
-        local_files_only=_offline(),
-        cache_dir=os.environ.get("HF_HUB_CACHE") or None,
-    )
-    return Path(path)
-
-
-def resolve_weights(f5: F5Config, progress: Callable[[str], None] | None = None) -> WeightFiles:
-    """Find (or download) the checkpoint, vocab and vocoder named by ``engine.f5``.
-
-    Every missing file is collected first, so the one error lists all of them together
-    with the config keys that can point at local copies.
-
-    Raises:
-        EngineError: When any file is missing locally and cannot be downloaded.
-    """
-    missing: list[str] = []
-
-    def fetch(key: str, location: str) -> Path | None:
-        if not location.startswith("hf://"):
-            path = Path(location)
-            if not path.is_file():
-                missing.append(f"engine.f5.{key}: {path} does not exist")
-                return None
-            return path
-        repo = "/".join(location.removeprefix("hf://").split("/")[:2])
-        filename = location.removeprefix(f"hf://{repo}/")
-        if progress is not None:
-            progress(f"fetching {location} (downloaded on first use)")
-        try:
-            return _hub_file(repo, filename)
-        except Exception as exc:  # the hub client raises many types when offline
-            missing.append(f"engine.f5.{key}: {location} ({_hub_reason(exc)})")
-            return None
-
-    checkpoint = fetch("checkpoint", f5.checkpoint)
-    vocab = fetch("vocab", f5.vocab)
-    vocoder: Path | None = Path(f5.vocoder)
-    if Path(f5.vocoder).is_absolute():
-        folder = Path(f5.vocoder)
-        absent = [n for n in ("config.yaml", "pytorch_model.bin") if not (folder / n).is_file()]
-        if absent:
-            missing.append(f"engine.f5.vocoder: {f5.vocoder} lacks {' and '.join(absent)}")
-            vocoder = None
-    else:
-        if progress is not None:
-            progress(f"fetching the vocoder {f5.vocoder} (downloaded on first use)")
-        try:
-            config = _hub_file(f5.vocoder, "config.yaml")
-            weights = _hub_file(f5.vocoder, "pytorch_model.bin")
-            vocoder = config.parent
-            if weights.parent != vocoder:
-                raise EngineError("hub cache holds the vocoder files in two folders")
-        except Exception as exc:  # the hub client raises many types when offline
-            missing.append(
-                f"engine.f5.vocoder: hub repo {f5.vocoder} (config.yaml, pytorch_model.bin: "
-                f"{_hub_reason(exc)})"
-            )
-            vocoder = None
-    if missing or checkpoint is None or vocab is None or vocoder is None:
-        offline = " (offline mode is on: HF_HUB_OFFLINE)" if _offline() else ""
-        raise EngineError(
-            f"F5-TTS weights are missing{offline}:\n  - "
-            + "\n  - ".join(missing)
-            + "\n"
-            + _OFFLINE_HINT
-        )
-    return WeightFiles(checkpoint, vocab, vocoder)
-
-
-def _hub_reason(exc: BaseException) -> str:
-    name = type(exc).__name__
-    if name in {"LocalEntryNotFoundError", "OfflineModeIsEnabled"} or _offline():
-        return "not in the local Hugging Face cache and the hub cannot be reached"
-    if name in {"RepositoryNotFoundError", "RemoteEntryNotFoundError", "EntryNotFoundError"}:
-        return "no such file on the hub"
-    text = str(exc).strip().splitlines()
-    return f"{name}: {text[-1][:160]}" if text else name
 
 
 # -- cached references ----------------------------------------------------------------------

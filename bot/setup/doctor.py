@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import sqlite3
@@ -36,7 +37,7 @@ from typing import Any, Literal, TextIO
 from bot.config import Config, ConfigError, load_config, parse_config
 from bot.speech.settings import AudioConfig
 from bot.state.settings import state_dir
-from engine.config import EngineConfig, F5Config, VoicesConfig
+from engine.config import EngineConfig, VoicesConfig
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,6 @@ NETWORK_TIMEOUT_S = 3.0
 """Longest wait for any one network probe: the doctor must answer even when offline."""
 MIN_GPU_MEMORY = 4 * 1024**3
 """F5TTS_v1_Base in fp16 with its vocoder and working memory needs about 3 GB."""
-MIN_PYTHON = (3, 10)
 KEY_PACKAGES = ("f5-tts", "torch", "twitchio", "sounddevice", "soundfile", "pydantic")
 """Shown by name in the packages line; every declared dependency is checked."""
 
@@ -78,16 +78,41 @@ class CheckResult:
 # -- Python and packages -------------------------------------------------------------------
 
 
+def declared_python() -> tuple[int, int]:
+    """The oldest Python the project declares (``requires-python``), e.g. (3, 11).
+
+    Read from the installed package's metadata, else from the checkout's pyproject.toml, so
+    the doctor, the README and pip always agree (one home: ``pyproject.toml``).
+    """
+    from importlib import metadata
+
+    try:
+        spec = metadata.metadata("ishowtts").get("Requires-Python") or ""
+    except metadata.PackageNotFoundError:
+        spec = ""
+    if not spec:
+        import tomllib
+
+        pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+        with contextlib.suppress(OSError, tomllib.TOMLDecodeError):
+            spec = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"][
+                "requires-python"
+            ]
+    found = re.search(r">=\s*(\d+)\.(\d+)", spec)
+    return (int(found[1]), int(found[2])) if found else (3, 11)
+
+
 def check_python(
     version: Sequence[int] | None = None, executable: str | None = None
 ) -> CheckResult:
-    """The interpreter's version (3.10+) and where it lives (a venv or the system's)."""
+    """The interpreter's version (the declared minimum or newer) and where it lives."""
     version = tuple(version if version is not None else sys.version_info[:3])
     executable = executable or sys.executable
     text = ".".join(str(v) for v in version[:3])
     where = f"{text} ({executable})"
-    if tuple(version[:2]) < MIN_PYTHON:
-        need = ".".join(map(str, MIN_PYTHON))
+    minimum = declared_python()
+    if tuple(version[:2]) < minimum:
+        need = ".".join(map(str, minimum))
         return CheckResult(
             "Python",
             "fail",
@@ -301,118 +326,24 @@ def check_gpu(engine: EngineConfig, probe: GpuProbe) -> CheckResult:
 # -- F5 weights -----------------------------------------------------------------------------
 
 
-def hub_offline() -> bool:
-    """Whether HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is on, read now."""
-    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
-    return value.strip().lower() in {"1", "true", "yes", "on"}
-
-
-@dataclass(frozen=True, slots=True)
-class WeightFile:
-    """Where one weight file stands.
-
-    Attributes:
-        key: The config key naming it (``engine.f5.checkpoint`` ...).
-        location: ``hf://repo/file`` or a local path.
-        state: ``local`` (a local file), ``cached`` (in the hub cache), ``downloadable``
-            (on the hub, not yet downloaded), ``missing``.
-        detail: Size to download, or why it is missing.
-        size: Bytes to download, when known.
-    """
-
-    key: str
-    location: str
-    state: Literal["local", "cached", "downloadable", "missing"]
-    detail: str = ""
-    size: int | None = None
-
-
-def _hub_probe(
-    repo: str, filename: str, endpoint: str | None, timeout_s: float, unreachable: str | None
-) -> tuple[Literal["cached", "downloadable", "missing"], str, int | None]:
-    """Look in the hub cache, then (unless offline or known unreachable) ask the hub."""
-    from huggingface_hub import get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
-
-    cache_dir = os.environ.get("HF_HUB_CACHE") or None
-    cached = try_to_load_from_cache(repo, filename, cache_dir=cache_dir)
-    if isinstance(cached, str):
-        return "cached", cached, None
-    if unreachable is not None:
-        return "missing", unreachable, None
-    if hub_offline():
-        return "missing", "not in the Hugging Face cache, and HF_HUB_OFFLINE is on", None
-    try:
-        meta = get_hf_file_metadata(
-            hf_hub_url(repo, filename, endpoint=endpoint), timeout=timeout_s, endpoint=endpoint
-        )
-    except Exception as exc:  # httpx and the hub client raise many types
-        kind = type(exc).__name__
-        if kind in {"RepositoryNotFoundError", "RemoteEntryNotFoundError", "EntryNotFoundError"}:
-            return "missing", "no such file on the hub (check the URL)", None
-        reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else kind
-        return "missing", f"not downloaded, and the hub cannot be reached ({reason})", None
-    size = meta.size
-    return "downloadable", "not downloaded yet", size
-
-
-def find_weights(
-    f5: F5Config, *, endpoint: str | None = None, timeout_s: float = NETWORK_TIMEOUT_S
-) -> list[WeightFile]:
-    """Where each file ``engine.f5`` names stands: local, cached, downloadable or missing.
-
-    Args:
-        f5: The ``engine.f5`` section.
-        endpoint: Hub address (default: huggingface_hub's, which honours HF_ENDPOINT).
-        timeout_s: Longest wait for the hub to answer about one file.
-    """
-    files: list[tuple[str, str]] = [
-        ("engine.f5.checkpoint", f5.checkpoint),
-        ("engine.f5.vocab", f5.vocab),
-    ]
-    vocoder = f5.vocoder
-    if Path(vocoder).is_absolute():
-        files += [
-            ("engine.f5.vocoder", str(Path(vocoder) / "config.yaml")),
-            ("engine.f5.vocoder", str(Path(vocoder) / "pytorch_model.bin")),
-        ]
-    else:
-        files += [
-            ("engine.f5.vocoder", f"hf://{vocoder}/config.yaml"),
-            ("engine.f5.vocoder", f"hf://{vocoder}/pytorch_model.bin"),
-        ]
-    out: list[WeightFile] = []
-    unreachable: str | None = None
-    for key, location in files:
-        if not location.startswith("hf://"):
-            path = Path(location)
-            if path.is_file():
-                out.append(WeightFile(key, location, "local", str(path)))
-            else:
-                out.append(WeightFile(key, location, "missing", f"{path} does not exist"))
-            continue
-        parts = location.removeprefix("hf://").split("/")
-        repo, filename = "/".join(parts[:2]), "/".join(parts[2:])
-        state, detail, size = _hub_probe(repo, filename, endpoint, timeout_s, unreachable)
-        if state == "missing" and "cannot be reached" in detail:
-            # One timeout is enough to know the hub is out of reach; don't wait again.
-            unreachable = detail
-        out.append(WeightFile(key, location, state, detail, size))
-    return out
-
-
 def check_weights(
     engine: EngineConfig,
     *,
     endpoint: str | None = None,
     timeout_s: float = NETWORK_TIMEOUT_S,
 ) -> CheckResult:
-    """Whether the F5 checkpoint, vocab and vocoder are here or can be downloaded."""
+    """Whether the F5 checkpoint, vocab and vocoder are here or can be downloaded.
+
+    The engine says where each file would come from (``engine.weights.locate_weights``, the
+    same table it loads from); this check only words the answer.
+    """
     from bot.setup.progress import format_bytes
+    from engine.weights import locate_weights
 
     name = "F5 weights"
     if engine.name == "espeak":
         return CheckResult(name, "skip", "not needed: engine.name is espeak")
-    files = find_weights(engine.f5, endpoint=endpoint, timeout_s=timeout_s)
+    files = locate_weights(engine.f5, endpoint=endpoint, timeout_s=timeout_s)
     missing = [f for f in files if f.state == "missing"]
     if missing:
         groups: dict[str, list[str]] = {}
