@@ -16,7 +16,7 @@ import queue
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
@@ -121,7 +121,6 @@ class _Work:
     job: SynthesisJob | None = None
     call: Callable[[Engine], Any] | None = None
     future: asyncio.Future[Any] | None = None
-    seq: int = field(default=0)
 
 
 _STOP = object()
