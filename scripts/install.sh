@@ -8,7 +8,12 @@ cd "$(dirname "$0")/.."
 
 profile=run
 [[ "${1:-}" == "--test" ]] && profile=test
-PYTHON=${PYTHON:-python3}
+# The oldest Python the project declares (pyproject.toml requires-python), so that CI, which runs
+# this script, tests on the lowest supported version; python3 when that one is not installed.
+if [[ -z "${PYTHON:-}" ]]; then
+  PYTHON=python3
+  command -v python3.11 >/dev/null 2>&1 && PYTHON=python3.11
+fi
 
 need_debs=(libportaudio2)
 [[ $profile == test ]] && need_debs+=(pulseaudio pulseaudio-utils libasound2-plugins)

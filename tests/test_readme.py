@@ -130,3 +130,18 @@ def test_every_subcommand_the_readme_names_exists(capsys: pytest.CaptureFixture[
             main([*words, "--help"])
         err = capsys.readouterr().err
         assert done.value.code == 0, f"`ishowtts {' '.join(words)}` is not a command: {err}"
+
+
+def test_the_declared_python_is_the_one_the_readme_and_the_doctor_name() -> None:
+    import tomllib
+
+    from bot.setup.doctor import declared_python
+
+    spec = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"]
+    major, minor = declared_python()
+    assert spec == f">={major}.{minor}"
+    readme = (REPO / "README.md").read_text()
+    assert f"**Python {major}.{minor} or newer**" in readme
+    assert f"Python older than {major}.{minor}," in readme
+    ruff = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["ruff"]["target-version"]
+    assert ruff == f"py{major}{minor}"

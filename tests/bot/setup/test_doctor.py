@@ -38,6 +38,7 @@ from bot.setup.doctor import (
     check_packages,
     check_port,
     check_python,
+    declared_python,
     check_twitch,
     check_voices,
     check_weights,
@@ -74,11 +75,12 @@ def test_python_version() -> None:
     ok = check_python()
     assert ok.status == "ok"
     assert sys.executable in ok.summary
-    old = check_python((3, 9, 18), "/usr/bin/python3.9")
+    old = check_python((3, 10, 13), "/usr/bin/python3.10")
     assert old.status == "fail"
-    assert "3.9.18" in old.summary
+    assert "3.10.13" in old.summary
     assert old.fix is not None
-    assert "3.10" in old.fix
+    assert "3.11" in old.fix
+    assert declared_python() == (3, 11)
 
 
 def test_declared_packages_are_installed() -> None:
