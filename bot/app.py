@@ -13,8 +13,8 @@ import logging
 import time
 from collections.abc import Callable
 
-from bot.chat.commands import VoiceCatalog
-from bot.chat.pipeline import ChatPipeline, Decision
+from bot.chat.pipeline import Action, ChatPipeline, Decision
+from bot.chat.voices import VoiceCatalog
 from bot.config import Config
 from bot.core.messages import ChatCleared, ChatMessage, MessageDeleted, ModerationEvent, UserPurged
 from bot.sources.base import ChatSource
@@ -241,10 +241,6 @@ class App:
             log.debug("%s: %s %s", event.outcome.value, item.message.id, event.detail)
 
     # -- chat ---------------------------------------------------------------------------
-    def voice_for(self, message: ChatMessage) -> str:
-        """The voice a message is spoken in: the source's request, the author's, or the default."""
-        return self.chat.voice_for(message)
-
     async def on_message(self, message: ChatMessage) -> None:
         """Run a message through the pipeline (bot.chat); bad input is dropped, never raised."""
         await self.submit(message)
@@ -256,11 +252,11 @@ class App:
         """
         try:
             decision = await self.chat.handle(message)
-            if decision.action == "queued":
+            if decision.action is Action.QUEUED:
                 await self._say_warming(message)
             else:
                 log.debug("message %s: %s (%s)", message.id, decision.action, decision.reason)
-                if decision.action == "command" and self.web is not None:
+                if decision.action is Action.COMMAND and self.web is not None:
                     self.web.changed()  # volume, pause, mutes... may have changed
             return decision
         except Exception:

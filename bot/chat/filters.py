@@ -20,6 +20,7 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from bot.chat.roles import ROLE_BY_NAME
 from bot.chat.settings import (
     BannedWordsFilter,
     CooldownFilter,
@@ -32,13 +33,10 @@ from bot.chat.settings import (
     RepeatsFilter,
     ZalgoFilter,
 )
-from bot.core.messages import ChatMessage, ChatUser, Role
+from bot.core.messages import ChatMessage, ChatUser, Platform
 from bot.core.text import cap_length, clean_for_speech, strip_unspeakable
 
 log = logging.getLogger(__name__)
-
-ROLE_BY_NAME: dict[str, Role] = {role.name.lower(): role for role in Role}
-"""Config role names (``everyone`` ... ``broadcaster``) to roles."""
 
 # The filters below never see more than this many characters per allowed character of output:
 # it bounds the work any regular expression does on a pasted novel.
@@ -526,13 +524,13 @@ class Cooldown:
         self._exempt = ROLE_BY_NAME[cfg.exempt]
         self._paid_exempt = cfg.paid_exempt
         self._clock = clock
-        self._last: dict[str, float] = {}
+        self._last: dict[tuple[Platform, str], float] = {}
 
     def remaining(self, user: ChatUser, *, paid: bool = False) -> float:
         """Seconds until ``user`` may be spoken again (0 when now)."""
         if self._seconds <= 0 or user.at_least(self._exempt) or (paid and self._paid_exempt):
             return 0.0
-        last = self._last.get(user.id)
+        last = self._last.get(user.identity)
         if last is None:
             return 0.0
         return max(0.0, last + self._seconds - self._clock())
@@ -542,7 +540,7 @@ class Cooldown:
         if self._seconds <= 0:
             return
         now = self._clock()
-        self._last[user.id] = now
+        self._last[user.identity] = now
         if len(self._last) > self._PRUNE_AT:
             cutoff = now - self._seconds
             self._last = {k: v for k, v in self._last.items() if v > cutoff}

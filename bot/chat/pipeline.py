@@ -1,17 +1,19 @@
 """The chat pipeline: from a normalized chat message to a queued SpeechItem (or a good reason not).
 
-Order matters and is fixed:
+:meth:`ChatPipeline.handle` runs one message through :attr:`ChatPipeline.steps`, in this
+order, and the first step that decides ends it:
 
-1. duplicates and ignored users (other bots) are dropped before anything else;
+1. duplicates are ignored, then ignored users (other bots) before anything else;
 2. commands run (and are never spoken; ``!tts TEXT`` hands its text on);
 3. other bots' command prefixes are ignored;
 4. a trigger must apply (every message / ``!tts`` / channel-points reward / cheer);
-5. TTS must be on, the author must reach ``triggers.min_role`` and not be muted;
-6. the text filters run (links, emoji, zalgo, banned words, repeats, length, ...);
-7. the per-user cooldown applies (paid messages and moderators skip it);
-8. the "NAME says" template is added unless the same person spoke just before;
-9. the voice is chosen (the source's request, else the user's choice, else the default)
-   and the item is queued, paid messages first.
+5. TTS must be on, and the author must reach ``triggers.min_role``;
+6. the author must not be muted (the person's state is looked up once, here);
+7. the text filters run (links, emoji, zalgo, banned words, repeats, length, ...);
+8. the per-user cooldown is checked, the "NAME says" template added unless the same person
+   spoke just before, the voice chosen (the source's request, else the person's choice,
+   else the default) and the item queued, paid messages first; only a queued message starts
+   the cooldown.
 
 Every step is synchronous except commands (which may write to the database), so a message
 costs no I/O unless it is a command. ``handle`` returns a Decision saying what happened and
@@ -20,23 +22,52 @@ why, which the tests check and the log shows.
 
 from __future__ import annotations
 
+import enum
 import logging
 import time
-from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
-from bot.chat.commands import CommandProcessor, CommandResult, VoiceCatalog
-from bot.chat.filters import ROLE_BY_NAME, Cooldown, FilterChain, MessageIgnorer, speakable_name
+from bot.chat.commands import CommandProcessor, CommandResult
+from bot.chat.controls import PeopleStore, Playback
+from bot.chat.filters import Cooldown, FilterChain, MessageIgnorer, speakable_name
+from bot.chat.roles import ROLE_BY_NAME
 from bot.chat.settings import PipelineSettings
+from bot.chat.voices import VoiceCatalog
+from bot.core.lru import LRU
 from bot.core.messages import ChatMessage, ChatUser, Role
 from bot.speech.speaker import Speaker, SpeechEvent, SpeechEventKind, SpeechItem
-from bot.state.store import HistoryEntry, Store
+from bot.state.store import HistoryEntry, Mute, Store
 
 log = logging.getLogger(__name__)
 
-Action = Literal["queued", "command", "dropped", "ignored"]
+
+class Action(enum.StrEnum):
+    """What the pipeline did with a message."""
+
+    QUEUED = "queued"
+    """It will be spoken."""
+    COMMAND = "command"
+    """A command ran or was swallowed."""
+    DROPPED = "dropped"
+    """A rule stopped it."""
+    IGNORED = "ignored"
+    """Never considered: other bots, duplicates."""
+
+
+class Trigger(enum.StrEnum):
+    """What made a message speakable."""
+
+    MESSAGE = "message"
+    COMMAND = "command"
+    REWARD = "reward"
+    CHEER = "cheer"
+
+    @property
+    def paid(self) -> bool:
+        """Whether it was paid for (cheers and rewards go first and skip the cooldown)."""
+        return self in (Trigger.CHEER, Trigger.REWARD)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,19 +75,50 @@ class Decision:
     """What the pipeline did with one message.
 
     Attributes:
-        action: ``queued`` (will be spoken), ``command`` (a command ran or was swallowed),
-            ``dropped`` (a rule stopped it) or ``ignored`` (never considered: bots, duplicates).
+        action: What happened.
         reason: Why, in a few words (``muted``, ``filter:links``, ``cooldown`` ...).
         item: The queued item, for ``queued``.
         command: The command's result, for ``command`` (and for ``!tts`` that was queued).
-        trigger: What made it speakable (``message``, ``command``, ``reward``, ``cheer``).
+        trigger: What made it speakable.
     """
 
     action: Action
     reason: str = ""
     item: SpeechItem | None = None
     command: CommandResult | None = None
-    trigger: str | None = None
+    trigger: Trigger | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PersonState:
+    """What the bot keeps about the author that speaking needs: their voice and mute."""
+
+    voice: str | None
+    mute: Mute | None
+
+
+@dataclass(slots=True)
+class Line:
+    """One message on its way through the steps, and what the steps learned about it."""
+
+    message: ChatMessage
+    text: str
+    command: CommandResult | None = None
+    trigger: Trigger | None = None
+    person: PersonState | None = None
+
+    @property
+    def user(self) -> ChatUser:
+        """The author."""
+        return self.message.user
+
+    @property
+    def paid(self) -> bool:
+        """Whether a cheer or a reward carries it."""
+        return self.trigger is not None and self.trigger.paid
+
+
+Step = Callable[[Line], Awaitable[Decision | None]]
 
 
 class VolumeControl(Protocol):
@@ -73,7 +135,7 @@ class VolumeControl(Protocol):
 
 
 class ChatPipeline:
-    """Decides what is spoken, and implements what commands control (``commands.Controls``)."""
+    """Decides what is spoken, and implements what commands control (``controls.Controls``)."""
 
     _RECENT_USERS = 5000
     _RECENT_IDS = 2000
@@ -112,20 +174,31 @@ class ChatPipeline:
         )
         self._min_role = ROLE_BY_NAME[cfg.triggers.min_role]
         self._enabled = True
-        self._recent: OrderedDict[str, tuple[str, Role]] = OrderedDict()
-        self._message_ids: OrderedDict[str, None] = OrderedDict()
+        self._recent: LRU[str, tuple[str, Role]] = LRU(self._RECENT_USERS)
+        self._message_ids: LRU[str, None] = LRU(self._RECENT_IDS)
         self._last_started: SpeechItem | None = None
+        self.steps: tuple[Step, ...] = (
+            self._drop_duplicates_and_ignored_users,
+            self._run_command,
+            self._skip_other_bots_commands,
+            self._require_trigger,
+            self._require_tts_on_and_role,
+            self._skip_muted,
+            self._apply_filters,
+            self._queue,
+        )
+        """The pipeline, in order; the first step that returns a Decision ends it."""
         speaker.add_listener(self._on_speech)
 
     # -- Controls (what commands act on) ----------------------------------------------------
     @property
-    def store(self) -> Store:
-        """The state database."""
+    def store(self) -> PeopleStore:
+        """Voices and mutes of people."""
         return self._store
 
     @property
-    def speaker(self) -> Speaker:
-        """The speech queue and playback."""
+    def speaker(self) -> Playback:
+        """Skip, clear, remove."""
         return self._speaker
 
     @property
@@ -147,6 +220,10 @@ class ChatPipeline:
     def default_voice(self) -> str:
         """The voice for viewers who chose none."""
         return self.cfg.voices.default
+
+    def command_name(self, key: str) -> str:
+        """What a viewer types for the command ``key``, prefix included."""
+        return self.commands.name_of(key)
 
     async def set_enabled(self, enabled: bool) -> None:
         """Turn TTS on or off; off silences the queue and the current message at once.
@@ -195,85 +272,115 @@ class ChatPipeline:
     # -- the pipeline -----------------------------------------------------------------------
     async def handle(self, message: ChatMessage) -> Decision:
         """Decide what to do with one chat message and do it (queue it, run its command)."""
-        if message.id in self._message_ids:
-            return Decision("ignored", "duplicate")
-        self._message_ids[message.id] = None
-        if len(self._message_ids) > self._RECENT_IDS:
-            self._message_ids.popitem(last=False)
-        user = message.user
+        line = Line(message, message.text)
+        for step in self.steps:
+            decision = await step(line)
+            if decision is not None:
+                if decision.action is Action.DROPPED:
+                    log.debug("not spoken: %s", decision.reason)
+                return decision
+        raise AssertionError("the last step always decides")  # pragma: no cover
+
+    async def _drop_duplicates_and_ignored_users(self, line: Line) -> Decision | None:
+        if not self._message_ids.add(line.message.id, None):
+            return Decision(Action.IGNORED, "duplicate")
+        user = line.user
         if self.ignorer.ignores_user(user):
-            return Decision("ignored", "ignored user")
-        self._remember(user)
+            return Decision(Action.IGNORED, "ignored user")
+        self._recent.put(user.login.casefold(), (user.id, user.role))
+        self._store.seen(user)
+        return None
 
-        command = await self.commands.handle(message)
-        text = message.text
-        if command is not None:
-            if command.speak is None:
-                return Decision("command", command.status, command=command)
-            text = command.speak
-        else:
-            ignored = self.ignorer.reason(message)
-            if ignored is not None:
-                return Decision("ignored", ignored)
+    async def _run_command(self, line: Line) -> Decision | None:
+        command = await self.commands.handle(line.message)
+        if command is None:
+            return None
+        line.command = command
+        if command.speak is None:
+            return Decision(Action.COMMAND, command.status.value, command=command)
+        line.text = command.speak
+        return None
 
-        trigger = self._trigger(message, via_command=command is not None)
-        if trigger is None:
-            return self._drop("no trigger", command)
-        paid = trigger in ("cheer", "reward")
+    async def _skip_other_bots_commands(self, line: Line) -> Decision | None:
+        if line.command is not None:
+            return None  # our own command (!tts) handed text on
+        ignored = self.ignorer.reason(line.message)
+        return Decision(Action.IGNORED, ignored) if ignored is not None else None
+
+    async def _require_trigger(self, line: Line) -> Decision | None:
+        line.trigger = self._trigger(line)
+        return self._drop("no trigger", line) if line.trigger is None else None
+
+    async def _require_tts_on_and_role(self, line: Line) -> Decision | None:
         if not self._enabled:
-            if paid:
-                await self.commands.reply(message, "TTS is off right now")
-            return self._drop("tts off", command)
-        if not user.at_least(self._min_role):
-            return self._drop("role", command)
-        if self._store.mute_of(user) is not None:
-            return self._drop("muted", command)
-        filtered = self.filters.apply(text)
+            if line.paid:
+                await self.commands.reply(line.message, "TTS is off right now")
+            return self._drop("tts off", line)
+        if not line.user.at_least(self._min_role):
+            return self._drop("role", line)
+        return None
+
+    async def _skip_muted(self, line: Line) -> Decision | None:
+        line.person = self._person(line.user)
+        return self._drop("muted", line) if line.person.mute is not None else None
+
+    async def _apply_filters(self, line: Line) -> Decision | None:
+        filtered = self.filters.apply(line.text)
         if filtered.dropped:
-            return self._drop(f"filter:{filtered.dropped_by}", command)
-        if self.cooldown.remaining(user, paid=paid) > 0:
-            return self._drop("cooldown", command)
-        priority = 1 if paid else 0
+            return self._drop(f"filter:{filtered.dropped_by}", line)
+        line.text = filtered.text
+        return None
+
+    async def _queue(self, line: Line) -> Decision:
+        user = line.user
+        if self.cooldown.remaining(user, paid=line.paid) > 0:
+            return self._drop("cooldown", line)
+        priority = 1 if line.paid else 0
         item = SpeechItem(
-            message=message,
-            text=self._announce(user, filtered.text, priority),
-            voice=self.voice_for(message),
+            message=line.message,
+            text=self._announce(user, line.text, priority),
+            voice=self._voice(line),
             priority=priority,
         )
         if not self._speaker.enqueue(item):
-            return self._drop("queue", command)
-        self.cooldown.mark(user)
-        return Decision("queued", trigger, item=item, command=command, trigger=trigger)
+            return self._drop("queue", line)
+        self.cooldown.mark(user)  # only a queued message starts the cooldown
+        assert line.trigger is not None
+        return Decision(
+            Action.QUEUED,
+            line.trigger.value,
+            item=item,
+            command=line.command,
+            trigger=line.trigger,
+        )
 
-    def voice_for(self, message: ChatMessage) -> str:
+    # -- what the steps use -------------------------------------------------------------------
+    def _person(self, user: ChatUser) -> PersonState:
+        """The author's voice and active mute, in one look at the store."""
+        return PersonState(voice=self._store.voice_of(user), mute=self._store.mute_of(user))
+
+    def _voice(self, line: Line) -> str:
         """The source's requested voice, else the author's chosen one, else the default."""
-        voice = message.voice or self._store.voice_of(message.user) or self.cfg.voices.default
-        return voice.lower()
+        chosen = line.person.voice if line.person is not None else None
+        return (line.message.voice or chosen or self.cfg.voices.default).lower()
 
-    def _drop(self, reason: str, command: CommandResult | None) -> Decision:
-        log.debug("not spoken: %s", reason)
-        return Decision("dropped", reason, command=command)
+    @staticmethod
+    def _drop(reason: str, line: Line) -> Decision:
+        return Decision(Action.DROPPED, reason, command=line.command)
 
-    def _remember(self, user: ChatUser) -> None:
-        login = user.login.casefold()
-        self._recent[login] = (user.id, user.role)
-        self._recent.move_to_end(login)
-        if len(self._recent) > self._RECENT_USERS:
-            self._recent.popitem(last=False)
-        self._store.seen(user)
-
-    def _trigger(self, message: ChatMessage, *, via_command: bool) -> str | None:
+    def _trigger(self, line: Line) -> Trigger | None:
+        if line.command is not None:
+            return Trigger.COMMAND  # the command exists only when triggers.command is on
         triggers = self.cfg.triggers
-        if via_command:
-            return "command"  # the command exists only when triggers.command is on
+        message = line.message
         # Which rewards count and the smallest cheer are the source's business (twitch.rewards,
         # twitch.min_bits): a message arrives paid only when it qualified there.
         if triggers.cheers and message.bits > 0:
-            return "cheer"
+            return Trigger.CHEER
         if triggers.rewards and message.reward is not None:
-            return "reward"
+            return Trigger.REWARD
         if triggers.messages:
-            return "message"
+            return Trigger.MESSAGE
         return None
 
     # -- "NAME says" ----------------------------------------------------------------------------
@@ -286,7 +393,7 @@ class ChatPipeline:
         before = self._predecessor(priority)
         if (
             before is not None
-            and before.message.user.id == user.id
+            and before.message.user.identity == user.identity
             and self._clock() - before.message.received_at < tts.name_again_after_s
         ):
             return text

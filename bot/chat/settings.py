@@ -1,6 +1,8 @@
 """Settings of the chat pipeline: what is read, how, and the chat commands.
 
-``chat``, ``commands``, ``filters``, ``triggers`` and ``tts``.
+``chat``, ``commands``, ``filters``, ``triggers`` and ``tts``. The ``commands`` section is
+generated from the command declarations (``bot.chat.commands.config``) and re-exported here,
+so every section of the chat package is found in one place.
 """
 
 from __future__ import annotations
@@ -8,12 +10,34 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Literal, Protocol
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
+from bot.chat.commands.config import CommandsConfig, CommandSpec
+from bot.chat.roles import RoleName
 from engine.config import Section, VoicesConfig
 
 if TYPE_CHECKING:
     from bot.speech.settings import QueueConfig
+
+__all__ = [
+    "BannedWordsFilter",
+    "ChatConfig",
+    "CommandSpec",
+    "CommandsConfig",
+    "CooldownFilter",
+    "EmojiFilter",
+    "EmotesFilter",
+    "FiltersConfig",
+    "IgnoreFilter",
+    "LengthFilter",
+    "LinksFilter",
+    "PipelineSettings",
+    "RepeatsFilter",
+    "RoleName",
+    "TriggersConfig",
+    "TtsConfig",
+    "ZalgoFilter",
+]
 
 
 class ChatConfig(Section):
@@ -21,106 +45,6 @@ class ChatConfig(Section):
 
     source: Literal["auto", "terminal", "twitch"] = "auto"
     max_length: int = Field(default=500, ge=10, le=5000)
-
-
-RoleName = Literal["everyone", "subscriber", "vip", "moderator", "broadcaster"]
-"""A chat role as written in the config, lowest to highest."""
-
-COMMAND_NAME_RE = re.compile(r"^[a-z0-9_]{1,25}\Z")
-COMMAND_KEYS: tuple[str, ...] = (
-    "voice",
-    "voices",
-    "tts",
-    "mute",
-    "unmute",
-    "skip",
-    "clear",
-    "pause",
-    "resume",
-    "volume",
-    "ttsoff",
-    "ttson",
-    "setvoice",
-)
-"""The chat commands the bot knows, by their key under ``commands``."""
-
-
-class CommandSpec(Section):
-    """One chat command: what viewers type and who may use it (``commands.<key>``)."""
-
-    name: str | None = Field(default=None, description="what follows the prefix (default: the key)")
-    aliases: tuple[str, ...] = ()
-    min_role: RoleName | None = Field(
-        default=None, description="lowest role allowed (default: the command's own)"
-    )
-    enabled: bool = True
-    cooldown_s: float | None = Field(
-        default=None,
-        ge=0.0,
-        le=86_400.0,
-        description="seconds between two uses in the channel (default: 30 for voices, else 0)",
-    )
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        value = value.lower()
-        if not COMMAND_NAME_RE.match(value):
-            raise ValueError("must be 1-25 letters, digits or '_' (without the prefix)")
-        return value
-
-    @field_validator("aliases")
-    @classmethod
-    def _aliases(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        out = tuple(v.lower() for v in value)
-        for alias in out:
-            if not COMMAND_NAME_RE.match(alias):
-                raise ValueError(f"alias {alias!r} must be 1-25 letters, digits or '_'")
-        return out
-
-
-class CommandsConfig(Section):
-    """Chat commands (``commands``): prefix, replies, and one entry per command."""
-
-    enabled: bool = True
-    prefix: str = Field(default="!", pattern=r"^[^\s]{1,5}$")
-    acknowledge: bool = Field(default=True, description="confirm moderator actions in chat")
-    reply_denied: bool = Field(default=False, description="tell users a command is not theirs")
-    reply_max_chars: int = Field(default=500, ge=50, le=10_000)
-    voice: CommandSpec = CommandSpec()
-    voices: CommandSpec = CommandSpec()
-    tts: CommandSpec = CommandSpec()
-    mute: CommandSpec = CommandSpec()
-    unmute: CommandSpec = CommandSpec()
-    skip: CommandSpec = CommandSpec()
-    clear: CommandSpec = CommandSpec()
-    pause: CommandSpec = CommandSpec()
-    resume: CommandSpec = CommandSpec()
-    volume: CommandSpec = CommandSpec()
-    ttsoff: CommandSpec = CommandSpec()
-    ttson: CommandSpec = CommandSpec()
-    setvoice: CommandSpec = CommandSpec()
-
-    def spec(self, key: str) -> CommandSpec:
-        """The entry of the command ``key`` (one of COMMAND_KEYS)."""
-        spec = getattr(self, key)
-        assert isinstance(spec, CommandSpec)
-        return spec
-
-    @model_validator(mode="after")
-    def _unique_names(self) -> CommandsConfig:
-        seen: dict[str, str] = {}
-        for key in COMMAND_KEYS:
-            spec = self.spec(key)
-            if not spec.enabled:
-                continue
-            for word in (spec.name or key, *spec.aliases):
-                if word in seen and seen[word] != key:
-                    raise ValueError(f"{word!r} is used by both commands.{seen[word]} and {key}")
-                seen[word] = key
-        return self
 
 
 class LinksFilter(Section):

@@ -34,18 +34,13 @@ from typing import Any, Protocol
 
 from aiohttp import WSMsgType, web
 
-from bot.chat.actions import mute_user, remove_item, unmute_user
-from bot.chat.commands import (
-    CommandError,
-    Controls,
-    VoiceListUnavailable,
-    format_duration,
-    parse_duration,
-    parse_login,
-)
+from bot.chat import actions
+from bot.chat.arguments import CommandError, parse_duration, parse_login
+from bot.chat.controls import Controls
 from bot.chat.filters import speakable_name
-from bot.chat.pipeline import Decision
+from bot.chat.pipeline import Action, Decision
 from bot.chat.settings import TtsConfig
+from bot.chat.voices import VoiceListUnavailable
 from bot.core.messages import ChatMessage, ChatUser, Platform
 from bot.speech.speaker import Outcome, Speaker, SpeechEvent, SpeechEventKind, SpeechItem
 from bot.state.store import StoreError
@@ -579,42 +574,34 @@ class WebServer:
         return web.json_response({"voices": names, "default": self._controls.default_voice})
 
     async def _api_skip(self, _request: web.Request) -> web.Response:
-        item = self._speaker.skip()
-        if item is None:
-            return _ok("nothing is playing")
-        return _ok(f"skipped {item.message.user.login}'s message")
+        return _ok(actions.skip(self._controls).reply)
 
     async def _api_clear(self, _request: web.Request) -> web.Response:
-        n = self._speaker.clear()
-        return _ok(f"cleared {n} queued message{'s' if n != 1 else ''}")
+        return _ok(actions.clear(self._controls).reply)
 
     async def _api_remove(self, request: web.Request) -> web.Response:
         data = await _body(request)
         item_id = _int_field(data, "id", lo=0, hi=2**63)
-        item = remove_item(self._controls, item_id)
+        item = actions.remove_item(self._controls, item_id)
         if item is None:
             raise ApiError(404, "that message is no longer queued")
-        return _ok(f"removed {item.message.user.login}'s message")
+        return _ok(actions.removed_reply(item))
 
     async def _api_pause(self, _request: web.Request) -> web.Response:
-        await self._store_write(self._controls.set_paused(True))
-        return _ok("paused; the current message finishes, the queue waits")
+        return _ok((await self._store_write(actions.pause(self._controls))).reply)
 
     async def _api_resume(self, _request: web.Request) -> web.Response:
-        await self._store_write(self._controls.set_paused(False))
-        return _ok("resumed")
+        return _ok((await self._store_write(actions.resume(self._controls))).reply)
 
     async def _api_volume(self, request: web.Request) -> web.Response:
         data = await _body(request)
         value = _int_field(data, "volume", lo=0, hi=100)
-        await self._store_write(self._controls.set_volume(value / 100.0))
-        return _ok(f"volume {value}%")
+        return _ok((await self._store_write(actions.set_volume(self._controls, value))).reply)
 
     async def _api_tts(self, request: web.Request) -> web.Response:
         data = await _body(request)
         enabled = _bool_field(data, "enabled")
-        await self._store_write(self._controls.set_enabled(enabled))
-        return _ok("TTS is on" if enabled else "TTS is off (queued messages were dropped)")
+        return _ok((await self._store_write(actions.set_tts(self._controls, enabled))).reply)
 
     async def _api_mute(self, request: web.Request) -> web.Response:
         data = await _body(request)
@@ -625,17 +612,14 @@ class WebServer:
         except CommandError as exc:
             raise ApiError(400, f"duration: {exc}") from None
         outcome = await self._store_write(
-            mute_user(self._controls, login, seconds=seconds, by=PANEL_USER_LOGIN)
+            actions.mute_user(self._controls, login, seconds=seconds, by=PANEL_USER_LOGIN)
         )
-        span = "until unmuted" if seconds is None else f"for {format_duration(seconds)}"
-        removed = f" ({outcome.removed} removed)" if outcome.removed else ""
-        return _ok(f"muted {outcome.login} {span}{removed}")
+        return _ok(outcome.reply)
 
     async def _api_unmute(self, request: web.Request) -> web.Response:
         data = await _body(request)
         login = _login_field(data)
-        lifted = await self._store_write(unmute_user(self._controls, login))
-        return _ok(f"unmuted {login}" if lifted else f"{login} was not muted")
+        return _ok((await self._store_write(actions.unmute_user(self._controls, login))).reply)
 
     async def _api_say(self, request: web.Request) -> web.Response:
         """A test line from the streamer, in any voice."""
@@ -697,12 +681,12 @@ class WebServer:
                 ),
                 None,
             )
-            status = "queued" if item is not None else "dropped"
+            status = Action.QUEUED if item is not None else Action.DROPPED
             reason = dropped.detail if dropped is not None else ""
             if item is None and not reason:
                 reason = "not spoken (filtered, muted, TTS off or not a trigger; see the log)"
-        body: dict[str, Any] = {"ok": True, "status": status, "reason": reason}
-        if status == "queued" and item is not None:
+        body: dict[str, Any] = {"ok": True, "status": status.value, "reason": reason}
+        if status is Action.QUEUED and item is not None:
             body["id"] = item.seq
             body["text"] = item.text
             body["voice"] = item.voice

@@ -158,6 +158,7 @@ class Bot:
     engine: ToneEngine
     player: RecordingPlayer
     events: list[tuple[str, str, str, str | None]] = field(default_factory=list)
+    _event: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def store(self) -> Any:
@@ -166,6 +167,17 @@ class Bot:
     def on_event(self, ev: SpeechEvent) -> None:
         outcome = ev.outcome.value if ev.outcome is not None else None
         self.events.append((ev.kind.value, ev.item.message.user.login, ev.item.text, outcome))
+        self._event.set()
+
+    async def wait_for(self, condition: Callable[[], bool], timeout: float = 10.0) -> None:
+        """Wait until ``condition()`` holds, checking it after every speech event (no polling)."""
+
+        async def watch() -> None:
+            while not condition():
+                self._event.clear()
+                await self._event.wait()
+
+        await asyncio.wait_for(watch(), timeout)
 
     async def send(
         self,

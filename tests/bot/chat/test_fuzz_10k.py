@@ -25,15 +25,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.chat.commands import (
+from bot.chat.arguments import (
     CommandError,
     format_duration,
     parse_command,
     parse_duration,
     parse_login,
 )
+from bot.chat.commands import COMMAND_KEYS, CommandStatus
 from bot.chat.filters import FilterChain, MessageIgnorer, speakable_name
-from bot.chat.settings import COMMAND_KEYS
+from bot.chat.pipeline import Action
 from bot.config import parse_config
 from bot.core.messages import ChatMessage, ChatUser, Platform, Role
 from bot.core.text import clean_for_speech
@@ -159,11 +160,16 @@ async def test_any_command_argument_goes_through_the_real_command_processor(
     text = f"!{word}{gap}{gap.join(args)}"
     decision, replies = await bot.send(text, STREAMER)
     hypothesis.event(f"{word.casefold()}: {decision.command.status if decision.command else '-'}")
-    assert decision.action in ("command", "queued", "dropped")
+    assert decision.action in (Action.COMMAND, Action.QUEUED, Action.DROPPED)
     assert decision.command is not None
-    assert decision.command.status in ("ok", "invalid", "unknown", "cooldown")
+    assert decision.command.status in (
+        CommandStatus.OK,
+        CommandStatus.INVALID,
+        CommandStatus.UNKNOWN,
+        CommandStatus.COOLDOWN,
+    )
     assert all(0 < len(r) <= 500 for r in replies)
-    if decision.command.status == "invalid":
+    if decision.command.status is CommandStatus.INVALID:
         assert len(replies) == 1  # one clear answer
     if decision.item is not None:  # only !tts is spoken, and without the command word
         assert word.casefold() == "tts"

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from bot.chat.commands import CommandStatus
+from bot.chat.pipeline import Action, Trigger
 from bot.core.messages import Role
 from tests.support.audio import PulseServer
 from tests.support.chat_harness import (
@@ -18,7 +20,6 @@ from tests.support.chat_harness import (
     make_config,
     person,
     start_bot,
-    until,
 )
 
 
@@ -32,7 +33,7 @@ async def bot(tmp_path: Path) -> AsyncIterator[Bot]:
 # -- triggers ----------------------------------------------------------------------------------
 async def test_every_message_mode_speaks_plain_chat(bot: Bot) -> None:
     decision, _ = await bot.send("hello everyone")
-    assert (decision.action, decision.trigger) == ("queued", "message")
+    assert (decision.action, decision.trigger) == (Action.QUEUED, Trigger.MESSAGE)
     assert decision.item is not None
     assert decision.item.text == "viewer says hello everyone"
     await bot.idle()
@@ -43,9 +44,9 @@ async def test_command_only_mode(tmp_path: Path) -> None:
     bot = await start_bot(make_config(tmp_path, triggers={"messages": False}))
     try:
         decision, _ = await bot.send("just chatting")
-        assert (decision.action, decision.reason) == ("dropped", "no trigger")
+        assert (decision.action, decision.reason) == (Action.DROPPED, "no trigger")
         decision, _ = await bot.send("!tts read this please")
-        assert (decision.action, decision.trigger) == ("queued", "command")
+        assert (decision.action, decision.trigger) == (Action.QUEUED, Trigger.COMMAND)
         assert decision.item is not None
         assert decision.item.text == "viewer says read this please"
     finally:
@@ -56,9 +57,9 @@ async def test_without_the_command_trigger_tts_is_an_unknown_command(tmp_path: P
     bot = await start_bot(make_config(tmp_path, triggers={"command": False}))
     try:
         decision, replies = await bot.send("!tts read this")
-        assert decision.action == "command"
+        assert decision.action is Action.COMMAND
         assert decision.command is not None
-        assert decision.command.status == "unknown"
+        assert decision.command.status is CommandStatus.UNKNOWN
         assert replies == []
     finally:
         await bot.close()
@@ -73,9 +74,9 @@ async def test_rewards_and_cheers_only(tmp_path: Path) -> None:
         decision, _ = await bot.send("plain")
         assert decision.reason == "no trigger"
         decision, _ = await bot.send("right reward", reward="read my message")
-        assert decision.trigger == "reward"
+        assert decision.trigger is Trigger.REWARD
         decision, _ = await bot.send("big cheer", person("rich"), bits=500)
-        assert decision.trigger == "cheer"
+        assert decision.trigger is Trigger.CHEER
         assert decision.item is not None
         assert decision.item.priority == 1
     finally:
@@ -89,7 +90,7 @@ async def test_cheers_can_be_switched_off(tmp_path: Path) -> None:
         decision, _ = await bot.send("big cheer", person("rich"), bits=500)
         assert decision.reason == "no trigger"
         decision, _ = await bot.send("reward", person("d"), reward="Any")
-        assert decision.trigger == "reward"
+        assert decision.trigger is Trigger.REWARD
     finally:
         await bot.close()
 
@@ -114,7 +115,7 @@ async def test_min_role_for_speech(tmp_path: Path) -> None:
         decision, _ = await bot.send("hi")
         assert decision.reason == "role"
         decision, _ = await bot.send("hi", person("sub", Role.SUBSCRIBER))
-        assert decision.action == "queued"
+        assert decision.action is Action.QUEUED
     finally:
         await bot.close()
 
@@ -227,21 +228,21 @@ async def test_filters_apply_in_the_pipeline(tmp_path: Path) -> None:
 
 async def test_other_bots_and_their_commands_are_never_read(bot: Bot) -> None:
     decision, _ = await bot.send("Follow the stream!", person("nightbot"))
-    assert (decision.action, decision.reason) == ("ignored", "ignored user")
+    assert (decision.action, decision.reason) == (Action.IGNORED, "ignored user")
     decision, replies = await bot.send("!voice alice", person("streamelements", Role.MODERATOR))
     assert decision.reason == "ignored user"
     assert replies == []
     decision, _ = await bot.send("!discord")  # another bot's command (and unknown to us)
-    assert decision.action == "command"
+    assert decision.action is Action.COMMAND
     assert decision.command is not None
-    assert decision.command.status == "unknown"
+    assert decision.command.status is CommandStatus.UNKNOWN
 
 
 async def test_another_prefix_is_ignored(tmp_path: Path) -> None:
     bot = await start_bot(make_config(tmp_path, filters={"ignore": {"prefixes": ["!", "?"]}}))
     try:
         decision, _ = await bot.send("?songrequest never gonna")
-        assert (decision.action, decision.reason) == ("ignored", "another bot's command")
+        assert (decision.action, decision.reason) == (Action.IGNORED, "another bot's command")
     finally:
         await bot.close()
 
@@ -249,8 +250,8 @@ async def test_another_prefix_is_ignored(tmp_path: Path) -> None:
 async def test_duplicate_message_ids_are_spoken_once(bot: Bot) -> None:
     first, _ = await bot.send("once", mid="same-id")
     again, _ = await bot.send("once", mid="same-id")
-    assert first.action == "queued"
-    assert (again.action, again.reason) == ("ignored", "duplicate")
+    assert first.action is Action.QUEUED
+    assert (again.action, again.reason) == (Action.IGNORED, "duplicate")
 
 
 async def test_cooldown_per_user(tmp_path: Path) -> None:
@@ -258,17 +259,17 @@ async def test_cooldown_per_user(tmp_path: Path) -> None:
     now = [500.0]
     bot.app.chat.cooldown._clock = lambda: now[0]
     try:
-        assert (await bot.send("one"))[0].action == "queued"
+        assert (await bot.send("one"))[0].action is Action.QUEUED
         assert (await bot.send("two"))[0].reason == "cooldown"
-        assert (await bot.send("other user", person("other")))[0].action == "queued"
-        assert (await bot.send("paid", bits=100))[0].action == "queued"
-        assert (await bot.send("mods skip it", MOD))[0].action == "queued"
-        assert (await bot.send("mods skip it again", MOD))[0].action == "queued"
+        assert (await bot.send("other user", person("other")))[0].action is Action.QUEUED
+        assert (await bot.send("paid", bits=100))[0].action is Action.QUEUED
+        assert (await bot.send("mods skip it", MOD))[0].action is Action.QUEUED
+        assert (await bot.send("mods skip it again", MOD))[0].action is Action.QUEUED
         # A dropped message does not start a cooldown.
-        assert (await bot.send("😂", person("third")))[0].action == "dropped"
-        assert (await bot.send("third speaks", person("third")))[0].action == "queued"
+        assert (await bot.send("😂", person("third")))[0].action is Action.DROPPED
+        assert (await bot.send("third speaks", person("third")))[0].action is Action.QUEUED
         now[0] += 31
-        assert (await bot.send("three"))[0].action == "queued"
+        assert (await bot.send("three"))[0].action is Action.QUEUED
     finally:
         await bot.close()
 
@@ -282,7 +283,7 @@ async def test_odd_messages_are_handled_without_raising(bot: Bot) -> None:
         # The pipeline itself (not App.on_message's safety net) must cope.
         await bot.app.chat.handle(ChatMessage(id=f"w{i}", user=weird, text=text, source="t"))
     decision, _ = await bot.send("still fine")
-    assert decision.action == "queued"
+    assert decision.action is Action.QUEUED
 
 
 # -- the queue under a burst ---------------------------------------------------------------------
@@ -302,11 +303,11 @@ async def test_a_raid_burst_respects_bounds_per_user_limit_and_paid_priority(
             who = person(f"raider{i % 10}")
             decisions.append((await bot.send(f"raid message {i}", who))[0])
         paid = (await bot.send("paid during the raid", person("whale"), bits=1000))[0]
-        queued = [d for d in decisions if d.action == "queued"]
+        queued = [d for d in decisions if d.action is Action.QUEUED]
         assert len(queued) == 8
-        assert all(d.reason == "queue" for d in decisions if d.action != "queued")
+        assert all(d.reason == "queue" for d in decisions if d.action is not Action.QUEUED)
         # drop_newest keeps the first eight arrivals, then the paid one evicts the newest free.
-        assert paid.action == "queued"
+        assert paid.action is Action.QUEUED
         snapshot = [it.text for it in bot.app.queue.snapshot()]
         assert snapshot == ["paid during the raid"] + [f"raid message {i}" for i in range(7)]
         for login in {it.message.user.login for it in bot.app.queue.snapshot()}:
@@ -346,8 +347,8 @@ async def test_per_user_limit_stops_one_spammer_not_others(tmp_path: Path) -> No
     try:
         bot.app.speaker.pause()
         results = [(await bot.send(f"spam {i}"))[0].action for i in range(5)]
-        assert results == ["queued", "queued", "dropped", "dropped", "dropped"]
-        assert (await bot.send("someone else", person("other")))[0].action == "queued"
+        assert results == [Action.QUEUED] * 2 + [Action.DROPPED] * 3
+        assert (await bot.send("someone else", person("other")))[0].action is Action.QUEUED
     finally:
         await bot.close()
 
@@ -360,9 +361,9 @@ async def test_control_actions_beat_a_full_queue(tmp_path: Path) -> None:
         await bot.send("the long playing message")
         for i in range(20):
             await bot.send(f"waiting {i}", person(f"w{i}"))
-        await until(lambda: bool(bot.started()))
+        await bot.wait_for(lambda: bool(bot.started()))
         await bot.send("!skip", MOD)
-        await until(lambda: len(bot.finished()) >= 1)
+        await bot.wait_for(lambda: len(bot.finished()) >= 1)
         assert bot.finished()[0] == ("viewer", "the long playing message", "skipped")
         await bot.send("!clear", MOD)
         bot.player.hold.set()
@@ -397,7 +398,7 @@ async def test_state_is_restored_after_a_restart(tmp_path: Path) -> None:
         ]:
             decision, replies = await bot.send(text, who)
             assert decision.command is not None
-            assert decision.command.status == "ok", replies
+            assert decision.command.status is CommandStatus.OK, replies
     finally:
         await bot.close()
 
@@ -431,7 +432,7 @@ async def test_a_broken_database_does_not_stop_the_bot(tmp_path: Path) -> None:
         assert bot.store.path == ":memory:"
         _, replies = await bot.send("!voice alice")
         assert replies == ["your voice is now alice"]
-        assert (await bot.send("still talking"))[0].action == "queued"
+        assert (await bot.send("still talking"))[0].action is Action.QUEUED
     finally:
         await bot.close()
     assert (state / "ishowtts.db").read_bytes() == b"garbage" * 1000

@@ -313,9 +313,10 @@ async def test_panel_actions_use_the_same_state_as_chat_commands(
                 async with http.post(_url(app, path), json=body or {}) as res:
                     return res.status, await res.json()
 
+            # The panel answers in the chat command's words (one wording per action).
             assert await post("/api/pause") == (
                 200,
-                {"ok": True, "message": "paused; the current message finishes, the queue waits"},
+                {"ok": True, "message": "paused; !resume continues"},
             )
             assert app.speaker.paused
             assert app.store.settings.paused
