@@ -145,3 +145,42 @@ def test_the_declared_python_is_the_one_the_readme_and_the_doctor_name() -> None
     assert f"Python older than {major}.{minor}," in readme
     ruff = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["ruff"]["target-version"]
     assert ruff == f"py{major}{minor}"
+
+
+# -- chat commands: the tables are derived from the declarations ------------------------------
+def _table_after(text: str, header: str) -> list[list[str]]:
+    """The rows of the markdown table that starts with ``header`` (cells stripped)."""
+    start = text.index(header)
+    rows = []
+    for line in text[start:].splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        cells = re.split(r"(?<!\\)\|", line.strip())[1:-1]
+        rows.append([cell.strip() for cell in cells])
+    return rows
+
+
+def test_the_readme_command_table_is_the_declarations() -> None:
+    """``python -m bot.chat.commands.docs`` prints what the README must hold."""
+    from bot.chat.commands import docs
+
+    text = README.read_text(encoding="utf-8")
+    assert docs.command_table() in text, (
+        "the README's chat-command table differs from the declarations; paste the table that "
+        "`.venv/bin/python -m bot.chat.commands.docs` prints"
+    )
+    for row in docs.config_rows():
+        assert row in text, f"README: the commands.* reference should read: {row}"
+    flat = " ".join(text.split())
+    assert docs.key_list() in flat, f"README: should say {docs.key_list()}"
+
+
+def test_docs_commands_lists_every_command_with_its_usage_and_role() -> None:
+    from bot.chat.commands import COMMANDS, docs
+    from bot.chat.roles import role_name
+
+    text = (REPO / "docs" / "commands.md").read_text(encoding="utf-8")
+    rows = _table_after(text, "| Command | Who (default) | What it does |")
+    listed = [(usage, who) for usage, who, _what in rows]
+    declared = [(f"`{docs.usage(cmd)}`", role_name(cmd.role)) for cmd in COMMANDS if cmd.enabled]
+    assert listed == declared
