@@ -8,6 +8,10 @@ only whether to send it (``commands.acknowledge``), the panel always shows it.
 
 Writes are committed before an action returns, so a reply that follows survives a crash;
 a failed write raises ``bot.state.store.StoreError`` and changes nothing.
+
+Whom an ``@login`` names depends on where it is said: people of different platforms never
+mix (docs/commands.md, "Who is who"), so every action on a person takes the platform, and
+a chat command passes its issuer's.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bot.chat.arguments import format_duration
+from bot.core.messages import Platform
+from bot.state.store import Target
 
 if TYPE_CHECKING:
     from bot.chat.controls import Controls
@@ -37,6 +43,7 @@ class MuteOutcome:
         until: Epoch seconds when the mute ends, or None for "until unmuted".
         removed: Queued or playing messages of theirs that were dropped at once.
         seconds: How long it was asked for, or None for "until unmuted".
+        platform: Where the muted person chats.
     """
 
     login: str
@@ -44,6 +51,7 @@ class MuteOutcome:
     until: float | None
     removed: int
     seconds: float | None = None
+    platform: Platform = Platform.TWITCH
 
     @property
     def reply(self) -> str:
@@ -62,26 +70,60 @@ class Said:
     reply: str
 
 
-def user_id_for(controls: Controls, login: str) -> str | None:
-    """The platform id behind ``login``: someone who chatted recently, else the database's."""
+def target_for(controls: Controls, platform: Platform, login: str) -> Target:
+    """Whom ``@login`` names on ``platform``: who chatted there lately, else the database's.
+
+    Only ``platform`` is searched: an HTTP-ingest message under a Twitch login never makes a
+    Twitch moderator's ``!mute @login`` land on the ingest identity. When nobody is known
+    there yet, the target is login-only and binds to whoever first chats there as ``login``.
+    """
     login = login.casefold()
-    recent = controls.recent_user(login)
+    recent = controls.recent_user(platform, login)
     if recent is not None:
-        return recent[0]
-    record = controls.store.find_login(login)
-    return record.user_id if record is not None else None
+        return Target(platform, login, recent[0])
+    record = controls.store.find_login(platform, login)
+    return Target(platform, login, record.user_id if record is not None else None)
 
 
-def same_user(item: SpeechItem, login: str, user_id: str | None) -> bool:
-    """Whether ``item`` was written by the user known as ``login`` / ``user_id``."""
+PLATFORM_ORDER = (
+    Platform.TWITCH,
+    Platform.YOUTUBE,
+    Platform.HTTP,
+    Platform.TERMINAL,
+    Platform.PANEL,
+)
+"""Which platform an ``@login`` without one means, first match wins (the panel's mute)."""
+
+
+def known_platform(controls: Controls, login: str) -> Platform:
+    """The platform that a login given without one names (the panel's mute and unmute).
+
+    The first of :data:`PLATFORM_ORDER` on which someone chatted lately as ``login`` or the
+    database knows them, else Twitch. Chat platforms come first, so an HTTP-ingest message
+    under a Twitch viewer's login never turns the panel's mute of that viewer into a mute of
+    the ingest name.
+    """
+    login = login.casefold()
+    for platform in PLATFORM_ORDER:
+        if controls.recent_user(platform, login) is not None:
+            return platform
+        if controls.store.find_login(platform, login) is not None:
+            return platform
+    return Platform.TWITCH
+
+
+def same_user(item: SpeechItem, target: Target) -> bool:
+    """Whether ``item`` was written by ``target`` (same platform; by id when known)."""
     user = item.message.user
-    if user_id is not None and user.id == user_id:
-        return True
-    return user.login.casefold() == login.casefold()
+    if user.platform is not target.platform:
+        return False
+    if target.user_id is not None:
+        return user.id == target.user_id
+    return user.login.casefold() == target.login.casefold()
 
 
 async def mute_user(
-    controls: Controls, login: str, *, seconds: float | None, by: str
+    controls: Controls, login: str, *, platform: Platform, seconds: float | None, by: str
 ) -> MuteOutcome:
     """Mute ``login`` (for ``seconds``, or until unmuted) and drop their speech at once.
 
@@ -91,45 +133,45 @@ async def mute_user(
     Args:
         controls: The chat pipeline (store, speaker, recent users).
         login: Who to mute, already validated (``bot.chat.arguments.parse_login``).
+        platform: Where they chat: the issuing command's platform, or the panel's choice.
         seconds: How long, or None for "until unmuted".
         by: Login of who muted (shown in the panel and kept in the database).
 
     Raises:
         bot.state.store.StoreError: The write failed; nothing changed.
     """
-    login = login.casefold()
-    user_id = user_id_for(controls, login)
+    target = target_for(controls, platform, login)
     store = controls.store
     until = store.now() + seconds if seconds is not None else None
-    await store.mute(login, user_id, until=until, by=by)
-    removed = controls.speaker.remove_where(
-        lambda it: same_user(it, login, user_id), include_current=True
-    )
-    return MuteOutcome(login, user_id, until, removed, seconds)
+    await store.mute(target, until=until, by=by)
+    removed = controls.speaker.remove_where(lambda it: same_user(it, target), include_current=True)
+    return MuteOutcome(target.login, target.user_id, until, removed, seconds, platform)
 
 
-async def unmute_user(controls: Controls, login: str) -> Said:
-    """Lift a mute on ``login`` (once committed): ``unmuted bob`` / ``bob was not muted``.
+async def unmute_user(controls: Controls, login: str, platform: Platform) -> Said:
+    """Lift a mute on ``login`` of ``platform`` (once committed): ``unmuted bob``.
 
-    Raises:
-        bot.state.store.StoreError: The write failed; nothing changed.
-    """
-    login = login.casefold()
-    lifted = await controls.store.unmute(login, user_id_for(controls, login))
-    return Said(f"unmuted {login}" if lifted else f"{login} was not muted")
-
-
-async def set_voice_of(controls: Controls, login: str, voice: str) -> Said:
-    """Choose ``voice`` (a real voice name) for ``login``, also before they ever chatted.
+    ``bob was not muted`` when there was none to lift.
 
     Raises:
         bot.state.store.StoreError: The write failed; nothing changed.
     """
-    login = login.casefold()
-    await controls.store.set_voice(
-        login, user_id_for(controls, login), stored_voice(controls, voice)
-    )
-    return Said(f"{login}'s voice is now {voice}")
+    target = target_for(controls, platform, login)
+    lifted = await controls.store.unmute(target)
+    return Said(f"unmuted {target.login}" if lifted else f"{target.login} was not muted")
+
+
+async def set_voice_of(controls: Controls, login: str, voice: str, platform: Platform) -> Said:
+    """Choose ``voice`` (a real voice name) for ``login`` of ``platform``.
+
+    Also before they ever chatted: the entry binds when they first chat there.
+
+    Raises:
+        bot.state.store.StoreError: The write failed; nothing changed.
+    """
+    target = target_for(controls, platform, login)
+    await controls.store.set_voice(target, stored_voice(controls, voice))
+    return Said(f"{target.login}'s voice is now {voice}")
 
 
 def stored_voice(controls: Controls, voice: str) -> str | None:

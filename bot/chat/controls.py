@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from bot.chat.voices import VoiceCatalog
-    from bot.core.messages import ChatUser, Role
+    from bot.core.messages import ChatUser, Platform, Role
     from bot.speech.speaker import SpeechItem
-    from bot.state.store import HistoryEntry, UserRecord
+    from bot.state.store import HistoryEntry, Target, UserRecord
 
 
 class PeopleStore(Protocol):
@@ -30,8 +30,13 @@ class PeopleStore(Protocol):
         """The voice ``user`` chose, or None for the default."""
         ...
 
-    def find_login(self, login: str) -> UserRecord | None:
-        """The record of an ``@login`` argument, if the database knows them."""
+    def find_login(self, platform: Platform, login: str) -> UserRecord | None:
+        """The record of an ``@login`` argument on ``platform``, if the database knows them."""
+        ...
+
+    @property
+    def read_only(self) -> bool:
+        """Whether changes cannot be saved (a read-only database: they last this session)."""
         ...
 
     def mutes(self) -> list[UserRecord]:
@@ -42,17 +47,15 @@ class PeopleStore(Protocol):
         """The store's wall clock (mute expiry is in epoch seconds)."""
         ...
 
-    async def set_voice(self, login: str, user_id: str | None, voice: str | None) -> UserRecord:
+    async def set_voice(self, who: Target, voice: str | None) -> UserRecord:
         """Choose a voice for a person (None: the default)."""
         ...
 
-    async def mute(
-        self, login: str, user_id: str | None, *, until: float | None, by: str
-    ) -> UserRecord:
+    async def mute(self, who: Target, *, until: float | None, by: str) -> UserRecord:
         """Mute a person until epoch time ``until`` (None: until unmuted)."""
         ...
 
-    async def unmute(self, login: str, user_id: str | None) -> bool:
+    async def unmute(self, who: Target) -> bool:
         """Lift a mute; whether an active one was lifted."""
         ...
 
@@ -137,8 +140,8 @@ class Controls(Protocol):
         """Set the player volume (0..1); persisted first."""
         ...
 
-    def recent_user(self, login: str) -> tuple[str, Role] | None:
-        """(user id, role) of someone who chatted recently under ``login``, if any."""
+    def recent_user(self, platform: Platform, login: str) -> tuple[str, Role] | None:
+        """(user id, role) of someone who chatted recently on ``platform`` as ``login``."""
         ...
 
     def command_name(self, key: str) -> str:

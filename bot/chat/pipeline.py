@@ -36,7 +36,7 @@ from bot.chat.roles import ROLE_BY_NAME
 from bot.chat.settings import PipelineSettings
 from bot.chat.voices import VoiceCatalog
 from bot.core.lru import LRU
-from bot.core.messages import ChatMessage, ChatUser, Role
+from bot.core.messages import ChatMessage, ChatUser, Platform, Role
 from bot.speech.speaker import Speaker, SpeechEvent, SpeechEventKind, SpeechItem
 from bot.state.store import HistoryEntry, Mute, Store
 
@@ -174,7 +174,7 @@ class ChatPipeline:
         )
         self._min_role = ROLE_BY_NAME[cfg.triggers.min_role]
         self._enabled = True
-        self._recent: LRU[str, tuple[str, Role]] = LRU(self._RECENT_USERS)
+        self._recent: LRU[tuple[Platform, str], tuple[str, Role]] = LRU(self._RECENT_USERS)
         self._message_ids: LRU[str, None] = LRU(self._RECENT_IDS)
         self._last_started: SpeechItem | None = None
         self.steps: tuple[Step, ...] = (
@@ -250,9 +250,9 @@ class ChatPipeline:
         self._player.set_volume(volume)
         await self._store.set_volume(volume)
 
-    def recent_user(self, login: str) -> tuple[str, Role] | None:
-        """(id, highest role) of someone who chatted under ``login`` since the bot started."""
-        return self._recent.get(login.casefold())
+    def recent_user(self, platform: Platform, login: str) -> tuple[str, Role] | None:
+        """(id, highest role) of someone who chatted on ``platform`` as ``login`` lately."""
+        return self._recent.get((platform, login.casefold()))
 
     def restore(self) -> None:
         """Apply the persisted volume, pause and on/off state (after ``store.open()``)."""
@@ -287,7 +287,7 @@ class ChatPipeline:
         user = line.user
         if self.ignorer.ignores_user(user):
             return Decision(Action.IGNORED, "ignored user")
-        self._recent.put(user.login.casefold(), (user.id, user.role))
+        self._recent.put((user.platform, user.login.casefold()), (user.id, user.role))
         self._store.seen(user)
         return None
 

@@ -23,9 +23,7 @@ import os
 import re
 import shutil
 import socket
-import sqlite3
 import sys
-import tempfile
 import textwrap
 import urllib.error
 import urllib.request
@@ -633,74 +631,23 @@ def check_twitch(
 # -- database -------------------------------------------------------------------------------
 
 
-def _probe_writable(folder: Path) -> str | None:
-    """Create and delete a file in ``folder``; None when that works, else the reason.
-
-    ``os.access`` says yes to root everywhere, even on read-only mounts; only trying tells.
-    """
-    try:
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".ishowtts-doctor-"):
-            pass
-    except OSError as exc:
-        return exc.strerror or str(exc)
-    return None
-
-
 def check_database(cfg: Config) -> CheckResult:
-    """The SQLite file (or the folder it will be created in) is usable and writable."""
-    from bot.state.settings import database_path
-    from bot.state.store import MIGRATIONS
+    """The SQLite file (or the folder it will be created in) is usable and writable.
 
-    name = "database"
-    path = database_path(cfg.storage)
-    fix_place = "set storage.dir (or storage.database) in config.yaml to a folder you can write"
-    if path.exists():
-        if not path.is_file():
-            return CheckResult(name, "fail", f"{path} is not a file", fix_place)
-        reason = _probe_writable(path.parent)
-        if reason is not None:
-            return CheckResult(name, "fail", f"cannot write in {path.parent}: {reason}", fix_place)
-        try:
-            with contextlib.closing(
-                sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=2.0)
-            ) as db:
-                check = db.execute("PRAGMA quick_check").fetchone()
-                version = int(db.execute("PRAGMA user_version").fetchone()[0])
-        except sqlite3.Error as exc:
-            return CheckResult(
-                name,
-                "fail",
-                f"{path} is not a usable SQLite database ({exc})",
-                "move the file away; the bot creates a new one (viewers' voice choices and "
-                "mutes start empty)",
-            )
-        if check is None or check[0] != "ok":
-            return CheckResult(
-                name,
-                "fail",
-                f"{path} is damaged ({check[0] if check else 'no answer'})",
-                "move the file away; the bot creates a new one",
-            )
-        if version > len(MIGRATIONS):
-            return CheckResult(
-                name,
-                "fail",
-                f"{path} was written by a newer ishowtts (schema {version}, this one knows "
-                f"{len(MIGRATIONS)})",
-                "update ishowtts, or point storage.database at another file",
-            )
-        return CheckResult(name, "ok", f"{path} (schema {version}, writable)")
-    folder = path.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        return CheckResult(
-            name, "fail", f"cannot create {path}: {folder} is a file, not a folder", fix_place
-        )
-    reason = _probe_writable(folder)
-    if reason is not None:
-        return CheckResult(name, "fail", f"cannot create {path}: {folder}: {reason}", fix_place)
-    return CheckResult(name, "ok", f"{path} will be created on first start")
+    The store judges the file (``bot.state.store.database_health``), so the doctor and the
+    bot's start-up never disagree; a read-only file is a warning (saved state applies).
+    """
+    from bot.state.settings import database_path
+    from bot.state.store import DatabaseState, database_health
+
+    health = database_health(database_path(cfg.storage))
+    statuses: dict[DatabaseState, Status] = {
+        DatabaseState.OK: "ok",
+        DatabaseState.NEW: "ok",
+        DatabaseState.READ_ONLY: "warn",
+    }
+    status = statuses.get(health.state, "fail")
+    return CheckResult("database", status, health.summary, health.fix)
 
 
 # -- web panel ------------------------------------------------------------------------------

@@ -9,13 +9,22 @@ Why it looks like this:
   after the acknowledgement loses nothing.
 * Reads that happen for every chat message (is this user muted? which voice?) are answered
   from an in-memory copy of the small ``users`` table, refreshed with the rows each write
-  returns, so the hot path does no I/O at all.
+  returns, so the hot path does no I/O at all; :meth:`Store.person` answers both in one read.
+* A person is ``(platform, id)`` (``bot.core.messages.Platform``): every row belongs to one
+  platform, and nothing on one platform ever matches, binds to or merges with a row of
+  another, whatever the logins. A user can be named before they ever chat (``!mute @login``):
+  such a row holds only the platform and the login until that person first chats there, then
+  it is bound to their stable id, so a later rename does not escape a mute.
 * The schema is versioned with ``PRAGMA user_version`` and upgraded by ordered migrations,
   each in its own transaction; a database from a newer version is refused with a clear
   message instead of being damaged.
-* A user can be named before they ever chat (``!mute @login``): such a row holds only the
-  login until the user shows up, then it is bound to their stable platform id, so a later
-  rename does not escape a mute.
+* A database that cannot be written (file permissions, an immutable file, a read-only mount or
+  folder) is not "damaged": it is opened read-only, copied into memory and served from there,
+  so its saved voices, mutes and settings keep applying; changes then hold for this session
+  only and :attr:`Store.read_only` says so (commands word their replies from it). The file
+  itself is never written.
+* :func:`database_health` is the one place that judges a database file; the store's start-up
+  and ``ishowtts doctor`` both use its probes, so they never disagree.
 * Mute expiry is stored as wall-clock epoch seconds (``time.time``), because it has to mean
   the same thing after a restart; the monotonic clock restarts with the process.
 """
@@ -25,21 +34,35 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import enum
+import errno
 import json
 import logging
+import os
 import sqlite3
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bot.core.messages import ChatUser
+from bot.core.messages import ChatUser, Platform
+from bot.core.tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+
+_PLATFORM_OF_ID = (
+    "CASE WHEN user_id IS NULL THEN NULL"
+    " WHEN user_id = 'local' THEN 'terminal'"
+    " WHEN user_id LIKE 'http:%' THEN 'http'"
+    " ELSE 'twitch' END"
+)
+"""Schema 1 kept bare ids: "local" was the terminal (and the panel), "http:NAME" the HTTP
+ingest, anything else a Twitch user id (the only other source that existed)."""
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: people with state (voice, mute), bot settings, recent history.
@@ -72,8 +95,49 @@ MIGRATIONS: tuple[str, ...] = (
         detail     TEXT NOT NULL DEFAULT ''
     );
     """,
+    # 2: every person belongs to one platform; identity is (platform, user_id).
+    f"""
+    CREATE TABLE users_v2 (
+        id          INTEGER PRIMARY KEY,
+        platform    TEXT NOT NULL,
+        user_id     TEXT,
+        login       TEXT NOT NULL,
+        voice       TEXT,
+        muted       INTEGER NOT NULL DEFAULT 0,
+        muted_until REAL,
+        muted_by    TEXT,
+        muted_at    REAL,
+        updated_at  REAL NOT NULL,
+        UNIQUE (platform, user_id)
+    );
+    INSERT INTO users_v2 (id, platform, user_id, login, voice, muted, muted_until, muted_by,
+                          muted_at, updated_at)
+        SELECT id, coalesce({_PLATFORM_OF_ID}, 'twitch'), user_id, login, voice, muted,
+               muted_until, muted_by, muted_at, updated_at
+        FROM users;
+    INSERT INTO users_v2 (platform, user_id, login, muted, muted_until, muted_by, muted_at,
+                          updated_at)
+        SELECT 'twitch', NULL, h.login, h.muted, h.muted_until, h.muted_by, h.muted_at,
+               h.updated_at
+        FROM users_v2 AS h
+        WHERE h.platform = 'http' AND h.muted = 1 AND NOT EXISTS (
+            SELECT 1 FROM users_v2 AS t WHERE t.platform = 'twitch' AND t.login = h.login
+        );
+    DROP TABLE users;
+    ALTER TABLE users_v2 RENAME TO users;
+    CREATE INDEX users_login ON users(platform, login);
+    ALTER TABLE history ADD COLUMN platform TEXT;
+    UPDATE history SET platform = {_PLATFORM_OF_ID};
+    """,
 )
-"""Schema migrations in order; migration N brings the database to ``user_version`` N."""
+"""Schema migrations in order; migration N brings the database to ``user_version`` N.
+
+Migration 2 gives every row a platform, inferred from the id's shape (``_PLATFORM_OF_ID``;
+login-only rows were made by moderators in Twitch chat or the panel, so they are Twitch's).
+Under schema 1 a login-only mute could be captured by an HTTP-ingest message under the same
+login (the bug this schema fixes); such a mute is kept for the Twitch login as well, since
+a mute that silences one person too many is the safe side of a mistake.
+"""
 
 
 class StoreError(RuntimeError):
@@ -100,12 +164,34 @@ class Mute:
 
 
 @dataclass(frozen=True, slots=True)
+class Target:
+    """Whom a write is about: a person on one platform, by id when known, else by login.
+
+    Attributes:
+        platform: The platform the person chats on; a write never leaves it.
+        login: Their login (``@`` and case do not matter).
+        user_id: Their id on ``platform`` when known; None makes a login-only entry that
+            binds to the first person who chats on ``platform`` under ``login``.
+    """
+
+    platform: Platform
+    login: str
+    user_id: str | None = None
+
+    @classmethod
+    def of(cls, user: ChatUser) -> Target:
+        """The person who wrote a message."""
+        return cls(user.platform, user.login, user.id)
+
+
+@dataclass(frozen=True, slots=True)
 class UserRecord:
     """A person the bot keeps state for (a row of ``users``).
 
     Attributes:
         row: The row id.
-        user_id: Stable platform id, or None while only the login is known.
+        platform: The platform the person belongs to.
+        user_id: Stable id on ``platform``, or None while only the login is known.
         login: Lower-case login.
         voice: Chosen voice, or None for the default.
         mute: The mute, if any (possibly expired; see ``Mute.active``).
@@ -114,12 +200,31 @@ class UserRecord:
     """
 
     row: int
+    platform: Platform
     user_id: str | None
     login: str
     voice: str | None
     mute: Mute | None
     updated_at: float
     seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PersonState:
+    """What the store holds for one chatting person, read once per message.
+
+    Attributes:
+        voice: Their chosen voice, or None for the default.
+        mute: Their active mute, or None (an expired mute counts as none).
+    """
+
+    voice: str | None = None
+    mute: Mute | None = None
+
+    @property
+    def muted(self) -> bool:
+        """Whether they are muted now."""
+        return self.mute is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +239,7 @@ class HistoryEntry:
     message_id: str | None = None
     voice: str | None = None
     detail: str = ""
+    platform: Platform | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +257,210 @@ class Settings:
     enabled: bool = True
 
 
+# -- judging a database file ------------------------------------------------------------------
+class DatabaseState(enum.Enum):
+    """What :func:`database_health` found."""
+
+    OK = "ok"
+    """It exists, is intact and can be written."""
+    NEW = "new"
+    """It does not exist yet and can be created."""
+    READ_ONLY = "read-only"
+    """It is intact but cannot be written: saved state applies, changes are not saved."""
+    DAMAGED = "damaged"
+    """It is not a usable SQLite database (move it away)."""
+    NEWER = "newer"
+    """A newer ishowtts wrote it."""
+    UNUSABLE = "unusable"
+    """It cannot be created or opened (not a file, folder not writable, in use)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseHealth:
+    """The verdict on a database file, worded for a person.
+
+    Attributes:
+        state: What was found.
+        summary: One line saying it, naming the file.
+        fix: What to do about it, or None when nothing needs doing.
+        schema: The file's schema version, when it could be read.
+    """
+
+    state: DatabaseState
+    summary: str
+    fix: str | None = None
+    schema: int | None = None
+
+
+_FIX_PLACE = "set storage.dir (or storage.database) in config.yaml to a folder you can write"
+_FIX_DAMAGED = (
+    "move the file away; the bot creates a new one (viewers' voice choices and mutes start empty)"
+)
+
+
+def write_blocker(path: Path) -> str | None:
+    """Why the existing database at ``path`` cannot be written, or None when it can.
+
+    Both the file (opened for writing, nothing written) and its folder (where SQLite must
+    create its ``-wal`` and ``-shm`` files; a file is created and removed) are tried, because
+    only trying tells: root passes permission checks, while a read-only mount, an immutable
+    file or a read-only folder refuse everyone.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError as exc:
+        return _why_not_writable(exc, f"the file {path}")
+    os.close(fd)
+    try:
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".ishowtts-probe-"):
+            pass
+    except OSError as exc:
+        reason = _why_not_writable(exc, f"its folder {path.parent}")
+        return f"{reason}, so SQLite cannot create its -wal and -shm files there"
+    return None
+
+
+def _why_not_writable(exc: OSError, what: str) -> str:
+    if exc.errno == errno.EROFS:
+        return f"{what} is on a read-only file system"
+    if exc.errno == errno.EPERM:
+        return f"{what} refuses writes (Operation not permitted: an immutable file?)"
+    if exc.errno == errno.EACCES:
+        return f"{what} is not writable for this user (Permission denied)"
+    return f"{what} cannot be written ({exc.strerror or exc})"
+
+
+def _fix_read_only(reason: str) -> str:
+    if "read-only file system" in reason:
+        return "remount that file system read-write, or point storage.database elsewhere"
+    if "immutable" in reason:
+        return "lift it with `chattr -i FILE` (as root), or point storage.database elsewhere"
+    return "give this user write access (file and folder), or point storage.database elsewhere"
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """Open ``path`` without ever writing it.
+
+    ``mode=ro`` reads a WAL database (committed changes in its ``-wal`` included) as long as
+    SQLite can open or create the ``-shm`` file. Where even that is refused (a read-only
+    folder or mount with no ``-shm`` left) the file is opened ``immutable``: nothing can
+    write it there either, so what it holds is all there is.
+    """
+    uri = path.resolve().as_uri()
+    conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=10.0, isolation_level=None)
+    try:
+        conn.execute("PRAGMA user_version").fetchone()  # reads the header (and the WAL index)
+        return conn
+    except sqlite3.OperationalError as exc:
+        conn.close()
+        if _code(exc) not in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY):
+            raise
+    conn = sqlite3.connect(
+        f"{uri}?mode=ro&immutable=1", uri=True, timeout=10.0, isolation_level=None
+    )
+    if Path(f"{path}-wal").exists():
+        log.warning(
+            "%s: its -wal file cannot be read without a -shm file (the folder is read-only);"
+            " the newest changes may be missing",
+            path,
+        )
+    return conn
+
+
+def _check_intact(conn: sqlite3.Connection) -> None:
+    """Refuse a damaged file at start-up (one clear line) instead of failing writes later.
+
+    SQLite only notices damaged pages when it reads them, so a file damaged by a disk or
+    a copy error would open fine and then fail some commands at random. ``quick_check``
+    reads every page once (milliseconds for the default history size).
+    """
+    problems = [str(row[0]) for row in conn.execute("PRAGMA quick_check(3)")]
+    if problems != ["ok"]:
+        first = " ".join(" ".join(problems).split())[:200]
+        raise sqlite3.DatabaseError(f"the file is damaged: {first}")
+
+
+def _schema(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _newer_message(path: Path | str, version: int, latest: int) -> str:
+    return (
+        f"{path} was written by a newer ishowtts (schema {version}; this version knows up to"
+        f" {latest})"
+    )
+
+
+def database_health(path: Path, migrations: Sequence[str] = MIGRATIONS) -> DatabaseHealth:
+    """Judge the database file at ``path`` without changing it (the doctor's database check).
+
+    Args:
+        path: The database file (``bot.state.settings.database_path``).
+        migrations: The schema migrations this version knows.
+    """
+    latest = len(migrations)
+    if path.exists() and not path.is_file():
+        return DatabaseHealth(DatabaseState.UNUSABLE, f"{path} is not a file", _FIX_PLACE)
+    if not path.exists():
+        folder = path.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not folder.is_dir():
+            return DatabaseHealth(
+                DatabaseState.UNUSABLE,
+                f"cannot create {path}: {folder} is a file, not a folder",
+                _FIX_PLACE,
+            )
+        try:
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".ishowtts-probe-"):
+                pass
+        except OSError as exc:
+            return DatabaseHealth(
+                DatabaseState.UNUSABLE,
+                f"cannot create {path}: {folder}: {exc.strerror or exc}",
+                _FIX_PLACE,
+            )
+        return DatabaseHealth(DatabaseState.NEW, f"{path} will be created on first start")
+    try:
+        conn = _connect_read_only(path)
+        with contextlib.closing(conn):
+            _check_intact(conn)
+            version = _schema(conn)
+    except sqlite3.Error as exc:
+        if _is_locked(exc):
+            return DatabaseHealth(
+                DatabaseState.UNUSABLE,
+                f"{path} is locked by another program ({exc})",
+                "stop the other ishowtts (same storage.dir), or point storage.database elsewhere",
+            )
+        if isinstance(exc, sqlite3.OperationalError) and _code(exc) == sqlite3.SQLITE_CANTOPEN:
+            return DatabaseHealth(DatabaseState.UNUSABLE, f"cannot read {path} ({exc})", _FIX_PLACE)
+        text = str(exc)
+        summary = (
+            f"{path} is damaged ({text.removeprefix('the file is damaged: ')})"
+            if text.startswith("the file is damaged")
+            else f"{path} is not a usable SQLite database ({exc})"
+        )
+        return DatabaseHealth(DatabaseState.DAMAGED, summary, _FIX_DAMAGED)
+    if version > latest:
+        return DatabaseHealth(
+            DatabaseState.NEWER,
+            _newer_message(path, version, latest),
+            "update ishowtts, or point storage.database at another file",
+            version,
+        )
+    blocker = write_blocker(path)
+    if blocker is not None:
+        return DatabaseHealth(
+            DatabaseState.READ_ONLY,
+            f"{path} is read-only: {blocker}; saved voices, mutes and settings apply, but"
+            " changes cannot be saved",
+            _fix_read_only(blocker),
+            version,
+        )
+    return DatabaseHealth(DatabaseState.OK, f"{path} (schema {version}, writable)", None, version)
+
+
 @dataclass
 class _Changes:
     """Rows a write touched: upserted records, deleted row ids, the row as it was before."""
@@ -160,28 +470,54 @@ class _Changes:
     before: UserRecord | None = None
 
 
-_USER_COLUMNS = "id, user_id, login, voice, muted, muted_until, muted_by, muted_at, updated_at"
+@dataclass(frozen=True, slots=True)
+class _Opened:
+    """What the store thread hands back from opening."""
+
+    records: list[UserRecord]
+    settings: Settings
+    read_only: str | None  # why changes are not saved, or None
+
+
+_USER_COLUMNS = (
+    "id, platform, user_id, login, voice, muted, muted_until, muted_by, muted_at, updated_at"
+)
+
+_Key = tuple[Platform, str]
+
+
+def _platform(value: Any) -> Platform:
+    try:
+        return Platform(str(value))
+    except ValueError:
+        return Platform.TWITCH  # a row from a newer minor version; treat as the main chat
 
 
 def _record(row: Sequence[Any], seq: int) -> UserRecord:
-    mute = Mute(until=row[5], by=row[6] or "", at=row[7] or 0.0) if row[4] else None
+    mute = Mute(until=row[6], by=row[7] or "", at=row[8] or 0.0) if row[5] else None
     return UserRecord(
         row=int(row[0]),
-        user_id=row[1],
-        login=str(row[2]),
-        voice=row[3],
+        platform=_platform(row[1]),
+        user_id=row[2],
+        login=str(row[3]),
+        voice=row[4],
         mute=mute,
-        updated_at=float(row[8]),
+        updated_at=float(row[9]),
         seq=seq,
     )
+
+
+def _clean_login(login: str) -> str:
+    return login.lower().lstrip("@")
 
 
 class Store:
     """The bot's SQLite database behind an event-loop friendly interface.
 
-    Construction does no I/O; ``open()`` creates or upgrades the file, ``close()`` flushes
-    history and closes it. Reads used per chat message are synchronous and served from memory;
-    writes are coroutines that return once committed.
+    Construction does no I/O; ``open()`` creates or upgrades the file (or, when it cannot be
+    written, reads it into memory), ``close()`` flushes history and closes it. Reads used per
+    chat message are synchronous and served from memory; writes are coroutines that return
+    once committed.
     """
 
     _HISTORY_FLUSH_S = 0.5
@@ -210,12 +546,13 @@ class Store:
         self._conn: sqlite3.Connection | None = None  # touched only on the store thread
         self._seq = 0  # touched only on the store thread
         self._records: dict[int, UserRecord] = {}
-        self._by_id: dict[str, UserRecord] = {}
-        self._by_login: dict[str, list[UserRecord]] = {}
+        self._by_id: dict[_Key, UserRecord] = {}
+        self._by_login: dict[_Key, list[UserRecord]] = {}
         self._settings = Settings()
         self._history_buffer: list[HistoryEntry] = []
         self._flush_task: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet("state store")
+        self._read_only: str | None = None
         self._opened = False
 
     # -- life cycle -------------------------------------------------------------------------
@@ -224,8 +561,25 @@ class Store:
         """Whether ``open()`` succeeded and ``close()`` was not called."""
         return self._opened
 
+    @property
+    def read_only(self) -> bool:
+        """Whether changes cannot be saved: the file could only be opened read-only.
+
+        The saved state applies and changes still take effect, for this session only;
+        replies to state-changing commands should say that they were not saved.
+        """
+        return self._read_only is not None
+
+    @property
+    def read_only_reason(self) -> str | None:
+        """Why the file is read-only (one line naming it), or None when changes are saved."""
+        return self._read_only
+
     async def open(self) -> None:
         """Create or upgrade the database and load the users and settings into memory.
+
+        A file that exists but cannot be written is opened read-only instead (see
+        :attr:`read_only`) and reported once in the log.
 
         Raises:
             StoreError: The file cannot be created, is not a database, or is from a newer
@@ -235,15 +589,25 @@ class Store:
             return
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="store")
         try:
-            records, settings = await self._run(self._open_sync)
+            opened = await self._run(self._open_sync)
         except BaseException:
             await self._shutdown_executor()
             raise
-        for record in records:
+        for record in opened.records:
             self._apply(record)
-        self._settings = settings
+        self._settings = opened.settings
+        self._read_only = opened.read_only
         self._opened = True
-        log.info("state database %s: %d user(s) with a voice or mute", self.path, len(records))
+        if opened.read_only is not None:
+            log.warning(
+                "state database %s is read-only: %s. Saved voices, mutes and settings apply;"
+                " changes made now last until the bot stops and cannot be saved",
+                self.path,
+                opened.read_only,
+            )
+        log.info(
+            "state database %s: %d user(s) with a voice or mute", self.path, len(opened.records)
+        )
 
     async def open_memory(self) -> None:
         """Open a throwaway in-memory database instead (the file could not be used)."""
@@ -257,12 +621,8 @@ class Store:
         if not self._opened:
             return
         self._opened = False
-        if self._flush_task is not None:
-            self._flush_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flush_task
-            self._flush_task = None
         await self.flush()
+        await self._tasks.close()
         try:
             await self._run(self._close_sync)
         finally:
@@ -270,14 +630,10 @@ class Store:
 
     async def flush(self) -> None:
         """Wait for background writes (history, user binding) to be committed."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
-        if self._history_buffer and self._executor is not None:
-            batch, self._history_buffer = self._history_buffer, []
-            try:
-                await self._run(self._insert_history_sync, batch)
-            except StoreError as exc:
-                log.error("could not write chat history: %s", exc)
+        if self._flush_task is not None and not self._flush_task.done():
+            self._flush_task.cancel()  # its batch is written right here instead
+        await self._tasks.wait()
+        await self._write_history()
 
     async def _shutdown_executor(self) -> None:
         executor, self._executor = self._executor, None
@@ -302,20 +658,21 @@ class Store:
             self._forget(record.row)
         self._records[record.row] = record
         if record.user_id is not None:
-            self._by_id[record.user_id] = record
-        self._by_login.setdefault(record.login, []).append(record)
+            self._by_id[(record.platform, record.user_id)] = record
+        self._by_login.setdefault((record.platform, record.login), []).append(record)
 
     def _forget(self, row: int) -> None:
         old = self._records.pop(row, None)
         if old is None:
             return
-        if old.user_id is not None and self._by_id.get(old.user_id) is old:
-            del self._by_id[old.user_id]
-        same = [r for r in self._by_login.get(old.login, []) if r.row != row]
+        if old.user_id is not None and self._by_id.get((old.platform, old.user_id)) is old:
+            del self._by_id[(old.platform, old.user_id)]
+        key = (old.platform, old.login)
+        same = [r for r in self._by_login.get(key, []) if r.row != row]
         if same:
-            self._by_login[old.login] = same
+            self._by_login[key] = same
         else:
-            self._by_login.pop(old.login, None)
+            self._by_login.pop(key, None)
 
     def _apply_changes(self, changes: _Changes) -> None:
         for row in changes.deleted:
@@ -324,39 +681,45 @@ class Store:
             self._apply(record)
 
     def _candidates(self, user: ChatUser) -> list[UserRecord]:
-        """Rows that describe a chatting user.
+        """Rows that describe a chatting user, all on the user's own platform.
 
-        Their own row, and rows set by login before they were known (``seen`` merges those
-        into their own row in the background).
+        Their own row, and rows set by login on that platform before they were known
+        (``seen`` merges those into their own row in the background).
         """
-        out = [r for r in self._by_login.get(user.login.lower(), []) if r.user_id is None]
-        own = self._by_id.get(user.id)
+        key = (user.platform, user.login.lower())
+        out = [r for r in self._by_login.get(key, []) if r.user_id is None]
+        own = self._by_id.get((user.platform, user.id))
         if own is not None:
             out.append(own)
         return out
+
+    def person(self, user: ChatUser) -> PersonState:
+        """Voice and active mute of a chatting user, in one read from memory (no I/O)."""
+        candidates = sorted(self._candidates(user), key=lambda r: r.updated_at, reverse=True)
+        if not candidates:
+            return PersonState()
+        now = self._clock()
+        voice = next((r.voice for r in candidates if r.voice is not None), None)
+        mute = next((r.mute for r in candidates if r.mute is not None and r.mute.active(now)), None)
+        return PersonState(voice=voice, mute=mute)
 
     def record_of(self, user: ChatUser) -> UserRecord | None:
         """The row kept for a chatting user (by id, else one set by their login), or None."""
         candidates = self._candidates(user)
         return max(candidates, key=lambda r: r.updated_at) if candidates else None
 
-    def find_login(self, login: str) -> UserRecord | None:
-        """The most recently changed record with this login (``@login`` arguments)."""
-        records = self._by_login.get(login.lower().lstrip("@"), [])
+    def find_login(self, platform: Platform, login: str) -> UserRecord | None:
+        """The record of ``@login`` on ``platform``: a bound one first, else the newest."""
+        records = self._by_login.get((platform, _clean_login(login)), [])
         return max(records, key=lambda r: (r.user_id is not None, r.updated_at), default=None)
 
     def voice_of(self, user: ChatUser) -> str | None:
         """The voice ``user`` chose, or None for the default."""
-        voiced = [r for r in self._candidates(user) if r.voice is not None]
-        return max(voiced, key=lambda r: r.updated_at).voice if voiced else None
+        return self.person(user).voice
 
     def mute_of(self, user: ChatUser) -> Mute | None:
         """The active mute on ``user``, or None (expired mutes count as none)."""
-        now = self._clock()
-        for record in self._candidates(user):
-            if record.mute is not None and record.mute.active(now):
-                return record.mute
-        return None
+        return self.person(user).mute
 
     def mutes(self) -> list[UserRecord]:
         """Every user with an active mute."""
@@ -373,20 +736,18 @@ class Store:
         return self._clock()
 
     # -- writes -----------------------------------------------------------------------------
-    async def set_voice(self, login: str, user_id: str | None, voice: str | None) -> UserRecord:
-        """Choose ``voice`` for a user (None: back to the default); returns once committed.
+    async def set_voice(self, who: Target, voice: str | None) -> UserRecord:
+        """Choose ``voice`` for a person (None: back to the default); returns once committed.
 
         Raises:
             StoreError: The write failed; nothing changed.
         """
-        changes = await self._run(self._update_user_sync, login, user_id, {"voice": voice})
+        changes = await self._run(self._update_user_sync, who, {"voice": voice})
         self._apply_changes(changes)
-        return self._result(changes, login, user_id)
+        return self._result(changes, who)
 
-    async def mute(
-        self, login: str, user_id: str | None, *, until: float | None, by: str
-    ) -> UserRecord:
-        """Mute a user until epoch time ``until`` (None: until unmuted); returns once committed.
+    async def mute(self, who: Target, *, until: float | None, by: str) -> UserRecord:
+        """Mute a person until epoch time ``until`` (None: until unmuted); returns once committed.
 
         Raises:
             StoreError: The write failed; nothing changed.
@@ -397,27 +758,35 @@ class Store:
             "muted_by": by,
             "muted_at": self._clock(),
         }
-        changes = await self._run(self._update_user_sync, login, user_id, fields)
+        changes = await self._run(self._update_user_sync, who, fields)
         self._apply_changes(changes)
-        return self._result(changes, login, user_id)
+        return self._result(changes, who)
 
-    async def unmute(self, login: str, user_id: str | None) -> bool:
+    async def unmute(self, who: Target) -> bool:
         """Lift a mute; returns whether an active mute was lifted (once committed).
 
         Raises:
             StoreError: The write failed; nothing changed.
         """
         fields = {"muted": 0, "muted_until": None, "muted_by": None, "muted_at": None}
-        changes = await self._run(self._update_user_sync, login, user_id, fields)
+        changes = await self._run(self._update_user_sync, who, fields)
         self._apply_changes(changes)
         before = changes.before
         return before is not None and before.mute is not None and before.mute.active(self._clock())
 
-    def _result(self, changes: _Changes, login: str, user_id: str | None) -> UserRecord:
+    def _result(self, changes: _Changes, who: Target) -> UserRecord:
         if changes.records:
             return changes.records[-1]
         # The row was deleted because it holds nothing any more.
-        return UserRecord(-1, user_id, login.lower(), None, None, self._clock())
+        return UserRecord(
+            row=-1,
+            platform=who.platform,
+            user_id=who.user_id,
+            login=_clean_login(who.login),
+            voice=None,
+            mute=None,
+            updated_at=self._clock(),
+        )
 
     async def set_volume(self, volume: float) -> None:
         """Remember the player volume (0..1); returns once committed."""
@@ -436,24 +805,24 @@ class Store:
         self._settings = replace(self._settings, enabled=bool(enabled))
 
     def seen(self, user: ChatUser) -> None:
-        """Note that ``user`` chatted: binds a login-only row to their id, follows renames.
+        """Note that ``user`` chatted: binds a login-only row of their platform, follows renames.
 
         Runs in the background (nothing waits for it); reads already match by login meanwhile.
         """
         if not self._opened:
             return
-        by_id = self._by_id.get(user.id)
         login = user.login.lower()
-        pending = any(r.user_id is None for r in self._by_login.get(login, []))
+        by_id = self._by_id.get((user.platform, user.id))
+        pending = any(r.user_id is None for r in self._by_login.get((user.platform, login), []))
         if not pending and (by_id is None or by_id.login == login):
             return
-        self._background(self._bind(user.id, login))
+        self._background(self._bind(Target.of(user)), "store-bind")
 
-    async def _bind(self, user_id: str, login: str) -> None:
+    async def _bind(self, who: Target) -> None:
         try:
-            changes = await self._run(self._bind_sync, user_id, login)
+            changes = await self._run(self._bind_sync, who)
         except StoreError as exc:
-            log.error("could not update user %s: %s", login, exc)
+            log.error("could not update user %s: %s", who.login, exc)
             return
         self._apply_changes(changes)
 
@@ -463,16 +832,20 @@ class Store:
             return
         self._history_buffer.append(entry)
         if self._flush_task is None or self._flush_task.done():
-            self._flush_task = asyncio.create_task(self._flush_history_soon(), name="history")
+            self._flush_task = self._tasks.spawn(self._flush_history_soon(), name="history")
 
     async def _flush_history_soon(self) -> None:
         await asyncio.sleep(self._HISTORY_FLUSH_S)
+        await self._write_history()
+
+    async def _write_history(self) -> None:
         batch, self._history_buffer = self._history_buffer, []
-        if batch:
-            try:
-                await self._run(self._insert_history_sync, batch)
-            except StoreError as exc:
-                log.error("could not write chat history: %s", exc)
+        if not batch or self._executor is None:
+            return
+        try:
+            await self._run(self._insert_history_sync, batch)
+        except StoreError as exc:
+            log.error("could not write chat history: %s", exc)
 
     async def history(self, limit: int = 50) -> list[HistoryEntry]:
         """The newest history rows, newest first (pending ones included)."""
@@ -488,31 +861,81 @@ class Store:
                 voice=r[5],
                 outcome=r[6],
                 detail=r[7],
+                platform=_platform(r[8]) if r[8] is not None else None,
             )
             for r in rows
         ]
 
-    def _background(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _background(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        self._tasks.spawn(coro, name=name)
 
     # -- the store thread -------------------------------------------------------------------
-    def _open_sync(self) -> tuple[list[UserRecord], Settings]:
-        if self.path != ":memory:":
-            try:
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StoreError(f"cannot create the folder of {self.path}: {exc}") from None
+    def _open_sync(self) -> _Opened:
+        if self.path == ":memory:":
+            conn = sqlite3.connect(":memory:", isolation_level=None)
+            return self._prepare(conn, read_only=None)
+        path = Path(self.path)
         try:
-            conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the folder of {self.path}: {exc}") from None
+        blocker = write_blocker(path) if path.exists() else None
+        if blocker is None:
+            try:
+                conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot open the state database {self.path}: {exc}") from None
+            try:
+                return self._prepare(conn, read_only=None)
+            except sqlite3.Error as exc:
+                # The probe said writable, SQLite says otherwise (an ACL, a mount that
+                # changed): the file is still only read-only, not damaged.
+                if not (path.exists() and _is_read_only_error(exc)):
+                    raise self._refusal(exc) from None
+                blocker = f"SQLite cannot write it ({exc})"
+        return self._open_read_only_sync(path, blocker)
+
+    def _open_read_only_sync(self, path: Path, reason: str) -> _Opened:
+        """Read a file that cannot be written into memory, migrating the copy if needed."""
+        try:
+            source = _connect_read_only(path)
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open the state database {self.path}: {exc}") from None
+            raise self._refusal(exc) from None
+        memory = sqlite3.connect(":memory:", isolation_level=None)
+        try:
+            with contextlib.closing(source):
+                _check_intact(source)
+                self._check_version(source)
+                source.backup(memory)
+        except sqlite3.Error as exc:
+            memory.close()
+            raise self._refusal(exc) from None
+        except BaseException:
+            memory.close()
+            raise
+        return self._prepare(memory, read_only=reason)
+
+    def _refusal(self, exc: sqlite3.Error) -> StoreError:
+        if _is_locked(exc):
+            return StoreError(
+                f"{self.path} is in use by another program ({exc}); is another ishowtts"
+                " running with the same storage.dir? Stop it, or point storage.database"
+                " elsewhere"
+            )
+        return StoreError(
+            f"{self.path} is not a usable ishowtts database ({exc}); move it away to start"
+            " with a fresh one, or point storage.database elsewhere"
+        )
+
+    def _prepare(self, conn: sqlite3.Connection, *, read_only: str | None) -> _Opened:
+        """Check, upgrade and load an open connection (the file itself, or a memory copy)."""
         try:
             # Read-only checks first: a file that is refused is left exactly as it was.
-            self._check_intact(conn)
+            if self.path != ":memory:" and read_only is None:
+                _check_intact(conn)
             self._check_version(conn)
-            conn.execute("PRAGMA journal_mode=WAL")
+            if read_only is None and self.path != ":memory:":
+                conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
             self._migrate(conn)
@@ -525,51 +948,25 @@ class Store:
             conn.execute("DELETE FROM users WHERE voice IS NULL AND muted=0")
             rows = conn.execute(f"SELECT {_USER_COLUMNS} FROM users").fetchall()
             settings = self._read_settings(conn)
-        except sqlite3.DatabaseError as exc:
-            conn.close()
-            if _is_locked(exc):
-                raise StoreError(
-                    f"{self.path} is in use by another program ({exc}); is another ishowtts"
-                    " running with the same storage.dir? Stop it, or point storage.database"
-                    " elsewhere"
-                ) from None
-            raise StoreError(
-                f"{self.path} is not a usable ishowtts database ({exc}); move it away to start"
-                " with a fresh one, or point storage.database elsewhere"
-            ) from None
         except BaseException:
             conn.close()
             raise
         self._conn = conn
-        return [_record(r, 0) for r in rows], settings
-
-    def _check_intact(self, conn: sqlite3.Connection) -> None:
-        """Refuse a damaged file at start-up (one clear line) instead of failing writes later.
-
-        SQLite only notices damaged pages when it reads them, so a file damaged by a disk or
-        a copy error would open fine and then fail some commands at random. ``quick_check``
-        reads every page once (milliseconds for the default history size).
-        """
-        if self.path == ":memory:":
-            return
-        problems = [str(row[0]) for row in conn.execute("PRAGMA quick_check(3)")]
-        if problems != ["ok"]:
-            first = " ".join(" ".join(problems).split())[:200]
-            raise sqlite3.DatabaseError(f"the file is damaged: {first}")
+        return _Opened([_record(r, 0) for r in rows], settings, read_only)
 
     def _check_version(self, conn: sqlite3.Connection) -> None:
         """Refuse a database from a newer ishowtts (its schema is unknown here)."""
-        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        version = _schema(conn)
         latest = len(self._migrations)
         if version > latest:
             raise StoreError(
-                f"{self.path} was written by a newer ishowtts (schema {version}; this version"
-                f" knows up to {latest}); upgrade ishowtts or point storage.database elsewhere"
+                f"{_newer_message(self.path, version, latest)}; upgrade ishowtts or point"
+                " storage.database elsewhere"
             )
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         self._check_version(conn)
-        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        version = _schema(conn)
         latest = len(self._migrations)
         for number in range(version + 1, latest + 1):
             script = self._migrations[number - 1]
@@ -583,7 +980,8 @@ class Store:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
-            log.info("state database %s upgraded to schema %d", self.path, number)
+            if version > 0:
+                log.info("state database %s upgraded to schema %d", self.path, number)
 
     @staticmethod
     def _read_settings(conn: sqlite3.Connection) -> Settings:
@@ -611,28 +1009,27 @@ class Store:
         found = conn.execute(f"SELECT {_USER_COLUMNS} FROM users WHERE id=?", (row,)).fetchone()
         return _record(found, self._next_seq()) if found is not None else None
 
-    def _update_user_sync(
-        self, login: str, user_id: str | None, fields: dict[str, Any]
-    ) -> _Changes:
+    def _update_user_sync(self, who: Target, fields: dict[str, Any]) -> _Changes:
         conn = self._db()
-        login = login.lower().lstrip("@")
+        platform = who.platform.value
+        login = _clean_login(who.login)
         now = self._clock()
         changes = _Changes()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            if user_id is not None:
-                row = self._merge_tx(conn, user_id, login, changes)
+            if who.user_id is not None:
+                row = self._merge_tx(conn, who.platform, who.user_id, login, changes)
             else:
                 found = conn.execute(
-                    "SELECT id FROM users WHERE login=?"
+                    "SELECT id FROM users WHERE platform=? AND login=?"
                     " ORDER BY user_id IS NOT NULL DESC, updated_at DESC LIMIT 1",
-                    (login,),
+                    (platform, login),
                 ).fetchone()
                 row = int(found[0]) if found is not None else None
             if row is None:
                 cur = conn.execute(
-                    "INSERT INTO users (user_id, login, updated_at) VALUES (?, ?, ?)",
-                    (user_id, login, now),
+                    "INSERT INTO users (platform, user_id, login, updated_at) VALUES (?, ?, ?, ?)",
+                    (platform, who.user_id, login, now),
                 )
                 row = int(cur.lastrowid or 0)
             else:
@@ -657,19 +1054,28 @@ class Store:
         return changes
 
     def _merge_tx(
-        self, conn: sqlite3.Connection, user_id: str, login: str, changes: _Changes
+        self,
+        conn: sqlite3.Connection,
+        platform: Platform,
+        user_id: str,
+        login: str,
+        changes: _Changes,
     ) -> int | None:
         """Inside a transaction: make one row hold everything known about this person.
 
-        Rows created by login before the user was seen are bound to the id, or folded into
-        the user's own row (the more recently changed state wins); a renamed user's row
-        follows the new login. Returns the person's row, or None when there is none.
+        Rows created by login on the same platform before the user was seen are bound to the
+        id, or folded into the user's own row (the more recently changed state wins); a
+        renamed user's row follows the new login. Rows of other platforms are never read.
+        Returns the person's row, or None when there is none.
         """
         cols = _USER_COLUMNS
-        own = conn.execute(f"SELECT {cols} FROM users WHERE user_id=?", (user_id,)).fetchone()
+        own = conn.execute(
+            f"SELECT {cols} FROM users WHERE platform=? AND user_id=?", (platform.value, user_id)
+        ).fetchone()
         loose = conn.execute(
-            f"SELECT {cols} FROM users WHERE login=? AND user_id IS NULL ORDER BY updated_at DESC",
-            (login,),
+            f"SELECT {cols} FROM users WHERE platform=? AND login=? AND user_id IS NULL"
+            " ORDER BY updated_at DESC",
+            (platform.value, login),
         ).fetchall()
         if own is None and not loose:
             return None
@@ -680,28 +1086,30 @@ class Store:
         else:
             row = int(own[0])
             extra = loose
-            if loose and float(loose[0][8]) > float(own[8]):
+            if loose and float(loose[0][9]) > float(own[9]):
                 newest = loose[0]
-                voice = newest[3] if newest[3] is not None else own[3]
-                mute = newest[4:8] if newest[4] else own[4:8]
+                voice = newest[4] if newest[4] is not None else own[4]
+                mute = newest[5:9] if newest[5] else own[5:9]
                 conn.execute(
                     "UPDATE users SET voice=?, muted=?, muted_until=?, muted_by=?,"
                     " muted_at=?, updated_at=? WHERE id=?",
-                    (voice, *mute, float(newest[8]), row),
+                    (voice, *mute, float(newest[9]), row),
                 )
-            if own[2] != login:
+            if own[3] != login:
                 conn.execute("UPDATE users SET login=? WHERE id=?", (login, row))
         for extra_row in extra:
             conn.execute("DELETE FROM users WHERE id=?", (int(extra_row[0]),))
             changes.deleted.append(int(extra_row[0]))
         return row
 
-    def _bind_sync(self, user_id: str, login: str) -> _Changes:
+    def _bind_sync(self, who: Target) -> _Changes:
         conn = self._db()
         changes = _Changes()
+        if who.user_id is None:
+            return changes
         conn.execute("BEGIN IMMEDIATE")
         try:
-            row = self._merge_tx(conn, user_id, login, changes)
+            row = self._merge_tx(conn, who.platform, who.user_id, _clean_login(who.login), changes)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -727,7 +1135,7 @@ class Store:
         try:
             conn.executemany(
                 "INSERT INTO history (at, message_id, user_id, login, text, voice, outcome,"
-                " detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " detail, platform) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         e.at,
@@ -738,6 +1146,7 @@ class Store:
                         _utf8(e.voice),
                         _utf8(e.outcome),
                         _utf8(e.detail),
+                        e.platform.value if e.platform is not None else None,
                     )
                     for e in batch
                 ],
@@ -756,7 +1165,7 @@ class Store:
         return (
             self._db()
             .execute(
-                "SELECT at, message_id, user_id, login, text, voice, outcome, detail"
+                "SELECT at, message_id, user_id, login, text, voice, outcome, detail, platform"
                 " FROM history ORDER BY id DESC LIMIT ?",
                 (limit,),
             )
@@ -766,13 +1175,26 @@ class Store:
     def _close_sync(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("PRAGMA optimize")
+            if self._read_only is None:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("PRAGMA optimize")
             conn.close()
+
+
+def _code(exc: BaseException) -> int:
+    """SQLite's primary result code of an error (0 when unknown)."""
+    return int(getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+
+
+def _is_read_only_error(exc: BaseException) -> bool:
+    """Whether SQLite refused because the file or its folder cannot be written."""
+    return _code(exc) in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM)
 
 
 def _is_locked(exc: BaseException) -> bool:
     """Whether SQLite gave up waiting for another connection's lock."""
+    if _code(exc) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return True
     text = str(exc).lower()
     return isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
 

@@ -412,7 +412,14 @@ class WebServer:
             mute = record.mute
             if mute is None:
                 continue
-            mutes.append({"user": record.login, "until": mute.until, "by": mute.by})
+            mutes.append(
+                {
+                    "user": record.login,
+                    "platform": record.platform.value,
+                    "until": mute.until,
+                    "by": mute.by,
+                }
+            )
         voices = controls.voices.cached
         if voices is None:
             self._fetch_voices_soon()
@@ -612,14 +619,22 @@ class WebServer:
         except CommandError as exc:
             raise ApiError(400, f"duration: {exc}") from None
         outcome = await self._store_write(
-            actions.mute_user(self._controls, login, seconds=seconds, by=PANEL_USER_LOGIN)
+            actions.mute_user(
+                self._controls,
+                login,
+                platform=_platform_field(data) or actions.known_platform(self._controls, login),
+                seconds=seconds,
+                by=PANEL_USER_LOGIN,
+            )
         )
         return _ok(outcome.reply)
 
     async def _api_unmute(self, request: web.Request) -> web.Response:
         data = await _body(request)
         login = _login_field(data)
-        return _ok((await self._store_write(actions.unmute_user(self._controls, login))).reply)
+        platform = _platform_field(data) or actions.known_platform(self._controls, login)
+        said = actions.unmute_user(self._controls, login, platform)
+        return _ok((await self._store_write(said)).reply)
 
     async def _api_say(self, request: web.Request) -> web.Response:
         """A test line from the streamer, in any voice."""
@@ -813,6 +828,18 @@ def _bool_field(data: dict[str, Any], key: str) -> bool:
     ):
         return value.lower() in ("1", "true", "on", "yes")
     raise ApiError(400, f"{key}: must be true or false")
+
+
+def _platform_field(data: dict[str, Any]) -> Platform | None:
+    """Where a panel mute's person chats (``platform``), or None when left out."""
+    raw = _str_field(data, "platform", required=False, max_len=16)
+    if not raw:
+        return None
+    try:
+        return Platform(raw.strip().lower())
+    except ValueError:
+        allowed = ", ".join(p.value for p in Platform)
+        raise ApiError(400, f"platform: must be one of {allowed}") from None
 
 
 def _login_field(data: dict[str, Any]) -> str:

@@ -25,6 +25,7 @@ from bot.chat.commands.core import (
 )
 from bot.chat.roles import role_name
 from bot.core.messages import Role
+from bot.state.store import Target
 
 if TYPE_CHECKING:
     from bot.chat.controls import Controls
@@ -53,11 +54,11 @@ class Viewers(Component):
         if name.casefold() == "reset":
             found, _ = await controls.voices.resolve(name)
             if found is None:  # unless a voice is really called "reset"
-                await store.set_voice(user.login, user.id, None)
+                await store.set_voice(Target.of(user), None)
                 await ctx.reply(f"your voice is {controls.default_voice} again")
                 return
         voice = await resolve_voice(ctx, self.controls, name)
-        await store.set_voice(user.login, user.id, actions.stored_voice(controls, voice))
+        await store.set_voice(Target.of(user), actions.stored_voice(controls, voice))
         await ctx.reply(f"your voice is now {voice}")
 
     @command(
@@ -101,7 +102,7 @@ class Moderation(Component):
     async def mute(self, ctx: Context, login: Login, seconds: Duration = None) -> None:
         """Mute someone; moderators cannot mute their equals (the broadcaster can)."""
         issuer = ctx.user
-        recent = self.controls.recent_user(login)
+        recent = self.controls.recent_user(issuer.platform, login)
         if (
             recent is not None
             and recent[1] >= issuer.role
@@ -109,13 +110,15 @@ class Moderation(Component):
             and login != issuer.login
         ):
             raise CommandError(f"you can't mute {login}: they are a {role_name(recent[1])}")
-        outcome = await actions.mute_user(self.controls, login, seconds=seconds, by=issuer.login)
+        outcome = await actions.mute_user(
+            self.controls, login, platform=issuer.platform, seconds=seconds, by=issuer.login
+        )
         await ctx.ack(outcome.reply)
 
     @command("unmute", role=Role.MODERATOR, summary="lift a mute")
     async def unmute(self, ctx: Context, login: Login) -> None:
         """Lift a mute."""
-        await ctx.ack((await actions.unmute_user(self.controls, login)).reply)
+        await ctx.ack((await actions.unmute_user(self.controls, login, ctx.user.platform)).reply)
 
     @command("skip", role=Role.MODERATOR, summary="stop the message that is playing")
     async def skip(self, ctx: Context) -> None:
@@ -173,7 +176,8 @@ class Moderation(Component):
     async def setvoice(self, ctx: Context, login: Login, name: VoiceWord) -> None:
         """Choose someone else's voice."""
         voice = await resolve_voice(ctx, self.controls, name)
-        await ctx.ack((await actions.set_voice_of(self.controls, login, voice)).reply)
+        said = await actions.set_voice_of(self.controls, login, voice, ctx.user.platform)
+        await ctx.ack(said.reply)
 
 
 async def resolve_voice(ctx: Context, controls: Controls, name: str) -> str:

@@ -159,7 +159,7 @@
       li.appendChild(body);
       const unmute = el("button", "unmute", "Unmute");
       unmute.type = "button";
-      unmute.addEventListener("click", () => api("/api/unmute", { user: m.user }).catch(() => {}));
+      unmute.addEventListener("click", () => api("/api/unmute", { user: m.user, platform: m.platform }).catch(() => {}));
       li.appendChild(unmute);
       return li;
     }, "nobody is muted");

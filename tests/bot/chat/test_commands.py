@@ -11,6 +11,7 @@ from bot.chat.commands import BY_KEY, COMMAND_KEYS, CommandStatus
 from bot.chat.pipeline import Action
 from bot.config import ConfigError, parse_config
 from bot.core.messages import ChatUser, Role
+from bot.state.store import Target
 from tests.support.chat_harness import (
     MOD,
     STREAMER,
@@ -78,7 +79,7 @@ async def test_prefix_names_aliases_and_roles_are_configurable(tmp_path: Path) -
 async def _prepare(bot: Bot, key: str) -> None:
     """Put the bot in a state where the command has a visible effect."""
     if key == "unmute":
-        await bot.store.mute("target", TARGET.id, until=None, by="x")
+        await bot.store.mute(Target.of(TARGET), until=None, by="x")
     elif key == "resume":
         await bot.app.chat.set_paused(True)
     elif key == "ttson":

@@ -582,7 +582,7 @@ def test_database_will_be_created(tmp_path: Path) -> None:
 
 async def test_an_existing_database_is_checked(tmp_path: Path) -> None:
     from bot.state.settings import database_path
-    from bot.state.store import Store
+    from bot.state.store import MIGRATIONS, Store
 
     cfg = cfg_of(tmp_path, storage={"dir": "state"})
     (tmp_path / "state").mkdir()
@@ -591,7 +591,7 @@ async def test_an_existing_database_is_checked(tmp_path: Path) -> None:
     await store.close()
     result = check_database(cfg)
     assert result.status == "ok", result.summary
-    assert "schema 1, writable" in result.summary
+    assert f"schema {len(MIGRATIONS)}, writable" in result.summary
 
 
 def test_a_file_that_is_not_a_database(tmp_path: Path) -> None:

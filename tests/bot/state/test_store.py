@@ -11,7 +11,7 @@ import pytest
 from bot.config import parse_config
 from bot.core.messages import ChatUser, Platform
 from bot.state.settings import database_path
-from bot.state.store import MIGRATIONS, HistoryEntry, Store, StoreError
+from bot.state.store import MIGRATIONS, HistoryEntry, Store, StoreError, Target
 
 
 class Clock:
@@ -24,6 +24,11 @@ class Clock:
 
 def chatter(login: str, uid: str) -> ChatUser:
     return ChatUser(id=uid, login=login, display_name=login, platform=Platform.TWITCH)
+
+
+def T(login: str, uid: str | None) -> Target:
+    """A Twitch person, by id when given."""
+    return Target(Platform.TWITCH, login, uid)
 
 
 async def opened(path: Path, clock: Clock | None = None, **kw: object) -> Store:
@@ -47,8 +52,8 @@ async def test_open_creates_a_wal_database_at_the_latest_schema(tmp_path: Path) 
 async def test_voices_and_settings_survive_a_restart(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     store = await opened(path)
-    await store.set_voice("alice", "id-a", "narrator")
-    await store.set_voice("bob", None, "pirate")  # bob has never chatted
+    await store.set_voice(T("alice", "id-a"), "narrator")
+    await store.set_voice(T("bob", None), "pirate")  # bob has never chatted
     await store.set_volume(0.4)
     await store.set_paused(True)
     await store.set_enabled(False)
@@ -75,8 +80,8 @@ async def test_a_fresh_database_has_neutral_settings(tmp_path: Path) -> None:
 async def test_resetting_a_voice_removes_the_row(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     store = await opened(path)
-    await store.set_voice("alice", "id-a", "narrator")
-    await store.set_voice("alice", "id-a", None)
+    await store.set_voice(T("alice", "id-a"), "narrator")
+    await store.set_voice(T("alice", "id-a"), None)
     assert store.voice_of(chatter("alice", "id-a")) is None
     await store.close()
     conn = sqlite3.connect(path)
@@ -88,12 +93,12 @@ async def test_a_mute_by_login_binds_to_the_id_and_follows_a_rename(tmp_path: Pa
     path = tmp_path / "state.db"
     clock = Clock()
     store = await opened(path, clock)
-    await store.mute("Troll", None, until=None, by="mod")
+    await store.mute(T("Troll", None), until=None, by="mod")
     # Before the user ever chatted, the mute matches on the login.
     assert store.mute_of(chatter("troll", "id-t")) is not None
     store.seen(chatter("troll", "id-t"))
     await store.flush()
-    record = store.find_login("troll")
+    record = store.find_login(Platform.TWITCH, "troll")
     assert record is not None
     assert record.user_id == "id-t"
     # A renamed account is still muted (matched on id) ...
@@ -113,16 +118,23 @@ async def test_a_mute_by_login_binds_to_the_id_and_follows_a_rename(tmp_path: Pa
 async def test_state_set_by_login_merges_into_a_known_users_row(tmp_path: Path) -> None:
     clock = Clock()
     store = await opened(tmp_path / "state.db", clock)
-    await store.set_voice("bob", "id-b", "narrator")  # bob's own row, under his old login
+    await store.set_voice(T("bob", "id-b"), "narrator")  # bob's own row, under his old login
     clock.now += 10
-    await store.mute("rob", None, until=None, by="mod")  # a login-only row for the new name
+    await store.mute(T("rob", None), until=None, by="mod")  # a login-only row for the new name
     # bob, renamed to rob, chats: the login-only mute applies at once, before any write.
     rob = chatter("rob", "id-b")
     assert store.mute_of(rob) is not None
     assert store.voice_of(rob) == "narrator"
     store.seen(rob)
     await store.flush()
-    rows = [r for r in [store.find_login("rob"), store.find_login("bob")] if r is not None]
+    rows = [
+        r
+        for r in [
+            store.find_login(Platform.TWITCH, "rob"),
+            store.find_login(Platform.TWITCH, "bob"),
+        ]
+        if r is not None
+    ]
     assert len(rows) == 1
     assert rows[0].user_id == "id-b"
     assert rows[0].voice == "narrator"
@@ -134,8 +146,8 @@ async def test_mutes_expire_on_the_wall_clock_across_restarts(tmp_path: Path) ->
     path = tmp_path / "state.db"
     clock = Clock()
     store = await opened(path, clock)
-    await store.mute("a", "id-a", until=clock.now + 600, by="mod")
-    await store.mute("b", "id-b", until=None, by="mod")
+    await store.mute(T("a", "id-a"), until=clock.now + 600, by="mod")
+    await store.mute(T("b", "id-b"), until=None, by="mod")
     assert store.mute_of(chatter("a", "id-a")) is not None
     clock.now += 601
     assert store.mute_of(chatter("a", "id-a")) is None
@@ -145,9 +157,9 @@ async def test_mutes_expire_on_the_wall_clock_across_restarts(tmp_path: Path) ->
 
     store = await opened(path, clock)
     assert store.mute_of(chatter("a", "id-a")) is None
-    assert store.find_login("a") is None  # the expired mute was cleaned up
-    assert await store.unmute("a", "id-a") is False
-    assert await store.unmute("b", None) is True
+    assert store.find_login(Platform.TWITCH, "a") is None  # the expired mute was cleaned up
+    assert await store.unmute(T("a", "id-a")) is False
+    assert await store.unmute(T("b", None)) is True
     assert store.mute_of(chatter("b", "id-b")) is None
     await store.close()
 
@@ -170,7 +182,7 @@ async def test_history_is_written_in_batches_and_pruned(tmp_path: Path) -> None:
 async def test_an_older_schema_is_upgraded_in_place(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     store = await opened(path)
-    await store.set_voice("alice", "id-a", "narrator")
+    await store.set_voice(T("alice", "id-a"), "narrator")
     await store.close()
 
     extra = "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT);"
@@ -226,7 +238,7 @@ async def test_the_in_memory_fallback_works(tmp_path: Path) -> None:
     with pytest.raises(StoreError):
         await store.open()
     await store.open_memory()
-    await store.set_voice("a", "id-a", "narrator")
+    await store.set_voice(T("a", "id-a"), "narrator")
     assert store.voice_of(chatter("a", "id-a")) == "narrator"
     await store.close()
 
@@ -237,7 +249,7 @@ async def test_writes_wait_off_the_event_loop(tmp_path: Path) -> None:
     store = await opened(path)
     other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     other.execute("BEGIN IMMEDIATE")  # hold the write lock from another connection
-    write = asyncio.create_task(store.set_voice("a", "id-a", "narrator"))
+    write = asyncio.create_task(store.set_voice(T("a", "id-a"), "narrator"))
     ticks = 0
     for _ in range(20):
         await asyncio.sleep(0.01)
@@ -254,7 +266,7 @@ async def test_writes_wait_off_the_event_loop(tmp_path: Path) -> None:
 async def test_a_failed_write_changes_nothing(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     store = await opened(path)
-    await store.set_voice("a", "id-a", "narrator")
+    await store.set_voice(T("a", "id-a"), "narrator")
     conn = sqlite3.connect(path)
     conn.execute(
         "CREATE TRIGGER no_updates BEFORE UPDATE ON users BEGIN SELECT RAISE(ABORT, 'nope'); END"
@@ -262,7 +274,7 @@ async def test_a_failed_write_changes_nothing(tmp_path: Path) -> None:
     conn.commit()
     conn.close()
     with pytest.raises(StoreError, match="nope"):
-        await store.set_voice("a", "id-a", "pirate")
+        await store.set_voice(T("a", "id-a"), "pirate")
     assert store.voice_of(chatter("a", "id-a")) == "narrator"
     await store.close()
 
