@@ -17,6 +17,12 @@ It behaves like Twitch where the bot depends on it (see /work/shared/notes/twitc
   session inherits the subscriptions), close codes, an abrupt TCP drop, 4001 for any client
   text, optional 4003 for a session left without subscriptions; subscriptions of a session
   that ends are disabled.
+* The window of a move, as hard as Twitch can make it: after ``session_reconnect`` every
+  event still goes to the old socket until the new one is welcomed (``reconnect_welcome_delay_s``
+  widens that window), and for ``reconnect_linger_s`` after the welcome the old socket may
+  keep receiving events (``reconnect_routing``: ``old``, ``both`` sockets, or ``random``ly
+  either or both), with the same notification id on both, as Twitch resends; optionally
+  the double then closes the old socket itself (``reconnect_close_old_code``).
 
 Tests drive it through methods such as :meth:`TwitchDouble.chat`, :meth:`delete`,
 :meth:`session_reconnect`, :meth:`close_session`, :meth:`drop`, :meth:`send_raw`.
@@ -30,6 +36,7 @@ import datetime
 import itertools
 import json
 import logging
+import random
 import re
 import secrets
 import uuid
@@ -105,6 +112,10 @@ class Session:
     close_code: int | None = None
     received: list[str] = field(default_factory=list)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    predecessor: Session | None = None
+    """The session this one replaced in a move, while it may still receive events."""
+    notified: list[str] = field(default_factory=list)
+    """Notification ids (``metadata.message_id``) sent on this socket, in order."""
 
 
 class TwitchDouble:
@@ -118,6 +129,7 @@ class TwitchDouble:
         welcome_keepalive_s: int = 10,
         unused_timeout_s: float | None = None,
         device_interval_s: int = 1,
+        seed: int | None = None,
     ) -> None:
         self.client_id = client_id
         self.keepalive_s = keepalive_s
@@ -135,6 +147,12 @@ class TwitchDouble:
         self.requests: list[tuple[str, str]] = []
         self.emotes = {"Kappa", "PogChamp", "LUL", "catJAM"}
         self.echo_before_response = False
+        self.reconnect_welcome_delay_s = 0.0
+        self.reconnect_linger_s = 0.0
+        self.reconnect_routing = "old"
+        self.reconnect_close_old_code: int | None = None
+        self.rng = random.Random(seed)
+        self.moves: list[tuple[str, str]] = []
         self._ids = itertools.count(5000)
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
@@ -462,13 +480,17 @@ class TwitchDouble:
         await ws.prepare(request)
         session = Session(id=str(uuid.uuid4()), ws=ws, transport=request.transport)
         old = self.sessions.get(request.query.get("reconnect", ""))
+        self.sessions[session.id] = session
+        if old is not None and self.reconnect_welcome_delay_s > 0:
+            # Until the welcome, every event still goes to the old socket.
+            await asyncio.sleep(self.reconnect_welcome_delay_s)
         if old is not None:
             # Twitch moves every subscription of the old session to the new one.
             for sub_id in old.subscriptions:
                 self.subscriptions[sub_id]["transport"]["session_id"] = session.id
             session.subscriptions = old.subscriptions
             old.subscriptions = set()
-        self.sessions[session.id] = session
+            self.moves.append((old.id, session.id))
         await self._frame(
             session,
             "session_welcome",
@@ -483,6 +505,9 @@ class TwitchDouble:
                 }
             },
         )
+        if old is not None:
+            session.predecessor = old
+            self._spawn(session, self._end_linger(session, old))
         await self._changed_notify()
         self._spawn(session, self._keepalives(session))
         if self.unused_timeout_s is not None and not session.subscriptions:
@@ -515,6 +540,30 @@ class TwitchDouble:
             self.subscriptions[sub_id]["status"] = "websocket_disconnected"
         await self._changed_notify()
 
+    async def _end_linger(self, session: Session, old: Session) -> None:
+        """After the linger, events go to the new socket only; maybe close the old one."""
+        if self.reconnect_linger_s > 0:
+            await asyncio.sleep(self.reconnect_linger_s)
+        session.predecessor = None
+        if self.reconnect_close_old_code is not None and old.open:
+            await self.close_session(self.reconnect_close_old_code, session=old)
+
+    def _recipients(self, session: Session) -> list[Session]:
+        """Where an event for ``session``'s subscription goes (the old socket while lingering)."""
+        old = session.predecessor
+        if old is None or not old.open or self.reconnect_linger_s <= 0:
+            return [session]
+        routing = self.reconnect_routing
+        if routing == "random":
+            routing = self.rng.choice(["old", "new", "both"])
+        if routing == "old":
+            return [old]
+        if routing == "new":
+            return [session]
+        both = [old, session]
+        self.rng.shuffle(both)
+        return both
+
     async def _keepalives(self, session: Session) -> None:
         while session.open:
             await asyncio.sleep(self.keepalive_s)
@@ -534,18 +583,22 @@ class TwitchDouble:
         payload: dict[str, Any],
         *,
         subscription: dict[str, Any] | None = None,
+        message_id: str | None = None,
     ) -> bool:
         metadata: dict[str, Any] = {
-            "message_id": str(uuid.uuid4()),
+            "message_id": message_id or str(uuid.uuid4()),
             "message_type": message_type,
             "message_timestamp": _ts(),
         }
         if subscription is not None:
             metadata["subscription_type"] = subscription["type"]
             metadata["subscription_version"] = subscription["version"]
-        return await self._send_text(
+        sent = await self._send_text(
             session, json.dumps({"metadata": metadata, "payload": payload})
         )
+        if sent and message_type == "notification":
+            session.notified.append(str(metadata["message_id"]))
+        return sent
 
     async def _send_text(self, session: Session, data: str) -> bool:
         if not session.open or session.ws.closed:
@@ -599,29 +652,52 @@ class TwitchDouble:
 
         return await asyncio.wait_for(wait(), timeout)
 
+    async def wait_closed(self, session: Session, timeout: float = 15.0) -> None:
+        """Wait until ``session``'s socket has ended (closed by either side)."""
+
+        async def wait() -> None:
+            async with self._changed:
+                while session.open:
+                    await self._changed.wait()
+
+        await asyncio.wait_for(wait(), timeout)
+
     async def notify(self, sub_type: str, event: dict[str, Any]) -> list[str]:
         """Send a notification to every open session subscribed to ``sub_type`` for the channel.
+
+        During a move the event may go to the old socket too (or instead), with the same
+        notification id (see the module docstring).
 
         Returns:
             The ids of the sessions it was sent to.
         """
         delivered: list[str] = []
+        notification_id = str(uuid.uuid4())
         for session in self.live_sessions():
             for sub_id in list(session.subscriptions):
                 sub = self.subscriptions[sub_id]
                 if sub["type"] != sub_type or sub["status"] != "enabled":
                     continue
-                if sub["condition"].get("broadcaster_user_id") != event["broadcaster_user_id"]:
+                if not self._matches(sub["condition"], event):
                     continue
-                ok = await self._frame(
-                    session,
-                    "notification",
-                    {"subscription": sub, "event": event},
-                    subscription=sub,
-                )
-                if ok:
-                    delivered.append(session.id)
+                for target in self._recipients(session):
+                    ok = await self._frame(
+                        target,
+                        "notification",
+                        {"subscription": sub, "event": event},
+                        subscription=sub,
+                        message_id=notification_id,
+                    )
+                    if ok:
+                        delivered.append(target.id)
         return delivered
+
+    @staticmethod
+    def _matches(condition: dict[str, Any], event: dict[str, Any]) -> bool:
+        """Whether an event belongs to a subscription's channel."""
+        wanted = condition.get("broadcaster_user_id") or condition.get("to_broadcaster_user_id")
+        have = event.get("broadcaster_user_id") or event.get("to_broadcaster_user_id")
+        return bool(wanted) and wanted == have
 
     def _broadcaster_fields(self) -> dict[str, str]:
         b = self.broadcaster
@@ -792,13 +868,21 @@ class TwitchDouble:
         await self.notify("channel.chat.clear", self._broadcaster_fields())
 
     def current(self) -> Session:
-        """The only open session (fails when there are several or none)."""
+        """The only open session (fails when there are several or none, as during a move)."""
         live = self.live_sessions()
         assert len(live) == 1, f"expected one open session, found {len(live)}"
         return live[0]
 
-    async def session_reconnect(self, session: Session | None = None) -> None:
-        """Ask a session's client to move to a new connection (``session_reconnect``)."""
+    async def session_reconnect(
+        self, session: Session | None = None, *, url: str | None = None
+    ) -> None:
+        """Ask a session's client to move to a new connection (``session_reconnect``).
+
+        Args:
+            session: The session to move (the only open one by default).
+            url: The reconnect URL to send (the double's own by default; another one makes
+                the move fail).
+        """
         session = session or self.current()
         await self._frame(
             session,
@@ -808,7 +892,7 @@ class TwitchDouble:
                     "id": session.id,
                     "status": "reconnecting",
                     "keepalive_timeout_seconds": None,
-                    "reconnect_url": f"{self.wss}?reconnect={session.id}",
+                    "reconnect_url": url or f"{self.wss}?reconnect={session.id}",
                     "connected_at": _ts(),
                     "recovery_url": None,
                 }

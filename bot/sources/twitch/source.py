@@ -39,7 +39,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -58,6 +58,7 @@ from bot.core.messages import (
     UserPurged,
 )
 from bot.sources.base import ChatSink
+from bot.sources.twitch import tio
 from bot.sources.twitch.auth import AuthError, StoredToken, TokenStore, token_path
 from bot.sources.twitch.settings import TwitchConfig
 
@@ -98,6 +99,37 @@ class ConnectionState(enum.Enum):
     CONNECTING = "connecting"
     CONNECTED = "connected"
     RECONNECTING = "reconnecting"
+
+
+class ConnectionReason(enum.StrEnum):
+    """Why the connection state changed (the words are what the log says)."""
+
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    MOVED = "Twitch moved the connection"
+    LOST = "connection lost; twitchio is reconnecting"
+    RECONNECTED = "reconnected"
+    CLOSED = "Twitch closed the connection and twitchio will not reconnect it"
+    STALLED = "the connection to Twitch stopped and twitchio will not retry"
+    UNREACHABLE = "could not connect"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionChange:
+    """One change of the connection, for observers and tests.
+
+    Attributes:
+        state: The state after the change.
+        reason: Why it changed.
+        retry_in_s: For a failed or lost connection, the wait before the next try.
+        at: ``time.monotonic()`` of the change.
+    """
+
+    state: ConnectionState
+    reason: ConnectionReason
+    retry_in_s: float | None = None
+    at: float = field(default_factory=time.monotonic)
 
 
 class RecentIds:
@@ -230,7 +262,7 @@ class _Session:
         self.ready = False
         self.closing = False
         self.lost = asyncio.Event()
-        self.reason = ""
+        self.reason = ConnectionReason.CLOSED
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed: asyncio.Future[None] | None = None
 
@@ -266,6 +298,8 @@ class _Session:
         self.broadcaster = users[0]
         self.broadcaster_id = str(users[0].id)
         await owner.prefetch_rewards(self)
+        # Our own socket first (it keeps reading through a session_reconnect), then subscribe.
+        socket_id = await tio.open_socket(client, self.bot_id, quiet_s=owner.move_quiet_s)
         condition = {"broadcaster_user_id": self.broadcaster_id, "user_id": self.bot_id}
         for payload in (
             eventsub.ChatMessageSubscription(**condition),
@@ -273,7 +307,7 @@ class _Session:
             eventsub.ChatClearUserMessagesSubscription(**condition),
             eventsub.ChatClearSubscription(**condition),
         ):
-            await client.subscribe_websocket(payload, token_for=self.bot_id)
+            await client.subscribe_websocket(payload, token_for=self.bot_id, socket_id=socket_id)
         self.ready = True
         self._spawn(self._watch(), "twitch-health")
 
@@ -303,7 +337,7 @@ class _Session:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def mark_lost(self, reason: str) -> None:
+    def mark_lost(self, reason: ConnectionReason) -> None:
         """Ask the source to rebuild this session."""
         if not self.lost.is_set() and not self.closing:
             self.reason = reason
@@ -327,27 +361,8 @@ class _Session:
 
     # -- connection health ----------------------------------------------------------------
     def alive(self) -> bool:
-        """Whether twitchio still has (or is re-establishing) a socket for the bot's token.
-
-        twitchio has no public signal for "gave up", so this reads its socket table: a socket
-        that was closed for good (4001/4003, failed welcome, all subscriptions revoked) is
-        marked closed and removed; one that is reconnecting is flagged as connecting; one
-        whose reader task died is neither, and will never read again.
-        """
-        client = self.client
-        if client is None:
-            return False
-        sockets = dict(getattr(client, "_websockets", {}).get(self.bot_id) or {})
-        for sock in sockets.values():
-            if getattr(sock, "_closed", False):
-                continue
-            if getattr(sock, "_connecting", False):
-                return True
-            reader = getattr(sock, "_listen_task", None)
-            if reader is not None and reader.done():
-                continue
-            return True
-        return False
+        """Whether twitchio still has (or is re-establishing) a socket for the bot's token."""
+        return self.client is not None and tio.has_live_socket(self.client, self.bot_id)
 
     async def _watch(self) -> None:
         """Check on a timer too: not every way of giving up emits ``websocket_closed``."""
@@ -355,14 +370,18 @@ class _Session:
         while not self.closing and not self.lost.is_set():
             await asyncio.sleep(interval)
             if not self.closing and not self.alive():
-                self.mark_lost("the connection to Twitch stopped and twitchio will not retry")
+                self.mark_lost(ConnectionReason.STALLED)
 
     async def _on_welcome(self, payload: Any) -> None:
         if self.closing:
             return
         if self.ready:
             log.info("Twitch: reconnected (session %s)", getattr(payload, "id", "?"))
-            self.owner.set_state(ConnectionState.CONNECTED, "reconnected")
+            moved = self.owner.state is ConnectionState.CONNECTED
+            self.owner.set_state(
+                ConnectionState.CONNECTED,
+                ConnectionReason.MOVED if moved else ConnectionReason.RECONNECTED,
+            )
         else:
             log.debug("Twitch: websocket session %s opened", getattr(payload, "id", "?"))
 
@@ -370,14 +389,14 @@ class _Session:
         if self.closing or not self.ready:
             return
         sock = getattr(payload, "socket", None)
-        if sock is not None and not getattr(sock, "_closed", True):
+        if sock is not None and not tio.closed_for_good(sock):
             log.warning("Twitch: connection lost; twitchio is reconnecting")
-            self.owner.set_state(ConnectionState.RECONNECTING, "connection lost")
+            self.owner.set_state(ConnectionState.RECONNECTING, ConnectionReason.LOST)
             return
         if self.alive():
             log.debug("Twitch: the previous connection closed after a move to a new one")
             return
-        self.mark_lost("Twitch closed the connection and twitchio will not reconnect it")
+        self.mark_lost(ConnectionReason.CLOSED)
 
     async def _on_revoked(self, payload: Any) -> None:
         log.warning(
@@ -426,8 +445,10 @@ class TwitchSource:
         store: TokenStore,
         *,
         health_interval_s: float = 5.0,
+        move_quiet_s: float = tio.MOVE_QUIET_S,
         dedupe_size: int = 4096,
         on_state: Callable[[ConnectionState, str], None] | None = None,
+        on_change: Callable[[ConnectionChange], None] | None = None,
     ) -> None:
         """Prepare the source.
 
@@ -435,8 +456,11 @@ class TwitchSource:
             cfg: The ``twitch`` config section (channel and client id must be set).
             store: The saved sign-in (see ``ishowtts login``).
             health_interval_s: How often to check that twitchio still has a live socket.
+            move_quiet_s: After Twitch moves the connection, how long the old socket must be
+                quiet before it is closed (events still arriving on it are read).
             dedupe_size: How many message ids to remember against redelivery.
             on_state: Observer of connection state changes (e.g. a control panel).
+            on_change: Observer of every connection change, typed (state, reason, retry).
 
         Raises:
             TwitchSetupError: ``twitch.channel`` or the client id is missing.
@@ -452,8 +476,11 @@ class TwitchSource:
         self.client_id = cfg.client_id
         self.store = store
         self.health_interval_s = health_interval_s
+        self.move_quiet_s = move_quiet_s
         self.state = ConnectionState.STOPPED
         self._on_state = on_state
+        self._on_change = on_change
+        self._reason: ConnectionReason | None = None
         self._seen = RecentIds(dedupe_size)
         self._sent: collections.deque[_Sent] = collections.deque(maxlen=64)
         self._token: StoredToken | None = None
@@ -511,7 +538,7 @@ class TwitchSource:
             while not self._closed.is_set():
                 self.set_state(
                     ConnectionState.CONNECTING if first else ConnectionState.RECONNECTING,
-                    "connecting",
+                    ConnectionReason.CONNECTING,
                 )
                 log.info("Twitch: connecting to #%s as %s", self.channel, token.login)
                 session = _Session(self, self.token)
@@ -536,6 +563,11 @@ class TwitchSource:
                         delay,
                     )
                     log.debug("connection failure", exc_info=True)
+                    self.set_state(
+                        ConnectionState.CONNECTING if first else ConnectionState.RECONNECTING,
+                        ConnectionReason.UNREACHABLE,
+                        retry_in_s=delay,
+                    )
                     await self._pause(delay)
                     delay = min(delay * 2, self.cfg.reconnect_max_s)
                     first = False
@@ -549,7 +581,7 @@ class TwitchSource:
                     self.channel,
                     session.bot_login,
                 )
-                self.set_state(ConnectionState.CONNECTED, "connected")
+                self.set_state(ConnectionState.CONNECTED, ConnectionReason.CONNECTED)
                 await self._until_closed(session.lost.wait())
                 await session.close()
                 if self._closed.is_set():
@@ -557,7 +589,7 @@ class TwitchSource:
                 if time.monotonic() - started >= self.cfg.reconnect_max_s:
                     delay = self.cfg.reconnect_min_s
                 log.warning("Twitch: %s; reconnecting in %.1f s", session.reason, delay)
-                self.set_state(ConnectionState.RECONNECTING, session.reason)
+                self.set_state(ConnectionState.RECONNECTING, session.reason, retry_in_s=delay)
                 await self._pause(delay)
                 delay = min(delay * 2, self.cfg.reconnect_max_s)
         finally:
@@ -569,7 +601,7 @@ class TwitchSource:
             with contextlib.suppress(asyncio.CancelledError):
                 await pump
             await self._cancel_tasks()
-            self.set_state(ConnectionState.STOPPED, "stopped")
+            self.set_state(ConnectionState.STOPPED, ConnectionReason.STOPPED)
             log.info("Twitch: disconnected")
 
     async def close(self) -> None:
@@ -623,14 +655,30 @@ class TwitchSource:
         return True
 
     # -- used by sessions -----------------------------------------------------------------
-    def set_state(self, state: ConnectionState, detail: str) -> None:
-        """Record and report a connection state change."""
-        if state is self.state:
+    def set_state(
+        self,
+        state: ConnectionState,
+        reason: ConnectionReason,
+        *,
+        retry_in_s: float | None = None,
+    ) -> None:
+        """Record and report a connection change (observers never break the source)."""
+        if state is self.state and reason is self._reason and retry_in_s is None:
             return
+        changed = state is not self.state
         self.state = state
-        if self._on_state is not None:
+        self._reason = reason
+        observers: list[Callable[[], None]] = []
+        if self._on_change is not None:
+            on_change = self._on_change
+            change = ConnectionChange(state, reason, retry_in_s)
+            observers.append(lambda: on_change(change))
+        if changed and self._on_state is not None:
+            on_state = self._on_state
+            observers.append(lambda: on_state(state, str(reason)))
+        for observe in observers:
             try:
-                self._on_state(state, detail)
+                observe()
             except Exception:
                 log.exception("connection state observer failed")
 
@@ -649,9 +697,7 @@ class TwitchSource:
         if not pair:
             return
         access, refresh = str(pair["token"]), str(pair["refresh"])
-        http = client.http
-        if getattr(http, "_app_token", None) not in (None, access):
-            http._app_token = access
+        tio.set_default_token(client, access)
         if access == current.access_token and refresh == current.refresh_token:
             return
         updated = current.with_pair(access, refresh)

@@ -9,7 +9,6 @@ with a deterministic tone engine and a player the test can hold mid-message.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import logging
@@ -17,21 +16,19 @@ import os
 import socket
 import stat
 import threading
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from bot.config import parse_config
 from bot.core.messages import ChatCleared, ChatMessage, MessageDeleted, Role, UserPurged
 from bot.setup.login import device_login
 from bot.sources.twitch.auth import SCOPES, AuthError, StoredToken, TokenStore, token_path
-from bot.sources.twitch.settings import TwitchConfig
 from bot.sources.twitch.source import (
     MAX_TEXT,
+    ConnectionReason,
     ConnectionState,
     RecentIds,
     TwitchSetupError,
@@ -40,131 +37,20 @@ from bot.sources.twitch.source import (
     twitch_source_from_config,
 )
 from bot.state.settings import StorageConfig, state_dir
-from engine.base import Audio, Engine, EngineState, StopCheck, VoiceInfo
+from tests.bot.sources.twitch.harness import (
+    Changes,
+    Sink,
+    eventually,
+    running_app,
+    running_source,
+    sign_in,
+    twitch_cfg,
+    until_subscribed,
+)
 from tests.support import REPO
-from tests.support.twitch_double import ALL_SCOPES, CHAT_TYPES, TwitchDouble, User, running_double
+from tests.support.twitch_double import CHAT_TYPES, TwitchDouble, User, running_double
 
-# -- helpers -------------------------------------------------------------------------------
-
-
-class Sink:
-    """Records what the source delivers, in order."""
-
-    def __init__(self) -> None:
-        self.events: list[Any] = []
-        self._changed = asyncio.Condition()
-
-    async def on_message(self, message: ChatMessage) -> None:
-        await self._add(message)
-
-    async def on_moderation(self, event: Any) -> None:
-        await self._add(event)
-
-    async def _add(self, item: Any) -> None:
-        async with self._changed:
-            self.events.append(item)
-            self._changed.notify_all()
-
-    @property
-    def messages(self) -> list[ChatMessage]:
-        return [e for e in self.events if isinstance(e, ChatMessage)]
-
-    def texts(self) -> list[str]:
-        return [m.text for m in self.messages]
-
-    async def wait(self, predicate: Callable[[list[Any]], bool], timeout: float = 10.0) -> None:
-        async def waiter() -> None:
-            async with self._changed:
-                await self._changed.wait_for(lambda: predicate(self.events))
-
-        await asyncio.wait_for(waiter(), timeout)
-
-    async def wait_text(self, text: str, timeout: float = 10.0) -> ChatMessage:
-        await self.wait(lambda _e: text in self.texts(), timeout)
-        return next(m for m in self.messages if m.text == text)
-
-
-async def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
-
-
-def sign_in(
-    double: TwitchDouble, path: Path, user: User | None = None, scopes: tuple[str, ...] = ALL_SCOPES
-) -> tuple[TokenStore, Any]:
-    """What ``ishowtts login`` leaves behind: a token file for ``user`` (the bot by default)."""
-    user = user or double.bot
-    token = double.issue_token(user, scopes)
-    store = TokenStore(path)
-    store.write(
-        StoredToken(
-            client_id=double.client_id,
-            user_id=user.id,
-            login=user.login,
-            access_token=token.access,
-            refresh_token=token.refresh,
-            scopes=scopes,
-        )
-    )
-    return store, token
-
-
-def twitch_cfg(double: TwitchDouble, **overrides: Any) -> TwitchConfig:
-    values: dict[str, Any] = {
-        "channel": double.broadcaster.login,
-        "client_id": double.client_id,
-        "reconnect_min_s": 0.05,
-        "reconnect_max_s": 0.5,
-    }
-    values.update(overrides)
-    return TwitchConfig(**values)
-
-
-async def until_subscribed(
-    double: TwitchDouble, task: asyncio.Task[Any], exclude: tuple[Any, ...] = ()
-) -> Any:
-    """Wait for a fully subscribed session, failing at once if the source task ended."""
-    waiter = asyncio.ensure_future(double.wait_subscribed(exclude=exclude))
-    done, _ = await asyncio.wait({waiter, task}, return_when=asyncio.FIRST_COMPLETED)
-    if waiter not in done:
-        waiter.cancel()
-        task.result()
-        raise AssertionError("the source stopped before subscribing")
-    return waiter.result()
-
-
-@contextlib.asynccontextmanager
-async def running_source(
-    double: TwitchDouble, store: TokenStore, sink: Sink, **overrides: Any
-) -> AsyncIterator[TwitchSource]:
-    source = TwitchSource(twitch_cfg(double, **overrides), store, health_interval_s=0.2)
-    task = asyncio.create_task(source.run(sink))
-    try:
-        await until_subscribed(double, task)
-        await eventually(lambda: source.state is ConnectionState.CONNECTED)
-        yield source
-    finally:
-        await source.close()
-        await asyncio.wait_for(task, 10)
-
-
-@pytest.fixture
-async def double() -> AsyncIterator[TwitchDouble]:
-    async with running_double() as d:
-        yield d
-
-
-@pytest.fixture
-def alice(double: TwitchDouble) -> User:
-    return double.add_user("alice", "Alice")
-
-
-@pytest.fixture
-def bob(double: TwitchDouble) -> User:
-    return double.add_user("bob", "Bob")
-
+__all__ = ["eventually", "running_app", "sign_in"]  # used by tests/test_reliability.py
 
 # -- pure parts ----------------------------------------------------------------------------
 
@@ -471,11 +357,12 @@ async def test_redelivered_message_is_delivered_once(
 
 
 async def test_session_reconnect_moves_without_loss_or_duplicates(
-    double: TwitchDouble, alice: User, tmp_path: Path, caplog: Any
+    double: TwitchDouble, alice: User, tmp_path: Path
 ) -> None:
     store, _ = sign_in(double, tmp_path / "t.json")
     sink = Sink()
-    async with running_source(double, store, sink) as source:
+    changes = Changes()
+    async with running_source(double, store, sink, changes=changes) as source:
         first = double.current()
         mid = await double.chat(alice, "before the move")
         await sink.wait_text("before the move")
@@ -492,15 +379,16 @@ async def test_session_reconnect_moves_without_loss_or_duplicates(
         # twitchio handled the move itself: no second sign-in, no resubscription.
         assert double.request_count("GET", "/oauth2/validate") == 1
         assert double.request_count("POST", "/helix/eventsub/subscriptions") == 4
-    assert "reconnected" in caplog.text
+    assert ConnectionReason.MOVED in [c.reason for c in changes.events]
 
 
 async def test_abrupt_drop_reconnects_and_resubscribes(
-    double: TwitchDouble, alice: User, tmp_path: Path, caplog: Any
+    double: TwitchDouble, alice: User, tmp_path: Path
 ) -> None:
     store, _ = sign_in(double, tmp_path / "t.json")
     sink = Sink()
-    async with running_source(double, store, sink):
+    changes = Changes()
+    async with running_source(double, store, sink, changes=changes):
         first = double.current()
         mid = await double.chat(alice, "before the drop")
         await sink.wait_text("before the drop")
@@ -510,18 +398,24 @@ async def test_abrupt_drop_reconnects_and_resubscribes(
         await double.chat(alice, "after the drop")
         await sink.wait_text("after the drop")
         assert sink.texts() == ["before the drop", "after the drop"]
-    assert "connection lost; twitchio is reconnecting" in caplog.text
+    reasons = [c.reason for c in changes.events]
+    assert reasons.index(ConnectionReason.LOST) < reasons.index(ConnectionReason.RECONNECTED)
 
 
 @pytest.mark.parametrize("code", [4001, 4003])
 async def test_close_codes_twitchio_gives_up_on_make_the_source_rebuild(
-    double: TwitchDouble, alice: User, tmp_path: Path, caplog: Any, code: int
+    double: TwitchDouble, alice: User, tmp_path: Path, code: int
 ) -> None:
     store, _ = sign_in(double, tmp_path / "t.json")
     sink = Sink()
     states: list[ConnectionState] = []
+    changes = Changes()
     source = TwitchSource(
-        twitch_cfg(double), store, health_interval_s=60.0, on_state=lambda s, _d: states.append(s)
+        twitch_cfg(double),
+        store,
+        health_interval_s=60.0,
+        on_state=lambda s, _d: states.append(s),
+        on_change=changes,
     )
     task = asyncio.create_task(source.run(sink))
     try:
@@ -536,14 +430,16 @@ async def test_close_codes_twitchio_gives_up_on_make_the_source_rebuild(
         await sink.wait_text("after the close")
         assert sink.texts() == ["before the close", "after the close"]
         assert double.request_count("GET", "/oauth2/validate") == 2  # a fresh client signed in
-        await eventually(lambda: states[-1] is ConnectionState.CONNECTED)
+        await changes.wait(lambda _e: states[-1] is ConnectionState.CONNECTED)
         assert states == [
             ConnectionState.CONNECTING,
             ConnectionState.CONNECTED,
             ConnectionState.RECONNECTING,
             ConnectionState.CONNECTED,
         ]
-        assert "twitchio will not reconnect it; reconnecting in" in caplog.text
+        lost = next(c for c in changes.events if c.state is ConnectionState.RECONNECTING)
+        assert lost.reason is ConnectionReason.CLOSED
+        assert lost.retry_in_s == pytest.approx(0.05)
     finally:
         await source.close()
         await asyncio.wait_for(task, 10)
@@ -551,7 +447,7 @@ async def test_close_codes_twitchio_gives_up_on_make_the_source_rebuild(
 
 
 async def test_unreachable_twitch_is_retried_with_backoff(
-    double: TwitchDouble, alice: User, tmp_path: Path, caplog: Any
+    double: TwitchDouble, alice: User, tmp_path: Path
 ) -> None:
     from twitchio.eventsub import websockets
 
@@ -561,11 +457,16 @@ async def test_unreachable_twitch_is_retried_with_backoff(
     websockets.WSS = dead
     store, _ = sign_in(double, tmp_path / "t.json")
     sink = Sink()
-    source = TwitchSource(twitch_cfg(double), store, health_interval_s=0.2)
+    changes = Changes()
+    source = TwitchSource(twitch_cfg(double), store, health_interval_s=0.2, on_change=changes)
     task = asyncio.create_task(source.run(sink))
+
+    def failures(events: list[Any]) -> list[float]:
+        return [c.retry_in_s for c in events if c.reason is ConnectionReason.UNREACHABLE]
+
     try:
-        await eventually(lambda: caplog.text.count("could not connect") >= 2)
-        waits = [r.args[1] for r in caplog.records if "could not connect" in r.getMessage()]
+        await changes.wait(lambda e: len(failures(e)) >= 2)
+        waits = failures(changes.events)
         assert waits[1] == 2 * waits[0]
         assert source.state is ConnectionState.RECONNECTING
         websockets.WSS = double.wss  # Twitch is back
@@ -619,11 +520,12 @@ async def test_malformed_payloads_are_skipped_without_a_reconnect(
 
 
 async def test_frames_that_break_the_connection_are_survived(
-    double: TwitchDouble, alice: User, tmp_path: Path, caplog: Any
+    double: TwitchDouble, alice: User, tmp_path: Path
 ) -> None:
     store, _ = sign_in(double, tmp_path / "t.json")
     sink = Sink()
-    async with running_source(double, store, sink):
+    changes = Changes()
+    async with running_source(double, store, sink, changes=changes):
         # Over aiohttp's 4 MiB limit: the client closes (1009) and twitchio reconnects.
         first = double.current()
         await double.send_raw("x" * (5 * 1024 * 1024))
@@ -636,7 +538,7 @@ async def test_frames_that_break_the_connection_are_survived(
         await double.chat(alice, "after the broken frame")
         await sink.wait_text("after the broken frame")
         assert sink.texts() == ["after the oversized frame", "after the broken frame"]
-    assert "twitchio will not retry" in caplog.text
+    assert ConnectionReason.STALLED in [c.reason for c in changes.events]
 
 
 @pytest.mark.slow
@@ -740,132 +642,6 @@ async def test_expired_saved_token_is_refreshed_at_start_and_saved(
 
 # -- through the real App -------------------------------------------------------------------
 
-RATE = 8000
-
-
-class ToneEngine(Engine):
-    """A deterministic engine: 20 chunks of 10 ms per message, stopping when asked."""
-
-    name = "tone"
-    sample_rate = RATE
-
-    def load(self, progress: Callable[[EngineState, str], None]) -> None:
-        progress(EngineState.WARMING, "warming tones")
-
-    def voices(self) -> list[VoiceInfo]:
-        return [VoiceInfo("default", "tone")]
-
-    def synthesize(self, text: str, voice: str, should_stop: StopCheck) -> Iterator[Audio]:
-        for i in range(20):
-            if should_stop():
-                return
-            threading.Event().wait(0.001)
-            yield np.full(RATE // 100, 0.1 + i / 100, dtype=np.float32)
-
-
-class HeldPlayer:
-    """A player that holds each message at its first block until released or stopped."""
-
-    def __init__(self) -> None:
-        self.release = asyncio.Event()
-        self._stop = asyncio.Event()
-        self.stops = 0
-        self.volume = 1.0
-
-    async def start(self) -> None:
-        pass
-
-    async def close(self) -> None:
-        pass
-
-    def set_volume(self, volume: float) -> None:
-        self.volume = volume
-
-    async def play(
-        self,
-        chunks: AsyncIterator[Audio],
-        sample_rate: int,
-        *,
-        on_started: Callable[[], None] | None = None,
-    ) -> bool:
-        self._stop.clear()
-        started = False
-        async for _chunk in chunks:
-            if not started:
-                started = True
-                if on_started is not None:
-                    on_started()
-            stop = asyncio.ensure_future(self._stop.wait())
-            go = asyncio.ensure_future(self.release.wait())
-            await asyncio.wait({stop, go}, return_when=asyncio.FIRST_COMPLETED)
-            stop.cancel()
-            go.cancel()
-            if self._stop.is_set():
-                return False
-        return True
-
-    def stop(self) -> None:
-        self.stops += 1
-        self._stop.set()
-
-
-class Speech:
-    """The App's speech events as (kind, message id, outcome)."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, str, str | None]] = []
-
-    def __call__(self, ev: Any) -> None:
-        outcome = ev.outcome.value if ev.outcome is not None else None
-        self.events.append((ev.kind.value, ev.item.message.id, outcome))
-
-    def of(self, message_id: str) -> list[tuple[str, str | None]]:
-        return [(k, o) for k, m, o in self.events if m == message_id]
-
-    def started(self, message_id: str) -> bool:
-        return ("started", None) in self.of(message_id)
-
-
-@contextlib.asynccontextmanager
-async def running_app(
-    double: TwitchDouble, tmp_path: Path, **twitch: Any
-) -> AsyncIterator[tuple[Any, HeldPlayer, Speech]]:
-    from bot.app import App
-
-    _store, _ = sign_in(double, tmp_path / "state" / "twitch-tokens.json")
-    cfg = parse_config(
-        {
-            "audio": {"gap_ms": 0},
-            "storage": {"dir": str(tmp_path / "state")},
-            "tts": {"say_names": False},
-            "twitch": {
-                "channel": double.broadcaster.login,
-                "client_id": double.client_id,
-                "reconnect_min_s": 0.05,
-                "reconnect_max_s": 0.5,
-                **twitch,
-            },
-        },
-        tmp_path,
-    )
-    player = HeldPlayer()
-    app = App(cfg, engine=ToneEngine(), player=player)  # type: ignore[arg-type]
-    speech = Speech()
-    app.speaker.add_listener(speech)
-    await app.start()
-    assert await app.worker.wait_ready() is EngineState.READY
-    source = TwitchSource(
-        cfg.twitch, TokenStore(token_path(state_dir(cfg.storage))), health_interval_s=0.2
-    )
-    task = asyncio.create_task(app.run(source))
-    try:
-        await until_subscribed(double, task)
-        yield app, player, speech
-    finally:
-        app.request_stop()
-        assert await asyncio.wait_for(task, 10) == 0
-        await app.close()
-
 
 async def test_twitch_message_is_spoken_by_the_app(
     double: TwitchDouble, alice: User, tmp_path: Path
@@ -874,7 +650,7 @@ async def test_twitch_message_is_spoken_by_the_app(
         player.release.set()
         emotes = await double.chat(alice, "Kappa PogChamp")
         mid = await double.chat(alice, "hello from twitch")
-        await eventually(lambda: ("finished", "played") in speech.of(mid))
+        await speech.wait(lambda _e: ("finished", "played") in speech.of(mid))
         assert speech.of(mid) == [("queued", None), ("started", None), ("finished", "played")]
         assert speech.of(emotes) == []  # emote-only: never reached the queue
 
@@ -885,17 +661,17 @@ async def test_delete_while_queued_and_while_playing(
     async with running_app(double, tmp_path) as (_app, player, speech):
         a = await double.chat(alice, "first message")
         b = await double.chat(bob, "second message")
-        await eventually(lambda: speech.started(a) and ("queued", None) in speech.of(b))
+        await speech.wait(lambda _e: speech.started(a) and ("queued", None) in speech.of(b))
         await double.delete(b, bob)  # queued
-        await eventually(lambda: ("finished", "removed") in speech.of(b))
+        await speech.wait(lambda _e: ("finished", "removed") in speech.of(b))
         assert speech.started(a)
         assert not speech.started(b)
         await double.delete(a, alice)  # playing
-        await eventually(lambda: ("finished", "removed") in speech.of(a))
+        await speech.wait(lambda _e: ("finished", "removed") in speech.of(a))
         assert player.stops >= 1
         player.release.set()
         c = await double.chat(bob, "third message")
-        await eventually(lambda: ("finished", "played") in speech.of(c))
+        await speech.wait(lambda _e: ("finished", "played") in speech.of(c))
         assert not speech.started(b)
 
 
@@ -906,21 +682,23 @@ async def test_ban_purges_the_user_and_clear_purges_everything(
         a1 = await double.chat(alice, "alice one")
         b1 = await double.chat(bob, "bob one")
         a2 = await double.chat(alice, "alice two")
-        await eventually(lambda: speech.started(a1) and ("queued", None) in speech.of(a2))
+        await speech.wait(lambda _e: speech.started(a1) and ("queued", None) in speech.of(a2))
         await double.clear_user(alice)  # a timeout or ban
-        await eventually(
-            lambda: (
+        await speech.wait(
+            lambda _e: (
                 ("finished", "removed") in speech.of(a1)
                 and ("finished", "removed") in speech.of(a2)
             )
         )
-        await eventually(lambda: speech.started(b1))  # bob is next, still held
+        await speech.wait(lambda _e: speech.started(b1))  # bob is next, still held
         b2 = await double.chat(bob, "bob two")
         carol = double.add_user("carol")
         c1 = await double.chat(carol, "carol one")
-        await eventually(lambda: ("queued", None) in speech.of(c1))
+        await speech.wait(lambda _e: ("queued", None) in speech.of(c1))
         await double.clear_chat()
-        await eventually(lambda: all(("finished", "removed") in speech.of(m) for m in (b1, b2, c1)))
+        await speech.wait(
+            lambda _e: all(("finished", "removed") in speech.of(m) for m in (b1, b2, c1))
+        )
         assert not speech.started(a2)
         assert not speech.started(b2)
         assert not speech.started(c1)
@@ -936,13 +714,13 @@ async def test_reward_and_cheer_are_spoken_first(
         speech,
     ):
         playing = await double.chat(bob, "holding the speaker")
-        await eventually(lambda: speech.started(playing))
+        await speech.wait(lambda _e: speech.started(playing))
         free = await double.chat(bob, "free message")
         cheer = await double.chat(alice, "Cheer100 paid with bits")
         redeemed = await double.chat(alice, "paid with points", reward_id=reward)
-        await eventually(lambda: ("queued", None) in speech.of(redeemed))
+        await speech.wait(lambda _e: ("queued", None) in speech.of(redeemed))
         player.release.set()
-        await eventually(lambda: ("finished", "played") in speech.of(free))
+        await speech.wait(lambda _e: ("finished", "played") in speech.of(free))
         order = [m for k, m, _o in speech.events if k == "started"]
         assert order == [playing, cheer, redeemed, free]
 
@@ -954,12 +732,12 @@ async def test_reconnect_never_speaks_a_message_twice(
         player.release.set()
         first = double.current()
         mid = await double.chat(alice, "said once")
-        await eventually(lambda: ("finished", "played") in speech.of(mid))
+        await speech.wait(lambda _e: ("finished", "played") in speech.of(mid))
         await double.drop()
         await double.wait_subscribed(exclude=[first])
         await double.chat(alice, "said once", message_id=mid)  # redelivered after reconnect
         after = await double.chat(alice, "said after")
-        await eventually(lambda: ("finished", "played") in speech.of(after))
+        await speech.wait(lambda _e: ("finished", "played") in speech.of(after))
         assert [k for k, _o in speech.of(mid)] == ["queued", "started", "finished"]
 
 
