@@ -38,7 +38,7 @@ from bot.chat.voices import VoiceCatalog
 from bot.core.lru import LRU
 from bot.core.messages import ChatMessage, ChatUser, Platform, Role
 from bot.speech.speaker import Speaker, SpeechEvent, SpeechEventKind, SpeechItem
-from bot.state.store import HistoryEntry, Mute, Store
+from bot.state.store import HistoryEntry, PersonState, Store
 
 log = logging.getLogger(__name__)
 
@@ -87,14 +87,6 @@ class Decision:
     item: SpeechItem | None = None
     command: CommandResult | None = None
     trigger: Trigger | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class PersonState:
-    """What the bot keeps about the author that speaking needs: their voice and mute."""
-
-    voice: str | None
-    mute: Mute | None
 
 
 @dataclass(slots=True)
@@ -321,8 +313,8 @@ class ChatPipeline:
         return None
 
     async def _skip_muted(self, line: Line) -> Decision | None:
-        line.person = self._person(line.user)
-        return self._drop("muted", line) if line.person.mute is not None else None
+        line.person = self._store.person(line.user)  # the one look at the author's state
+        return self._drop("muted", line) if line.person.muted else None
 
     async def _apply_filters(self, line: Line) -> Decision | None:
         filtered = self.filters.apply(line.text)
@@ -355,10 +347,6 @@ class ChatPipeline:
         )
 
     # -- what the steps use -------------------------------------------------------------------
-    def _person(self, user: ChatUser) -> PersonState:
-        """The author's voice and active mute, in one look at the store."""
-        return PersonState(voice=self._store.voice_of(user), mute=self._store.mute_of(user))
-
     def _voice(self, line: Line) -> str:
         """The source's requested voice, else the author's chosen one, else the default."""
         chosen = line.person.voice if line.person is not None else None
