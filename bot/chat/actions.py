@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bot.chat.arguments import format_duration
-from bot.core.messages import Platform
+from bot.core.messages import ChatUser, Platform
 from bot.state.store import Target
 
 if TYPE_CHECKING:
@@ -110,6 +110,22 @@ def known_platform(controls: Controls, login: str) -> Platform:
         if controls.store.find_login(platform, login) is not None:
             return platform
     return Platform.TWITCH
+
+
+CONSOLES = frozenset({Platform.TERMINAL, Platform.PANEL})
+"""The streamer's own consoles: nobody else chats there, so their ``@login`` means a viewer."""
+
+
+def platform_for(controls: Controls, issuer: ChatUser, login: str) -> Platform:
+    """Where the person a command names as ``@login`` chats.
+
+    A command given in a chat (Twitch, YouTube) names someone of that chat, whatever other
+    platforms know the same login. From the terminal or the panel, where only the streamer
+    types, it is :func:`known_platform`.
+    """
+    if issuer.platform in CONSOLES:
+        return known_platform(controls, login)
+    return issuer.platform
 
 
 def same_user(item: SpeechItem, target: Target) -> bool:

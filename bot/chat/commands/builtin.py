@@ -102,7 +102,8 @@ class Moderation(Component):
     async def mute(self, ctx: Context, login: Login, seconds: Duration = None) -> None:
         """Mute someone; moderators cannot mute their equals (the broadcaster can)."""
         issuer = ctx.user
-        recent = self.controls.recent_user(issuer.platform, login)
+        platform = actions.platform_for(self.controls, issuer, login)
+        recent = self.controls.recent_user(platform, login)
         if (
             recent is not None
             and recent[1] >= issuer.role
@@ -111,14 +112,15 @@ class Moderation(Component):
         ):
             raise CommandError(f"you can't mute {login}: they are a {role_name(recent[1])}")
         outcome = await actions.mute_user(
-            self.controls, login, platform=issuer.platform, seconds=seconds, by=issuer.login
+            self.controls, login, platform=platform, seconds=seconds, by=issuer.login
         )
         await ctx.ack(outcome.reply)
 
     @command("unmute", role=Role.MODERATOR, summary="lift a mute")
     async def unmute(self, ctx: Context, login: Login) -> None:
         """Lift a mute."""
-        await ctx.ack((await actions.unmute_user(self.controls, login, ctx.user.platform)).reply)
+        platform = actions.platform_for(self.controls, ctx.user, login)
+        await ctx.ack((await actions.unmute_user(self.controls, login, platform)).reply)
 
     @command("skip", role=Role.MODERATOR, summary="stop the message that is playing")
     async def skip(self, ctx: Context) -> None:
@@ -176,7 +178,8 @@ class Moderation(Component):
     async def setvoice(self, ctx: Context, login: Login, name: VoiceWord) -> None:
         """Choose someone else's voice."""
         voice = await resolve_voice(ctx, self.controls, name)
-        said = await actions.set_voice_of(self.controls, login, voice, ctx.user.platform)
+        platform = actions.platform_for(self.controls, ctx.user, login)
+        said = await actions.set_voice_of(self.controls, login, voice, platform)
         await ctx.ack(said.reply)
 
 
