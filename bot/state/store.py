@@ -129,6 +129,15 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE history ADD COLUMN platform TEXT;
     UPDATE history SET platform = {_PLATFORM_OF_ID};
     """,
+    # 3: how words are said, as moderators set it from chat (!say WORD as SPOKEN).
+    """
+    CREATE TABLE pronunciations (
+        word     TEXT PRIMARY KEY,
+        spoken   TEXT NOT NULL,
+        added_by TEXT NOT NULL DEFAULT '',
+        added_at REAL NOT NULL
+    );
+    """,
 )
 """Schema migrations in order; migration N brings the database to ``user_version`` N.
 
@@ -866,6 +875,19 @@ class Store:
             for r in rows
         ]
 
+    async def pronunciations(self) -> dict[str, str]:
+        """The saved pronunciation dictionary: case-folded word -> spoken form."""
+        rows = await self._run(self._pronunciations_sync)
+        return {str(word): str(spoken) for word, spoken in rows}
+
+    async def set_pronunciation(self, word: str, spoken: str | None, *, by: str = "") -> bool:
+        """Save how ``word`` is said (None forgets it); once committed, whether it changed.
+
+        Raises:
+            StoreError: The write failed; nothing changed.
+        """
+        return await self._run(self._set_pronunciation_sync, word.casefold(), spoken, by)
+
     def _background(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         self._tasks.spawn(coro, name=name)
 
@@ -1128,6 +1150,21 @@ class Store:
             " ON CONFLICT(key) DO UPDATE SET value=excluded.value",
             (key, json.dumps(value)),
         )
+
+    def _pronunciations_sync(self) -> list[tuple[Any, ...]]:
+        return self._db().execute("SELECT word, spoken FROM pronunciations").fetchall()
+
+    def _set_pronunciation_sync(self, word: str, spoken: str | None, by: str) -> bool:
+        conn = self._db()
+        if spoken is None:
+            return conn.execute("DELETE FROM pronunciations WHERE word=?", (word,)).rowcount > 0
+        conn.execute(
+            "INSERT INTO pronunciations (word, spoken, added_by, added_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT(word) DO UPDATE SET spoken=excluded.spoken,"
+            " added_by=excluded.added_by, added_at=excluded.added_at",
+            (_utf8(word), _utf8(spoken), _utf8(by), self._clock()),
+        )
+        return True
 
     def _insert_history_sync(self, batch: list[HistoryEntry]) -> None:
         conn = self._db()
