@@ -24,14 +24,15 @@ class StorageConfig(Section):
 def state_dir(storage: StorageConfig) -> Path:
     """The folder for local state (database, tokens): ``storage.dir``, else the user's state folder.
 
-    The default lives outside any repository (``~/.local/state/ishowtts`` on Linux), so tokens and
-    the database are never committed by accident.
+    The default lives outside any repository (``~/.local/state/ishowtts`` on Linux, see
+    ``bot.core.platform.user_state_dir`` for macOS and Windows), so tokens and the database are
+    never committed by accident.
     """
     if storage.dir is not None:
         return storage.dir
-    import platformdirs
+    from bot.core.platform import user_state_dir
 
-    return Path(platformdirs.user_state_dir("ishowtts", appauthor=False))
+    return user_state_dir()
 
 
 DATABASE_NAME = "ishowtts.db"
