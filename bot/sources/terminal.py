@@ -6,21 +6,19 @@ This is the source used when no Twitch account is configured, and the way to scr
 
 from __future__ import annotations
 
-import asyncio
 import codecs
 import getpass
 import logging
-import os
 import sys
 import uuid
 from typing import TextIO
 
 from bot.core.messages import ChatMessage, ChatUser, Platform, Role
+from bot.core.platform import InputReader
 from bot.sources.base import ChatSink
 
 log = logging.getLogger(__name__)
 
-_READ_SIZE = 65536
 _MAX_LINE = 64 * 1024  # a pasted novel is cut here; the text filter caps it further
 
 
@@ -43,9 +41,9 @@ def local_user() -> ChatUser:
 class TerminalSource:
     """Reads lines from a file descriptor (stdin by default) without blocking the event loop.
 
-    Pipes and terminals are watched with ``loop.add_reader``; a regular file (input redirected
-    from disk) cannot be polled, so it is read in bounded slices, yielding to the loop between
-    them. Replies go to ``out``.
+    The bytes come through :class:`bot.core.platform.InputReader`: the loop watches pipes and
+    terminals where it can (Linux, macOS); elsewhere (Windows, a redirected file) one thread
+    reads and hands each chunk to the loop. Replies go to ``out``.
     """
 
     name = "terminal"
@@ -54,7 +52,8 @@ class TerminalSource:
         self._fd = fd
         self._out = out
         self._user = local_user()
-        self._closed = asyncio.Event()
+        self._closed = False
+        self._reader: InputReader | None = None
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._pending = ""
 
@@ -86,55 +85,28 @@ class TerminalSource:
 
     async def run(self, sink: ChatSink) -> None:
         """Deliver each line until end of input or ``close()``."""
+        if self._closed:
+            return
         fd = self._fd if self._fd is not None else sys.stdin.fileno()
-        loop = asyncio.get_running_loop()
-        chunks: asyncio.Queue[bytes | None] = asyncio.Queue()
-
-        def readable() -> None:
-            try:
-                data = os.read(fd, _READ_SIZE)
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                log.warning("terminal input failed: %s", exc)
-                data = b""
-            if not data:
-                loop.remove_reader(fd)
-            chunks.put_nowait(data or None)
-
+        reader = InputReader(fd)
+        self._reader = reader
+        reader.start()
         try:
-            loop.add_reader(fd, readable)
-            polled = True
-        except (PermissionError, ValueError, OSError):
-            polled = False  # a regular file: reads never wait, so slice them
-        try:
-            while not self._closed.is_set():
-                if polled:
-                    getter = asyncio.ensure_future(chunks.get())
-                    closer = asyncio.ensure_future(self._closed.wait())
-                    done, _ = await asyncio.wait(
-                        {getter, closer}, return_when=asyncio.FIRST_COMPLETED
-                    )
-                    for fut in (getter, closer):
-                        if fut not in done:
-                            fut.cancel()
-                    if getter not in done:
-                        break
-                    data = getter.result()
-                else:
-                    data = os.read(fd, _READ_SIZE) or None
-                    await asyncio.sleep(0)
-                lines = self._feed(data or b"", final=data is None)
-                for line in lines:
+            while True:
+                data = await reader.read()
+                if data is None:  # closed
+                    break
+                for line in self._feed(data, final=not data):
                     if line.strip():
                         await sink.on_message(self._message(line))
-                if data is None:
+                if not data:
                     log.info("end of terminal input")
                     break
         finally:
-            if polled:
-                loop.remove_reader(fd)
+            await reader.close()
 
     async def close(self) -> None:
-        """Stop reading."""
-        self._closed.set()
+        """Stop reading (the reader thread, where there is one, ends too)."""
+        self._closed = True
+        if self._reader is not None:
+            await self._reader.close()

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import threading
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from bot.core.messages import ChatMessage, ModerationEvent, Role
 from bot.sources.terminal import TerminalSource
@@ -84,3 +87,75 @@ async def test_replies_are_printed() -> None:
     os.close(read_fd)
     await sink.messages[0].reply("your voice is now alice")
     assert out.getvalue() == "[ishowtts] your voice is now alice\n"
+
+
+# -- the paths Windows takes, run here --------------------------------------------------------
+
+
+class NoReaderLoop(asyncio.SelectorEventLoop):
+    """Like Windows' proactor loop: add_reader raises NotImplementedError."""
+
+    def add_reader(self, fd: Any, callback: Callable[..., object], *args: Any) -> None:
+        raise NotImplementedError
+
+
+def _on_loop_without_add_reader(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    loop = NoReaderLoop()
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+
+
+def test_a_loop_without_add_reader_reads_a_pipe_in_a_thread_until_eof() -> None:
+    async def main() -> None:
+        read_fd, write_fd = os.pipe()
+        source = TerminalSource(fd=read_fd)
+        sink = Sink()
+        task = asyncio.create_task(source.run(sink))
+        os.write(write_fd, "first line\nzweite Zeile ü\n".encode())
+        os.write(write_fd, b"no newline at end")
+        os.close(write_fd)
+        await asyncio.wait_for(task, 10)
+        os.close(read_fd)
+        assert [m.text for m in sink.messages] == [
+            "first line",
+            "zweite Zeile ü",
+            "no newline at end",
+        ]
+        assert not [t for t in threading.enumerate() if t.name == "stdin-reader"]
+
+    _on_loop_without_add_reader(main)
+
+
+def test_a_loop_without_add_reader_reads_a_regular_file(tmp_path: Path) -> None:
+    path = tmp_path / "lines.txt"
+    path.write_text("".join(f"line {i}\n" for i in range(2000)), encoding="utf-8")
+
+    async def main() -> None:
+        sink = Sink()
+        with path.open("rb") as fh:
+            await asyncio.wait_for(TerminalSource(fd=fh.fileno()).run(sink), 20)
+        assert [m.text for m in sink.messages] == [f"line {i}" for i in range(2000)]
+
+    _on_loop_without_add_reader(main)
+
+
+def test_close_ends_the_reader_thread_of_a_loop_without_add_reader() -> None:
+    async def main() -> None:
+        read_fd, write_fd = os.pipe()
+        source = TerminalSource(fd=read_fd)
+        sink = Sink()
+        task = asyncio.create_task(source.run(sink))
+        os.write(write_fd, b"one\n")
+        while not sink.messages:
+            await asyncio.sleep(0.01)
+        assert [t for t in threading.enumerate() if t.name == "stdin-reader"]
+        await source.close()
+        await asyncio.wait_for(task, 10)
+        assert not [t for t in threading.enumerate() if t.name == "stdin-reader"]
+        assert [m.text for m in sink.messages] == ["one"]
+        os.close(read_fd)
+        os.close(write_fd)
+
+    _on_loop_without_add_reader(main)
