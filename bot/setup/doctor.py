@@ -85,7 +85,7 @@ def declared_python() -> tuple[int, int]:
     from importlib import metadata
 
     try:
-        spec = metadata.metadata("ishowtts").get("Requires-Python") or ""
+        spec = metadata.metadata("ishowtts")["Requires-Python"] or ""
     except metadata.PackageNotFoundError:
         spec = ""
     if not spec:
