@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.config import Config
+from bot.core.platform import make_private_dir, write_private_file
 from engine.base import EngineState
 from engine.download import DownloadProgress, format_bytes, format_duration
 
@@ -229,10 +230,9 @@ class LoadProgress:
         data = self._load_all()
         data[self._setup] = [[name, round(seconds, 3)] for name, seconds in steps]
         try:
-            self._history_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self._history_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-            tmp.replace(self._history_path)
+            # The state folder is private (0700) and so is every file in it (issue 12.7).
+            make_private_dir(self._history_path.parent)
+            write_private_file(self._history_path, json.dumps(data, indent=1).encode("utf-8"))
         except OSError as exc:
             log.debug("could not record load timings in %s: %s", self._history_path, exc)
 

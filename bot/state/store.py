@@ -25,6 +25,11 @@ Why it looks like this:
   itself is never written.
 * :func:`database_health` is the one place that judges a database file; the store's start-up
   and ``ishowtts doctor`` both use its probes, so they never disagree.
+* Nobody else may read it: the state folder is created (or tightened to) 0700 and the
+  database file is created 0600 before SQLite opens it (``bot.core.platform``: exact modes
+  whatever the umask). SQLite gives its ``-wal`` and ``-shm`` files the database's own mode
+  when it creates them (and sets it exactly, past the umask), so they are 0600 from their
+  first moment too; leftovers from older versions are tightened before SQLite opens them.
 * Mute expiry is stored as wall-clock epoch seconds (``time.time``), because it has to mean
   the same thing after a restart; the monotonic clock restarts with the process.
 """
@@ -48,6 +53,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bot.core.messages import ChatUser, Platform
+from bot.core.platform import create_private_file, inside, make_private_dir, tighten
 from bot.core.tasks import TaskSet
 
 log = logging.getLogger(__name__)
@@ -538,6 +544,7 @@ class Store:
         history_limit: int = 1000,
         clock: Callable[[], float] = time.time,
         migrations: Sequence[str] = MIGRATIONS,
+        state_dir: Path | None = None,
     ) -> None:
         """Describe a store; nothing is opened yet.
 
@@ -546,8 +553,13 @@ class Store:
             history_limit: Newest history rows to keep (0 keeps none).
             clock: Wall clock (epoch seconds) for mute expiry; tests pass their own.
             migrations: Schema migrations (tests use this to check upgrades).
+            state_dir: The bot's state folder (``bot.state.settings.state_dir``): when the
+                database lies inside it, ``open()`` creates it, or tightens it, to 0700. A
+                database elsewhere (``storage.database``) gets only the folders it lacks
+                created 0700; a folder of the user's own choosing is left as it is.
         """
         self.path = str(path)
+        self._state_dir = state_dir
         self._history_limit = history_limit
         self._clock = clock
         self._migrations = tuple(migrations)
@@ -898,11 +910,15 @@ class Store:
             return self._prepare(conn, read_only=None)
         path = Path(self.path)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            self._private_folder(path)
         except OSError as exc:
             raise StoreError(f"cannot create the folder of {self.path}: {exc}") from None
         blocker = write_blocker(path) if path.exists() else None
         if blocker is None:
+            try:
+                self._private_files(path)
+            except OSError as exc:
+                raise StoreError(f"cannot create the state database {self.path}: {exc}") from None
             try:
                 conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
             except sqlite3.Error as exc:
@@ -916,6 +932,37 @@ class Store:
                     raise self._refusal(exc) from None
                 blocker = f"SQLite cannot write it ({exc})"
         return self._open_read_only_sync(path, blocker)
+
+    def _private_folder(self, path: Path) -> None:
+        """The database's folder: created 0700; the state folder also tightened to 0700."""
+        folder = path.parent
+        if self._state_dir is not None and inside(path, self._state_dir):
+            make_private_dir(self._state_dir)
+        if not folder.is_dir():
+            make_private_dir(folder)
+
+    @staticmethod
+    def _private_files(path: Path) -> None:
+        """The database 0600 before SQLite opens it, and any leftover -wal/-shm tightened.
+
+        SQLite would create the file ``0644 & ~umask``; created here first it is 0600, and
+        the ``-wal``/``-shm`` files SQLite makes later copy that mode exactly.
+        """
+        existed = path.exists()
+        try:
+            create_private_file(path)
+        except OSError as exc:
+            if not existed:
+                raise
+            log.warning("%s is readable by other users and cannot be restricted: %s", path, exc)
+        for suffix in ("-wal", "-shm", "-journal"):
+            extra = Path(f"{path}{suffix}")
+            try:
+                tighten(extra)
+            except OSError as exc:
+                log.warning(
+                    "%s is readable by other users and cannot be restricted: %s", extra, exc
+                )
 
     def _open_read_only_sync(self, path: Path, reason: str) -> _Opened:
         """Read a file that cannot be written into memory, migrating the copy if needed."""

@@ -8,13 +8,12 @@ next to the other local state (never in the repository), readable by the user al
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import re
 import secrets
-import stat
 from pathlib import Path
+
+from bot.core.platform import make_private_dir, tighten, write_private_file
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +42,7 @@ def load_or_create_token(folder: Path) -> tuple[str, bool]:
     """
     path = folder / TOKEN_FILE_NAME
     try:
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_private_dir(folder)
         existing = _read(path)
         if existing is not None:
             return existing, False
@@ -56,13 +55,10 @@ def load_or_create_token(folder: Path) -> tuple[str, bool]:
 
 def _read(path: Path) -> str | None:
     """The stored token, or None when there is none (or it is unusable and gets replaced)."""
-    try:
-        info = path.stat()
-    except FileNotFoundError:
+    if not path.exists():
         return None
-    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        log.warning("%s was readable by other users; restricting it to you (mode 0600)", path)
-        os.chmod(path, 0o600)
+    if tighten(path):  # POSIX modes; Windows relies on the folder's access list
+        log.warning("%s was readable by other users; restricted it to you (mode 0600)", path)
     text = path.read_text(encoding="ascii", errors="replace").strip()
     if _TOKEN_RE.match(text):
         return text
@@ -72,20 +68,7 @@ def _read(path: Path) -> str | None:
 
 def _write(path: Path, token: str) -> None:
     """Write the token atomically, never readable by anyone else even for a moment."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)  # O_CREAT's mode is filtered by the umask; make it exact
-        os.write(fd, f"{token}\n".encode("ascii"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.replace(tmp, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    write_private_file(path, f"{token}\n".encode("ascii"))
 
 
 def tokens_match(given: str | None, expected: str) -> bool:
