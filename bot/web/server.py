@@ -44,6 +44,15 @@ from bot.chat.voices import VoiceListUnavailable
 from bot.core.messages import ChatMessage, ChatUser, Platform
 from bot.speech.speaker import Outcome, Speaker, SpeechEvent, SpeechEventKind, SpeechItem
 from bot.state.store import StoreError
+from bot.web.protect import (
+    BadBody,
+    ClientFaultLog,
+    ConnectionGuard,
+    GuardedSite,
+    HttpLimits,
+    make_runner,
+    read_fields,
+)
 from bot.web.settings import WebConfig
 from bot.web.token import TOKEN_FILE_NAME, TokenError, load_or_create_token, tokens_match
 from engine.base import EngineState
@@ -56,6 +65,11 @@ MAX_BODY_BYTES = 64 * 1024
 MAX_TEXT_CHARS = 5000
 MAX_NAME_CHARS = 64
 SEND_TIMEOUT_S = 5.0
+LIMITS = HttpLimits(max_body_bytes=MAX_BODY_BYTES)
+"""Connection, header, body and JSON bounds of the panel's server (``bot.web.protect``)."""
+FRAME_DENY_CSP = "frame-ancestors 'none'"
+_EMBEDDABLE = ("/overlay", "/ws/overlay")
+"""Paths OBS shows inside its browser source (a frame): they may be embedded."""
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
 _LOGIN_CHARS_RE = re.compile(r"[^a-z0-9_]+")
@@ -212,6 +226,9 @@ class WebServer:
         self._token: str | None = None
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
+        self._faults = ClientFaultLog(log, "control panel", LIMITS.fault_log_interval_s)
+        self.connections = ConnectionGuard(LIMITS, self._faults)
+        """The connection cap (its counters show what a flood did)."""
         self._panel_feeds: set[_Feed] = set()
         self._overlay_feeds: set[_Feed] = set()
         self._pumps: set[asyncio.Task[None]] = set()
@@ -264,13 +281,14 @@ class WebServer:
             return
         self._token = token
         app = web.Application(
-            client_max_size=MAX_BODY_BYTES, middlewares=[self._errors, self._guard]
+            client_max_size=MAX_BODY_BYTES,
+            middlewares=[self.connections.middleware, self._errors, self._guard],
         )
         app.on_response_prepare.append(self._headers)
         self._routes(app)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+        runner = make_runner(app, LIMITS, self._faults)
         await runner.setup()
-        site = web.TCPSite(runner, self._web.host, self._web.port)
+        site = GuardedSite(runner, self._web.host, self._web.port, self.connections)
         try:
             await site.start()
         except OSError as exc:
@@ -284,7 +302,7 @@ class WebServer:
             )
             return
         self._runner = runner
-        self._port = self._bound_port(site)
+        self._port = site.port
         self._schedule(self._load_history(), "web-history")
         if created:
             log.info(
@@ -301,14 +319,6 @@ class WebServer:
                 self.token_path,
             )
         log.info("OBS browser source for captions: %s/overlay", self.base_url)
-
-    @staticmethod
-    def _bound_port(site: web.TCPSite) -> int:
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        for sock in sockets:
-            return int(sock.getsockname()[1])
-        raise RuntimeError("the web server has no listening socket")
 
     async def close(self) -> None:
         """Disconnect every page and stop listening."""
@@ -486,33 +496,56 @@ class WebServer:
 
     @staticmethod
     async def _headers(request: web.Request, response: web.StreamResponse) -> None:
-        """Headers for every response: no caching of live data, no token leaks via Referer."""
+        """Headers for every response: no caching of live data, no token leaks via Referer.
+
+        Only the overlay may be shown inside a frame (OBS's browser source is one); the panel
+        and the API refuse it, so a hostile page cannot frame them and trick clicks.
+        """
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
         if not request.path.startswith("/static/"):
             response.headers.setdefault("Cache-Control", "no-store")
+        embeddable = request.path in _EMBEDDABLE
+        if not embeddable:
+            response.headers.setdefault("X-Frame-Options", "DENY")
         if response.content_type == "text/html":
+            frames = "" if embeddable else f"; {FRAME_DENY_CSP}"
             response.headers.setdefault(
                 "Content-Security-Policy",
                 "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
-                "style-src 'self'; script-src 'self'; base-uri 'none'; form-action 'none'",
+                "style-src 'self'; script-src 'self'; base-uri 'none'; form-action 'none'" + frames,
             )
+        elif not embeddable:
+            response.headers.setdefault("Content-Security-Policy", FRAME_DENY_CSP)
 
     @web.middleware
     async def _errors(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        """API errors as JSON with a message a person can act on; no tracebacks to clients."""
+        """API errors as JSON with a message a person can act on; no tracebacks anywhere.
+
+        A malformed body is the client's fault: 400 with a short reason. A failure of the
+        bot's own is one rate-limited line (the traceback only at debug level), never one
+        traceback per request, so no client can flood the log.
+        """
         try:
             return await handler(request)
         except ApiError as exc:
             return _json_error(exc.status, str(exc))
+        except BadBody as exc:
+            self._faults.note("malformed body", f"{request.path}: {exc.reason}")
+            return _json_error(exc.status, exc.reason)
         except web.HTTPException as exc:
             if request.path.startswith("/api/"):
                 return _json_error(exc.status, exc.reason)
             raise
-        except Exception:
-            log.exception("web request %s %s failed", request.method, request.path)
+        except (ConnectionError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            log.debug("web request %s %s failed", request.method, request.path, exc_info=True)
+            self._faults.note(
+                "request failed inside the bot", f"{request.path}: {type(exc).__name__}: {exc}"
+            )
             return _json_error(500, "internal error; the bot's log says more")
 
     @web.middleware
@@ -543,6 +576,12 @@ class WebServer:
     async def _ws(
         self, request: web.Request, feeds: set[_Feed], render: Callable[[], dict[str, Any]]
     ) -> web.WebSocketResponse:
+        if "Sec-WebSocket-Protocol" in request.headers:
+            # The pages ask for no subprotocol; aiohttp would log a warning per request.
+            raise ApiError(400, "no WebSocket subprotocols are offered")
+        if len(feeds) >= LIMITS.max_websockets:
+            self._faults.note("too many live pages", request.path)
+            raise ApiError(503, f"more than {LIMITS.max_websockets} pages are connected")
         ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=4096)
         await ws.prepare(request)
         feed = _Feed(ws, render)
@@ -756,23 +795,12 @@ def _json_error(status: int, message: str) -> web.Response:
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
-    """The request's fields, from JSON or a form (``curl -d user=...``); empty is fine."""
-    if not request.can_read_body:
-        return {}
-    ctype = request.content_type
-    if ctype in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        form = await request.post()
-        return {k: v for k, v in form.items() if isinstance(v, str)}
-    raw = await request.read()
-    if not raw.strip():
-        return {}
-    try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ApiError(400, "the body is not valid JSON (or send a form)") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, 'send a JSON object, e.g. {"user": "bob", "text": "hi"}')
-    return data
+    """The request's fields, from JSON or a form (``curl -d user=...``); empty is fine.
+
+    Raises:
+        BadBody: Malformed, too large, too slow or badly encoded (``bot.web.protect``).
+    """
+    return await read_fields(request, LIMITS)
 
 
 def _str_field(data: dict[str, Any], key: str, *, required: bool, max_len: int) -> str:

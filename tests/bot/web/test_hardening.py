@@ -1,0 +1,665 @@
+"""The web server under attack (issue 12, items 2, 3, 4 and 8), on real sockets.
+
+* Floods: more idle and slow sockets than the usual descriptor limit (1,024), against the real
+  ``python -m bot`` process limited to 1,024 descriptors, while it speaks chat with eSpeak NG
+  into the PulseAudio null sink: speech goes on, ``!voice`` works, the panel answers, the log
+  stays small.
+* Idle and slow-header connections are closed; the cap makes room by closing the longest
+  idle one and never a busy one (the protections module with short limits).
+* Malformed requests of every kind: answered or closed, at most one log line, no traceback.
+* Malformed bodies: 400 with a short reason, never 500.
+* Framing: the panel and the API refuse it, the overlay allows it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import resource
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+import pytest
+import yaml
+from aiohttp import web
+
+from bot.app import App
+from bot.config import load_config
+from bot.web.protect import (
+    ClientFaultLog,
+    ConnectionGuard,
+    GuardedSite,
+    HttpLimits,
+    make_runner,
+    read_fields,
+)
+from bot.web.token import TOKEN_FILE_NAME
+from tests.support import REPO
+from tests.support.audio import PulseServer, SinkRecorder, rms
+from tests.support.f5 import write_alice
+
+
+def espeak_config(tmp_path: Path, pulse: PulseServer, **web: Any) -> Path:
+    """A config for the eSpeak NG engine on the test sink, terminal chat, a free port."""
+    write_alice(tmp_path / "voices")
+    data = {
+        "engine": {"name": "espeak"},
+        "voices": {"dir": "voices"},
+        "audio": {"device": pulse.device_name, "gap_ms": 0},
+        "chat": {"source": "terminal"},
+        "storage": {"dir": str(tmp_path / "state")},
+        "web": {"port": 0, **web},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+@contextlib.asynccontextmanager
+async def espeak_bot(tmp_path: Path, pulse: PulseServer) -> AsyncIterator[App]:
+    app = App(load_config(espeak_config(tmp_path, pulse)))
+    await app.start()
+    try:
+        assert app.web is not None
+        assert app.web.running
+        yield app
+    finally:
+        await app.close()
+
+
+def _auth(app: App) -> dict[str, str]:
+    assert app.web is not None
+    assert app.web.token is not None
+    return {"Authorization": f"Bearer {app.web.token}"}
+
+
+def _raw(port: int, data: bytes, timeout_s: float = 10.0) -> bytes:
+    """Send raw bytes, return whatever comes back until the server closes or goes quiet."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock:
+        with contextlib.suppress(OSError):
+            sock.sendall(data)
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        with contextlib.suppress(OSError):
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def _status(reply: bytes) -> int | None:
+    match = re.match(rb"HTTP/1\.[01] (\d{3})", reply)
+    return int(match.group(1)) if match else None
+
+
+def _loud_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def _tracebacks(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.exc_info or r.exc_text or "Traceback" in r.getMessage()]
+
+
+# -- 8: framing -------------------------------------------------------------------------------
+@pytest.mark.audio
+async def test_the_panel_and_api_refuse_framing_and_the_overlay_allows_it(
+    tmp_path: Path, pulse_server: PulseServer
+) -> None:
+    async with espeak_bot(tmp_path, pulse_server) as app, aiohttp.ClientSession() as http:
+        assert app.web is not None
+        base = app.web.base_url
+        for path, headers in [
+            ("/", {}),
+            ("/api/state", _auth(app)),
+            ("/api/state", {}),  # the 401 too
+            ("/api/voices", _auth(app)),
+            ("/static/panel.js", {}),
+            ("/nowhere", {}),
+        ]:
+            async with http.get(base + path, headers=headers) as resp:
+                assert resp.headers.get("X-Frame-Options") == "DENY", path
+                csp = resp.headers.get("Content-Security-Policy", "")
+                assert "frame-ancestors 'none'" in csp, (path, csp)
+        async with http.post(base + "/api/skip", headers=_auth(app)) as resp:
+            assert resp.status == 200
+            assert resp.headers.get("X-Frame-Options") == "DENY"
+        async with http.get(base + "/overlay") as resp:
+            assert resp.status == 200
+            assert "X-Frame-Options" not in resp.headers
+            csp = resp.headers["Content-Security-Policy"]
+            assert "frame-ancestors" not in csp
+            assert "script-src 'self'" in csp  # still locked down otherwise
+        async with http.ws_connect(base.replace("http", "ws") + "/ws/overlay") as ws:
+            msg = await ws.receive(timeout=10)
+            assert msg.type is aiohttp.WSMsgType.TEXT
+
+
+# -- 4: malformed bodies ----------------------------------------------------------------------
+MALFORMED_BODIES: list[tuple[str, str, bytes, int, str]] = [
+    ("deep-array", "application/json", b"[" * 100_000 + b"]" * 100_000, 413, "larger"),
+    ("deep-object", "application/json", b'{"a":' * 5000 + b"1" + b"}" * 5000, 400, "nested"),
+    ("deep-in-budget", "application/json", b"[" * 30_000, 400, "nested"),
+    ("long-int", "application/json", b'{"user": "a", "text": ' + b"9" * 5000 + b"}", 400, "number"),
+    (
+        "long-float",
+        "application/json",
+        b'{"user": "a", "text": "x", "bits": 1.' + b"5" * 5000 + b"}",
+        400,
+        "number",
+    ),
+    ("huge-exponent", "application/json", b'{"user": "a", "bits": 1e999999}', 400, "number"),
+    ("nan", "application/json", b'{"user": "a", "bits": NaN}', 400, "NaN"),
+    ("bad-utf8-json", "application/json", b'{"user": "\xff\xfe", "text": "hi"}', 400, "utf-8"),
+    ("lone-surrogate", "application/json", b'{"user": "\\ud800", "text": "hi"}', 202, ""),
+    (
+        "bad-utf8-form",
+        "application/x-www-form-urlencoded",
+        b"user=%FF%FE&text=hello",
+        400,
+        "utf-8",
+    ),
+    ("raw-bytes-form", "application/x-www-form-urlencoded", b"user=\xff&text=hi", 400, "utf-8"),
+    ("unknown-charset", "application/json; charset=klingon", b'{"user": "a"}', 400, "charset"),
+    (
+        "unknown-charset-form",
+        "application/x-www-form-urlencoded; charset=x-unknown",
+        b"user=a&text=b",
+        400,
+        "charset",
+    ),
+    ("utf16-json", "application/json; charset=utf-16", b'{"user": "a"}', 400, "utf-16"),
+    ("many-fields", "application/x-www-form-urlencoded", b"&".join([b"a=1"] * 500), 400, "fields"),
+    ("not-an-object", "application/json", b"[1, 2, 3]", 400, "object"),
+    ("truncated", "application/json", b'{"user": "a", "te', 400, "JSON"),
+]
+
+
+@pytest.mark.audio
+async def test_malformed_bodies_get_400_with_a_short_reason_never_500(
+    tmp_path: Path, pulse_server: PulseServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with espeak_bot(tmp_path, pulse_server) as app, aiohttp.ClientSession() as http:
+        assert app.web is not None
+        base = app.web.base_url
+        for name, ctype, body, status, reason in MALFORMED_BODIES:
+            for path in ("/api/ingest", "/api/say", "/api/mute", "/api/volume"):
+                headers = {**_auth(app), "Content-Type": ctype}
+                async with http.post(base + path, data=body, headers=headers) as resp:
+                    answer = await resp.json()
+                    if status == 202:  # well-formed JSON: the handler judges the fields
+                        assert resp.status in (200, 202, 400), (name, path, answer)
+                        continue
+                    assert resp.status == status, (name, path, resp.status, answer)
+                    assert answer["ok"] is False
+                    assert reason.lower() in answer["error"].lower(), (name, answer)
+                    assert len(answer["error"]) < 200, answer
+        # multipart with invalid UTF-8 and with an unknown charset
+        for part_ctype, expected in [
+            ("text/plain; charset=utf-8", "utf-8"),
+            ("text/plain; charset=klingon", "charset"),
+        ]:
+            form = aiohttp.FormData()
+            form.add_field("user", b"\xff\xfe bad", content_type=part_ctype)
+            form.add_field("text", "hello")
+            async with http.post(base + "/api/ingest", data=form, headers=_auth(app)) as resp:
+                answer = await resp.json()
+                assert resp.status == 400, answer
+                assert expected in answer["error"].lower(), answer
+        # a chunked body that breaks its framing, over a raw socket
+        port = app.web.port
+        assert port is not None
+        token = app.web.token
+        assert token is not None
+        head = (
+            f"POST /api/ingest HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+            "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ).encode()
+        reply = await asyncio.to_thread(_raw, port, head + b'5\r\n{"use\r\nzz\r\n')
+        assert _status(reply) in (400, None), reply[:200]
+        assert b" 500 " not in reply
+        # and the server still works
+        async with http.get(base + "/api/state", headers=_auth(app)) as resp:
+            assert resp.status == 200
+    assert not _tracebacks(caplog), [r.getMessage() for r in _tracebacks(caplog)]
+    assert len([r for r in _loud_records(caplog) if r.name.startswith(("bot.web", "aiohttp"))]) <= 1
+
+
+# -- 3: malformed requests and the log --------------------------------------------------------
+def _malformed_requests(token: str) -> list[tuple[str, bytes]]:
+    auth = f"Authorization: Bearer {token}\r\n".encode()
+    return [
+        ("long-request-line", b"GET /" + b"a" * 100_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"),
+        ("long-url-with-token", b"GET /api/state?x=" + b"b" * 20_000 + b" HTTP/1.1\r\n" + auth),
+        (
+            "long-header",
+            b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A: " + b"c" * 50_000 + b"\r\n\r\n",
+        ),
+        (
+            "many-headers",
+            b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            + b"".join(b"X-%d: 1\r\n" % i for i in range(500))
+            + b"\r\n",
+        ),
+        ("garbage", bytes(range(256)) * 40),
+        ("tls-hello", bytes.fromhex("16030100a5010000a10303") + b"\x00" * 200),
+        ("bad-method", b"G\x00T / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"),
+        ("bad-version", b"GET / HTTP/9.9\r\nHost: 127.0.0.1\r\n\r\n"),
+        (
+            "cl-and-te",
+            b"POST /api/ingest HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            + auth
+            + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            "two-content-lengths",
+            b"POST /api/say HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            + auth
+            + b"Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+        ),
+        (
+            "bad-chunk-size",
+            b"POST /api/say HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            + auth
+            + b"Transfer-Encoding: chunked\r\n\r\nZZZZ\r\nhello\r\n0\r\n\r\n",
+        ),
+        (
+            "negative-length",
+            b"POST /api/say HTTP/1.1\r\nHost: 127.0.0.1\r\n" + auth + b"Content-Length: -1\r\n\r\n",
+        ),
+        ("header-without-colon", b"GET / HTTP/1.1\r\nHost 127.0.0.1\r\n\r\n"),
+        ("nul-in-header", b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX: a\x00b\r\n\r\n"),
+        (
+            "ws-subprotocol",
+            b"GET /ws/overlay HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: " + b"p," * 2000 + b"q\r\n\r\n",
+        ),
+        (
+            "bad-ws-frame",
+            b"GET /ws/overlay HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n\r\n",
+        ),
+        ("cut-off", b"GET /api/state HTTP/1.1\r\nHost: 127.0"),
+    ]
+
+
+@pytest.mark.audio
+async def test_malformed_requests_of_every_kind_make_at_most_one_log_line(
+    tmp_path: Path, pulse_server: PulseServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with espeak_bot(tmp_path, pulse_server) as app, aiohttp.ClientSession() as http:
+        assert app.web is not None
+        assert app.web.port is not None
+        assert app.web.token is not None
+        port = app.web.port
+        caplog.clear()
+        answers: dict[str, set[int | None]] = {}
+        for _round in range(20):
+            for name, data in _malformed_requests(app.web.token):
+                reply = await asyncio.to_thread(_raw, port, data)
+                answers.setdefault(name, set()).add(_status(reply))
+        # every one was answered with a client error or closed, never a server error
+        for name, statuses in answers.items():
+            assert all(s is None or 400 <= s < 500 for s in statuses), (name, statuses)
+        async with http.get(app.web.base_url + "/api/state", headers=_auth(app)) as resp:
+            assert resp.status == 200
+    assert not _tracebacks(caplog), [r.getMessage()[:300] for r in _tracebacks(caplog)]
+    loud = [r.getMessage() for r in _loud_records(caplog)]
+    assert len(loud) <= 1, loud
+    assert all(len(line) < 400 for line in loud), loud
+
+
+# -- 2: idle, slow and flooding connections (the module, short limits) ------------------------
+@contextlib.asynccontextmanager
+async def guarded_server(limits: HttpLimits) -> AsyncIterator[tuple[int, ConnectionGuard]]:
+    """A real aiohttp app behind the guard: ``/`` answers, ``/slow`` holds a request busy."""
+    faults = ClientFaultLog(logging.getLogger("test.guard"), "test server", 60)
+    guard = ConnectionGuard(limits, faults)
+    release = asyncio.Event()
+
+    async def hello(_request: web.Request) -> web.Response:
+        return web.Response(text="hello")
+
+    async def slow(_request: web.Request) -> web.Response:
+        await release.wait()
+        return web.Response(text="done")
+
+    async def echo(request: web.Request) -> web.Response:
+        from bot.web.protect import BadBody
+
+        try:
+            fields = await read_fields(request, limits)
+        except BadBody as exc:
+            return web.Response(status=exc.status, text=exc.reason)
+        return web.json_response(fields)
+
+    app = web.Application(middlewares=[guard.middleware])
+    app.router.add_get("/", hello)
+    app.router.add_get("/slow", slow)
+    app.router.add_post("/echo", echo)
+    runner = make_runner(app, limits, faults)
+    await runner.setup()
+    site = GuardedSite(runner, "127.0.0.1", 0, guard)
+    await site.start()
+    try:
+        yield site.port, guard
+    finally:
+        release.set()
+        await runner.cleanup()
+
+
+def _closed_by_peer(sock: socket.socket, timeout_s: float) -> bool:
+    sock.settimeout(timeout_s)
+    try:
+        return sock.recv(1) == b""
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except TimeoutError:
+        return False
+
+
+async def test_idle_and_slow_header_connections_are_closed_after_the_header_timeout() -> None:
+    limits = HttpLimits(header_timeout_s=1.0, body_timeout_s=1.0)
+    async with guarded_server(limits) as (port, guard):
+        idle = socket.create_connection(("127.0.0.1", port))
+        slow = socket.create_connection(("127.0.0.1", port))
+        body = socket.create_connection(("127.0.0.1", port))
+        body.sendall(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100\r\n\r\n{"
+        )
+        started = time.monotonic()
+
+        def trickle() -> bool:
+            # one header byte every 0.2 s: a slowloris never completes its headers
+            for byte in b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 100:
+                try:
+                    slow.send(bytes([byte]))
+                except OSError:
+                    return True
+                time.sleep(0.2)
+            return False
+
+        closed_slow = await asyncio.to_thread(trickle)
+        assert closed_slow, "the slowloris connection was never closed"
+        assert await asyncio.to_thread(_closed_by_peer, idle, 5.0)
+        reply = await asyncio.to_thread(body.recv, 4096)
+        assert reply.startswith(b"HTTP/1.1 408"), reply
+        assert time.monotonic() - started < 30  # bounded, not a speed claim
+        for sock in (idle, slow, body):
+            sock.close()
+        await asyncio.sleep(0.1)
+        assert guard.open == 0
+
+
+async def test_the_cap_closes_the_longest_idle_connection_and_never_a_busy_one() -> None:
+    limits = HttpLimits(max_connections=20, header_timeout_s=60.0)
+    async with guarded_server(limits) as (port, guard), aiohttp.ClientSession() as http:
+        busy = asyncio.create_task(http.get(f"http://127.0.0.1:{port}/slow"))
+        while not any(c.busy for c in guard._conns.values()):
+            await asyncio.sleep(0.01)
+        idle = await asyncio.to_thread(
+            lambda: [socket.create_connection(("127.0.0.1", port)) for _ in range(200)]
+        )
+        # every idle one past the cap made room by closing an older idle one
+        deadline = time.monotonic() + 30
+        while guard.evicted + guard.refused + guard.open < 201 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert guard.open <= guard.cap == 20
+        assert guard.refused == 0
+        assert guard.evicted >= 200 - 19
+        assert guard.peak <= guard.cap
+        # a real request still gets through at once, and the busy one was never touched
+        async with http.get(f"http://127.0.0.1:{port}/") as resp:
+            assert await resp.text() == "hello"
+        assert not busy.done()
+        for sock in idle:
+            sock.close()
+        busy.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await busy
+
+
+async def test_when_every_connection_is_busy_new_ones_get_a_short_503() -> None:
+    limits = HttpLimits(max_connections=8)
+    async with (
+        guarded_server(limits) as (port, guard),
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, force_close=True)) as http,
+    ):
+        holders = [asyncio.create_task(http.get(f"http://127.0.0.1:{port}/slow")) for _ in range(8)]
+        while sum(1 for c in guard._conns.values() if c.busy) < 8:
+            await asyncio.sleep(0.01)
+        reply = await asyncio.to_thread(_raw, port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert _status(reply) == 503, reply
+        assert guard.refused >= 1
+        for task in holders:
+            task.cancel()
+        await asyncio.gather(*holders, return_exceptions=True)
+
+
+def test_the_cap_leaves_the_descriptor_reserve_free() -> None:
+    from bot.web.protect import descriptor_budget, open_descriptors
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    in_use = open_descriptors()
+    assert in_use is not None
+    assert in_use > 0
+    cap = descriptor_budget(100_000, reserve=256)
+    assert cap <= soft - in_use - 256 + 2  # a descriptor may close between the two counts
+    assert descriptor_budget(10, reserve=256) == 10
+
+
+# -- 2: the flood against the real process -----------------------------------------------------
+class _Bot:
+    """``python -m bot`` with terminal chat on stdin, limited to 1,024 file descriptors."""
+
+    def __init__(self, config: Path, cwd: Path, env: dict[str, str], nofile: int) -> None:
+        self.err: list[str] = []
+        self.out: list[str] = []
+
+        def limit() -> None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bot", "--config", str(config)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=cwd,
+            env=env,
+            preexec_fn=limit,
+        )
+        self._threads = [
+            threading.Thread(target=self._read, args=(self.proc.stderr, self.err), daemon=True),
+            threading.Thread(target=self._read, args=(self.proc.stdout, self.out), daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    @staticmethod
+    def _read(stream: Any, into: list[str]) -> None:
+        for raw in stream:
+            into.append(raw.decode(errors="replace").rstrip("\n"))
+
+    def say(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line.encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def wait(self, lines: list[str], needle: str, timeout_s: float = 120) -> str:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for line in list(lines):
+                if needle in line:
+                    return line
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"{needle!r} never came:\n" + "\n".join(self.err[-50:]))
+
+    def count(self, needle: str) -> int:
+        return sum(1 for line in list(self.err) if needle in line)
+
+    def finish(self) -> int:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        code = self.proc.wait(timeout=120)
+        for thread in self._threads:
+            thread.join(timeout=10)
+        return code
+
+
+class _Flood:
+    """Holds more idle and slow sockets than 1,024 open against a port, re-opening any that
+    the server closes, from a thread of its own (non-blocking connects)."""
+
+    def __init__(self, port: int, idle: int, slow: int) -> None:
+        self._port = port
+        self._want_idle = idle
+        self._want_slow = slow
+        self._stop = threading.Event()
+        self.opened = 0
+        self.peak_held = 0
+        self._thread = threading.Thread(target=self._run, name="flood", daemon=True)
+
+    def __enter__(self) -> _Flood:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _open(self) -> socket.socket | None:
+        sock = socket.socket()
+        sock.setblocking(False)
+        err = sock.connect_ex(("127.0.0.1", self._port))
+        if err not in (0, 115):  # EINPROGRESS
+            sock.close()
+            return None
+        self.opened += 1
+        return sock
+
+    def _run(self) -> None:
+        import select
+
+        idle: list[socket.socket] = []
+        slow: list[socket.socket] = []
+        poller = select.poll()
+        try:
+            while not self._stop.is_set():
+                while len(idle) < self._want_idle and not self._stop.is_set():
+                    sock = self._open()
+                    if sock is None:
+                        break
+                    idle.append(sock)
+                while len(slow) < self._want_slow:
+                    sock = self._open()
+                    if sock is None:
+                        break
+                    slow.append(sock)
+                self.peak_held = max(self.peak_held, len(idle) + len(slow))
+                for sock in slow:
+                    with contextlib.suppress(OSError):
+                        sock.send(b"G")  # a header that never ends
+                # drop the ones the server closed, so they are opened again
+                for group in (idle, slow):
+                    for sock in list(group):
+                        poller.register(sock, select.POLLIN | select.POLLHUP | select.POLLERR)
+                    dead = {fd for fd, _ in poller.poll(0)}
+                    for sock in list(group):
+                        poller.unregister(sock)
+                        if sock.fileno() in dead:  # closed (or refused) by the server
+                            group.remove(sock)
+                            sock.close()
+                self._stop.wait(0.2)
+        finally:
+            for sock in idle + slow:
+                sock.close()
+
+
+@pytest.mark.audio
+@pytest.mark.slow
+def test_a_flood_of_idle_and_slow_sockets_beyond_the_fd_limit_never_stops_speech_or_the_panel(
+    tmp_path: Path, pulse_server: PulseServer, sink_recorder: SinkRecorder
+) -> None:
+    nofile = 1024
+    config = espeak_config(tmp_path, pulse_server)
+    env = {**os.environ, **pulse_server.env, "PYTHONPATH": str(REPO)}
+    bot = _Bot(config, tmp_path, env, nofile)
+    try:
+        line = bot.wait(bot.err, "control panel: ")
+        match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+        assert match is not None, line
+        port = int(match.group(1))
+        token = (tmp_path / "state" / TOKEN_FILE_NAME).read_text().strip()
+        bot.wait(bot.err, "espeak engine ready")
+        sink_recorder.start()
+        with _Flood(port, idle=1500, slow=100) as flood:
+            while flood.opened < 1600:
+                time.sleep(0.05)
+            lines = [
+                "the flood is on and chat keeps talking",
+                "second line while a thousand sockets hang",
+                "third line, still speaking",
+            ]
+            for text in lines:
+                bot.say(text)
+            bot.say("!voice alice")
+            panel_answers = []
+            for _ in range(5):
+                with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
+                    sock.sendall(
+                        f"GET /api/state HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                        f"Authorization: Bearer {token}\r\nConnection: close\r\n\r\n".encode()
+                    )
+                    reply = b""
+                    while chunk := sock.recv(65536):
+                        reply += chunk
+                panel_answers.append(_status(reply))
+            for text in lines:
+                bot.wait(bot.err, text, timeout_s=120)
+            bot.wait(bot.out, "alice", timeout_s=60)
+            bot.say("fourth line after the voice change")
+            bot.wait(bot.err, "fourth line after the voice change", timeout_s=120)
+            held = flood.peak_held
+            opened = flood.opened
+        recording = sink_recorder.stop()
+        print(
+            f"flood: {opened} sockets opened, {held} held at once, panel {panel_answers}, "
+            f"log {len(chr(10).join(bot.err).encode())} bytes, sink rms {rms(recording):.4f}"
+        )
+        assert panel_answers == [200] * 5
+        assert opened > nofile
+        assert held > nofile
+        # sound reached the sink during the flood (eSpeak NG speaks: well above silence)
+        assert rms(recording) > 0.003, rms(recording)
+        active = np.abs(recording) > 0.02
+        assert active.mean() > 0.05
+        assert bot.finish() == 0
+    finally:
+        if bot.proc.poll() is None:
+            bot.proc.kill()
+            bot.proc.wait(timeout=10)
+    log_text = "\n".join(bot.err)
+    voice_reply = "\n".join(bot.out)
+    assert "Too many open files" not in log_text + voice_reply
+    assert "Traceback" not in log_text
+    assert "failed" not in voice_reply.lower(), voice_reply
+    assert len(log_text.encode()) < 32_000, len(log_text.encode())
+    for text in ["the flood is on", "second line", "third line", "fourth line"]:
+        assert bot.count(text) >= 1, text
