@@ -80,7 +80,11 @@ class App:
             recover_audio=self._recover_audio,
         )
         self.speaker.add_listener(self._log_speech)
-        self.store = Store(database_path(cfg.storage), history_limit=cfg.storage.history_limit)
+        self.store = Store(
+            database_path(cfg.storage),
+            history_limit=cfg.storage.history_limit,
+            state_dir=state_dir(cfg.storage),
+        )
         self.voices = VoiceCatalog(self._engine_voices, fallback=self._folder_voices)
         self.chat = ChatPipeline(
             cfg, store=self.store, speaker=self.speaker, voices=self.voices, player=self.player
@@ -170,7 +174,10 @@ class App:
                 exc = source_task.exception()
                 if exc is not None:
                     source_failed = True
-                    log.error("chat source %s failed: %s", source.name, exc)
+                    # Some errors carry no message (NotImplementedError()): name the type.
+                    log.error(
+                        "chat source %s failed: %s", source.name, str(exc) or type(exc).__name__
+                    )
                 # End of input: finish what is queued, unless told to stop meanwhile. Paused
                 # playback (perhaps restored from an earlier session) would never drain.
                 if self.speaker.paused and len(self.queue):
