@@ -14,6 +14,10 @@ Why it is built this way:
 * The PortAudio callback runs on a real-time thread. It only copies from a lock-protected
   buffer and reports progress with ``loop.call_soon_threadsafe``; it never waits on the event
   loop. The loop only looks once a second whether callbacks still arrive (a hung device).
+* The stream is opened (and the device checked) by :meth:`AudioPlayer.start`, but it only
+  starts running with the first clip, and a clip waits for :data:`PREROLL_S` of steady output
+  after a start or an underflow: engine loading (imports that hold the GIL) then never
+  underruns the device, and the first words of the first message are never cut.
 * :meth:`AudioPlayer.play` returns only once the last sample has been played by the device (it
   compares the stream clock with the time PortAudio said that sample reaches the DAC), so the
   next message's gap is measured from the real end of speech and closing cannot cut the tail.
@@ -53,6 +57,14 @@ default 40 ms underflows in bursts (measured: hundreds of extra callbacks in the
 each eating a block of audio); 80 ms had none at 24, 44.1 and 48 kHz."""
 _STALL_S = 2.0
 """No audio callback for this long while the stream should run means the device hung."""
+PREROLL_S = 0.1
+"""A clip starts only after this much steady output (no underflow) since the stream started or
+last underflowed. Right after a start, and while the process is starved (a C extension's
+import holding the GIL, measured during torch's import), the device underflows in bursts; a
+clip started then loses pieces of its first words. Steady streams are past it: no delay."""
+MAX_PREROLL_WAIT_S = 1.0
+"""A clip waits at most this long for a steady stream, then plays anyway (speech beats
+perfection)."""
 
 
 def as_mono_float32(chunk: Any) -> Samples:
@@ -156,6 +168,7 @@ class _Clip:
         "queued",
         "silence_after",
         "started",
+        "waited",
     )
 
     def __init__(
@@ -176,6 +189,7 @@ class _Clip:
         self.last_dac_end = 0.0  # stream time at which the last sample handed out is played
         self.dac_valid = True
         self.silence_after = 0  # frames of silence handed out after the last sample
+        self.waited = 0  # callbacks spent waiting for a steady stream before the first sample
 
     def append(self, samples: Samples) -> None:
         if samples.size:
@@ -244,6 +258,10 @@ class AudioPlayer:
         self._needs_rescan = False
         self._last_callback = 0.0
         self._underflows = 0
+        self._steady = 0  # callbacks since the stream started or last underflowed
+        self._running = False  # the open stream has been started (with the first clip)
+        self._preroll_blocks = 1
+        self._max_wait_blocks = 1
         self._stop_mark: int | None = None
         self._busy = False
         self._last_frames_sent = 0
@@ -374,15 +392,9 @@ class AudioPlayer:
             self._device = device
             self._gain = self._volume
             self._tail = None
-        self._last_callback = time.monotonic()
-        try:
-            stream.start()
-        except sd.PortAudioError as exc:
-            with contextlib.suppress(Exception):
-                stream.close()
-            raise AudioDeviceError(
-                f"could not start the output device {device.name!r} ({exc}); {_HINT}"
-            ) from None
+            self._preroll_blocks = max(1, math.ceil(PREROLL_S * rate / blocksize))
+            self._max_wait_blocks = max(1, math.ceil(MAX_PREROLL_WAIT_S * rate / blocksize))
+        self._running = False
         self._stream = stream
         self._needs_rescan = False
         log.info(
@@ -401,6 +413,27 @@ class AudioPlayer:
             return float(sd.query_devices(index)["default_high_output_latency"])
         except (sd.PortAudioError, KeyError, TypeError, ValueError):
             return 0.0
+
+    def _run_stream(self) -> None:
+        """Start the open stream (on a worker thread: PortAudio may block for a moment).
+
+        Raises:
+            AudioDeviceError: When the device refuses to start.
+        """
+        sd = portaudio()
+        stream = self._stream
+        if stream is None or self._running:
+            return
+        with self._lock:
+            self._steady = 0
+        self._last_callback = time.monotonic()
+        try:
+            stream.start()
+        except sd.PortAudioError as exc:
+            raise AudioDeviceError(
+                f"could not start the output device {self.device.name!r} ({exc}); {_HINT}"
+            ) from None
+        self._running = True
 
     async def close(self) -> None:
         """Silence any clip (its ``play`` returns False) and close the stream."""
@@ -504,6 +537,13 @@ class AudioPlayer:
         if self._stream is None:
             reason = f" ({self._lost})" if self._lost else ""
             raise AudioDeviceError(f"the audio output is not open{reason}; {_HINT}")
+        if not self._running:
+            try:
+                await asyncio.to_thread(self._run_stream)
+            except AudioDeviceError as exc:
+                self._lost = str(exc)
+                await self._discard_stream()
+                raise
         resampler = StreamResampler(sample_rate, self._rate)
         loop = asyncio.get_running_loop()
         clip = _Clip(loop, on_started)
@@ -605,6 +645,9 @@ class AudioPlayer:
         self._last_callback = time.monotonic()
         if status.output_underflow:
             self._underflows += 1
+            self._steady = 0
+        else:
+            self._steady += 1
         if self._scratch.size < frames:
             self._scratch = np.zeros(frames, np.float32)
         mono = self._scratch[:frames]
@@ -612,7 +655,7 @@ class AudioPlayer:
         notify: list[tuple[_Clip, bool | None]] = []
         with self._lock:
             clip = self._clip
-            n = clip.read_into(mono) if clip is not None else 0
+            n = clip.read_into(mono) if clip is not None and self._may_play(clip) else 0
             gain, self._gain = self._gain, self._volume
             if gain == self._volume:
                 if gain != 1.0:
@@ -629,6 +672,15 @@ class AudioPlayer:
         outdata[:] = mono[:, None]
         for target, result in notify:
             self._notify(target, result)
+
+    def _may_play(self, clip: _Clip) -> bool:
+        """Whether ``clip`` may hand out audio now (lock held): started, or a steady stream."""
+        if clip.started or self._steady >= self._preroll_blocks:
+            return True
+        if not clip.queued:
+            return False
+        clip.waited += 1
+        return clip.waited > self._max_wait_blocks
 
     def _advance(
         self,
