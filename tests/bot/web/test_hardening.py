@@ -33,15 +33,19 @@ import numpy as np
 import pytest
 import yaml
 from aiohttp import web
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bot.app import App
 from bot.config import load_config
 from bot.web.protect import (
+    BadBody,
     ClientFaultLog,
     ConnectionGuard,
     GuardedSite,
     HttpLimits,
     make_runner,
+    parse_json,
     read_fields,
 )
 from bot.web.token import TOKEN_FILE_NAME
@@ -84,13 +88,19 @@ def _auth(app: App) -> dict[str, str]:
     return {"Authorization": f"Bearer {app.web.token}"}
 
 
-def _raw(port: int, data: bytes, timeout_s: float = 10.0) -> bytes:
-    """Send raw bytes, return whatever comes back until the server closes or goes quiet."""
+def _raw(port: int, data: bytes, timeout_s: float = 10.0, *, half_close: bool = True) -> bytes:
+    """Send raw bytes, return whatever comes back until the server closes or goes quiet.
+
+    ``half_close`` ends the sending side, so a request cut off is seen as cut off at once;
+    aiohttp (like asyncio's default) closes a half-closed connection when it reads the end,
+    possibly before it answered, so complete requests are sent without it.
+    """
     with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock:
         with contextlib.suppress(OSError):
             sock.sendall(data)
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_WR)
+        if half_close:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_WR)
         chunks = []
         with contextlib.suppress(OSError):
             while True:
@@ -339,8 +349,6 @@ async def guarded_server(limits: HttpLimits) -> AsyncIterator[tuple[int, Connect
         return web.Response(text="done")
 
     async def echo(request: web.Request) -> web.Response:
-        from bot.web.protect import BadBody
-
         try:
             fields = await read_fields(request, limits)
         except BadBody as exc:
@@ -598,6 +606,17 @@ def test_a_flood_of_idle_and_slow_sockets_beyond_the_fd_limit_never_stops_speech
     tmp_path: Path, pulse_server: PulseServer, sink_recorder: SinkRecorder
 ) -> None:
     nofile = 1024
+    idle_sockets, slow_sockets = 1500, 100
+    # this process holds the flood: it needs more descriptors than the bot is allowed
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = idle_sockets + slow_sockets + 512
+    if soft != resource.RLIM_INFINITY and soft < want:
+        if hard != resource.RLIM_INFINITY and hard < want:
+            pytest.skip(f"the flood needs {want} descriptors; the hard limit is {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        restore_limit = (soft, hard)
+    else:
+        restore_limit = None
     config = espeak_config(tmp_path, pulse_server)
     env = {**os.environ, **pulse_server.env, "PYTHONPATH": str(REPO)}
     bot = _Bot(config, tmp_path, env, nofile)
@@ -609,7 +628,19 @@ def test_a_flood_of_idle_and_slow_sockets_beyond_the_fd_limit_never_stops_speech
         token = (tmp_path / "state" / TOKEN_FILE_NAME).read_text().strip()
         bot.wait(bot.err, "espeak engine ready")
         sink_recorder.start()
-        with _Flood(port, idle=1500, slow=100) as flood:
+        fd_peak = 0
+        fd_watch = threading.Event()
+
+        def watch_fds() -> None:
+            nonlocal fd_peak
+            while not fd_watch.wait(0.1):
+                with contextlib.suppress(OSError):
+                    fd_peak = max(fd_peak, len(os.listdir(f"/proc/{bot.proc.pid}/fd")))
+
+        watcher = threading.Thread(target=watch_fds, daemon=True)
+        watcher.start()
+        log_before = len(bot.err)
+        with _Flood(port, idle=idle_sockets, slow=slow_sockets) as flood:
             while flood.opened < 1600:
                 time.sleep(0.05)
             lines = [
@@ -621,7 +652,9 @@ def test_a_flood_of_idle_and_slow_sockets_beyond_the_fd_limit_never_stops_speech
                 bot.say(text)
             bot.say("!voice alice")
             panel_answers = []
+            panel_ms = []
             for _ in range(5):
+                asked = time.monotonic()
                 with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
                     sock.sendall(
                         f"GET /api/state HTTP/1.1\r\nHost: 127.0.0.1\r\n"
@@ -631,6 +664,7 @@ def test_a_flood_of_idle_and_slow_sockets_beyond_the_fd_limit_never_stops_speech
                     while chunk := sock.recv(65536):
                         reply += chunk
                 panel_answers.append(_status(reply))
+                panel_ms.append(round((time.monotonic() - asked) * 1000, 1))
             for text in lines:
                 bot.wait(bot.err, text, timeout_s=120)
             bot.wait(bot.out, "alice", timeout_s=60)
@@ -638,11 +672,17 @@ def test_a_flood_of_idle_and_slow_sockets_beyond_the_fd_limit_never_stops_speech
             bot.wait(bot.err, "fourth line after the voice change", timeout_s=120)
             held = flood.peak_held
             opened = flood.opened
+            flood_log = bot.err[log_before:]
+        fd_watch.set()
+        watcher.join(timeout=5)
         recording = sink_recorder.stop()
         print(
-            f"flood: {opened} sockets opened, {held} held at once, panel {panel_answers}, "
-            f"log {len(chr(10).join(bot.err).encode())} bytes, sink rms {rms(recording):.4f}"
+            f"flood: {opened} sockets opened, {held} held at once; the bot (limit {nofile}) "
+            f"peaked at {fd_peak} descriptors; panel {panel_answers} in {panel_ms} ms; "
+            f"{len(flood_log)} log lines during the flood, log {len(chr(10).join(bot.err))} "
+            f"bytes in all; sink rms {rms(recording):.4f}"
         )
+        assert fd_peak < nofile - 128, fd_peak  # the reserve stayed free
         assert panel_answers == [200] * 5
         assert opened > nofile
         assert held > nofile
@@ -655,6 +695,8 @@ def test_a_flood_of_idle_and_slow_sockets_beyond_the_fd_limit_never_stops_speech
         if bot.proc.poll() is None:
             bot.proc.kill()
             bot.proc.wait(timeout=10)
+        if restore_limit is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, restore_limit)
     log_text = "\n".join(bot.err)
     voice_reply = "\n".join(bot.out)
     assert "Too many open files" not in log_text + voice_reply
@@ -663,3 +705,242 @@ def test_a_flood_of_idle_and_slow_sockets_beyond_the_fd_limit_never_stops_speech
     assert len(log_text.encode()) < 32_000, len(log_text.encode())
     for text in ["the flood is on", "second line", "third line", "fourth line"]:
         assert bot.count(text) >= 1, text
+
+
+# -- 3 and 4 over the whole input space: hypothesis against the real server -------------------
+class _BotThread:
+    """The real App (eSpeak NG, the test sink, its web server) on an event loop of its own, so
+    that synchronous hypothesis tests can throw raw sockets and bodies at it."""
+
+    def __init__(self, tmp_path: Path, pulse: PulseServer) -> None:
+        self._config = espeak_config(tmp_path, pulse)
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, name="bot-under-test", daemon=True)
+        self.app: App | None = None
+        self.error: BaseException | None = None
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._main())
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        try:
+            self.app = App(load_config(self._config))
+            await self.app.start()
+        except BaseException as exc:  # reported to the test thread
+            self.error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            await self._stop.wait()
+        finally:
+            await self.app.close()
+
+    def __enter__(self) -> _BotThread:
+        self._thread.start()
+        assert self._ready.wait(120), "the bot never started"
+        if self.error is not None:
+            raise self.error
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout=60)
+        self._loop.close()
+
+    @property
+    def port(self) -> int:
+        assert self.app is not None
+        assert self.app.web is not None
+        assert self.app.web.port is not None
+        return self.app.web.port
+
+    @property
+    def token(self) -> str:
+        assert self.app is not None
+        assert self.app.web is not None
+        assert self.app.web.token is not None
+        return self.app.web.token
+
+
+def _json_status(reply: bytes) -> tuple[int | None, Any]:
+    """The status and the JSON body of a raw HTTP reply (None when there is none)."""
+    import json as _json
+
+    status = _status(reply)
+    _head, sep, body = reply.partition(b"\r\n\r\n")
+    if not sep or not body:
+        return status, None
+    with contextlib.suppress(ValueError):
+        return status, _json.loads(body)
+    return status, None
+
+
+_CTYPES = st.sampled_from(
+    [
+        "application/json",
+        "application/json; charset=utf-8",
+        "application/json; charset=latin-1",
+        "application/x-www-form-urlencoded",
+        "application/x-www-form-urlencoded; charset=utf-8",
+        "text/plain",
+        "application/octet-stream",
+        "multipart/form-data; boundary=xyz",
+        "multipart/form-data",
+    ]
+)
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**80), max_value=10**80)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=40),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=30,
+)
+_BODIES = st.one_of(
+    st.binary(max_size=600),
+    st.text(max_size=300).map(lambda s: s.encode("utf-8", "surrogatepass")),
+    _json_values.map(lambda v: __import__("json").dumps(v).encode()),
+    st.integers(1, 3000).map(lambda n: b"[" * n + b"]" * n),
+    st.integers(1, 5000).map(lambda n: b'{"user": "a", "text": "b", "bits": ' + b"7" * n + b"}"),
+    st.lists(st.tuples(st.text(max_size=6), st.binary(max_size=6)), max_size=20).map(
+        lambda kv: b"&".join(k.encode() + b"=" + v for k, v in kv)
+    ),
+)
+
+
+@pytest.mark.audio
+@pytest.mark.slow
+def test_any_body_with_any_content_type_gets_json_and_never_a_500(
+    tmp_path: Path, pulse_server: PulseServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    with _BotThread(tmp_path, pulse_server) as bot:
+        statuses: dict[int | None, int] = {}
+
+        @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(
+            path=st.sampled_from(["/api/ingest", "/api/say", "/api/mute", "/api/volume"]),
+            ctype=_CTYPES,
+            body=_BODIES,
+        )
+        def probe(path: str, ctype: str, body: bytes) -> None:
+            head = (
+                f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {bot.token}"
+                f"\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+                "Connection: close\r\n\r\n"
+            ).encode()
+            status, answer = _json_status(_raw(bot.port, head + body, half_close=False))
+            statuses[status] = statuses.get(status, 0) + 1
+            assert status is not None
+            assert status < 500, (status, answer)
+            assert isinstance(answer, dict), answer
+            if status >= 400:
+                assert answer["ok"] is False
+                assert 0 < len(answer["error"]) < 200, answer
+
+        probe()
+        print(f"bodies: statuses {sorted(statuses.items(), key=str)}")
+        clear = _raw(
+            bot.port,
+            f"POST /api/clear HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {bot.token}"
+            "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode(),
+        )
+        assert _status(clear) == 200
+    assert not _tracebacks(caplog), [r.getMessage()[:300] for r in _tracebacks(caplog)]
+    bad = [r for r in _loud_records(caplog) if r.name.startswith(("bot.web", "aiohttp"))]
+    assert len(bad) <= 1, [r.getMessage() for r in bad]
+
+
+_REQUEST_PARTS = st.lists(
+    st.one_of(
+        st.sampled_from(
+            [
+                b"GET ",
+                b"POST ",
+                b"/api/state",
+                b"/overlay",
+                b"/ws/overlay",
+                b" HTTP/1.1\r\n",
+                b" HTTP/1.0\r\n",
+                b"Host: 127.0.0.1\r\n",
+                b"Content-Length: 5\r\n",
+                b"Content-Length: -3\r\n",
+                b"Transfer-Encoding: chunked\r\n",
+                b"Upgrade: websocket\r\nConnection: Upgrade\r\n",
+                b"\r\n",
+                b"\r\n\r\n",
+                b"0\r\n\r\n",
+                b"ffffffffffffffff\r\n",
+                b"\x00",
+                b"\xff\xfe",
+                b":",
+            ]
+        ),
+        st.integers(1, 70_000).map(lambda n: b"a" * n),
+        st.binary(max_size=200),
+    ),
+    max_size=12,
+)
+
+
+@pytest.mark.audio
+@pytest.mark.slow
+def test_any_request_bytes_give_a_4xx_or_a_close_and_at_most_one_log_line(
+    tmp_path: Path, pulse_server: PulseServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    with _BotThread(tmp_path, pulse_server) as bot:
+        sent = 0
+
+        @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(parts=_REQUEST_PARTS)
+        def probe(parts: list[bytes]) -> None:
+            nonlocal sent
+            sent += 1
+            reply = _raw(bot.port, b"".join(parts), timeout_s=15)
+            status = _status(reply)
+            assert status is None or status < 500 or status == 503, reply[:300]
+
+        caplog.clear()
+        probe()
+        state = _raw(
+            bot.port,
+            f"GET /api/state HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {bot.token}"
+            "\r\nConnection: close\r\n\r\n".encode(),
+        )
+        assert _status(state) == 200
+    records = list(caplog.records)
+    loud = [r.getMessage() for r in records if r.levelno >= logging.WARNING]
+    print(f"requests: {sent} malformed or random requests, {len(loud)} warning line(s)")
+    assert not _tracebacks(caplog), [r.getMessage()[:300] for r in _tracebacks(caplog)]
+    assert len([m for m in loud if "control panel" in m or "aiohttp" in m]) <= 1, loud
+    assert all(len(line) < 400 for line in loud), loud
+
+
+@settings(max_examples=500, deadline=None)
+@given(value=_json_values)
+def test_parse_json_agrees_with_json_loads_within_the_limits(value: Any) -> None:
+    import json as _json
+
+    text = _json.dumps(value)
+    limits = HttpLimits(max_number_digits=100)
+    assert parse_json(text, limits) == _json.loads(text)
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=st.text(max_size=400) | st.binary(max_size=400).map(lambda b: b.decode("latin-1")))
+def test_parse_json_raises_only_bad_body_on_any_text(text: str) -> None:
+    reason = ""
+    try:
+        parse_json(text, HttpLimits())
+    except BadBody as exc:  # anything else (RecursionError, ValueError) fails the test
+        reason = exc.reason
+        assert reason
+    assert len(reason) < 200
