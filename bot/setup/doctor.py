@@ -534,12 +534,20 @@ def check_twitch(
 ) -> CheckResult:
     """Twitch settings, the stored sign-in and its scopes (and, online, that it still works).
 
+    The Twitch source judges readiness (``bot.sources.twitch.readiness``), so the doctor and
+    the bot's start-up never disagree; the doctor only adds the online token check.
+
     Args:
         cfg: The configuration.
         validate_url: Twitch's token validation endpoint, or None to stay offline.
         timeout_s: Longest wait for Twitch to answer.
     """
-    from bot.sources.twitch.auth import REQUIRED_SCOPES, SCOPES, AuthError, TokenStore, token_path
+    from bot.sources.twitch.readiness import (
+        Problem,
+        describe_missing,
+        read_readiness,
+        wanted_scopes,
+    )
 
     name = "Twitch"
     tw = cfg.twitch
@@ -547,8 +555,6 @@ def check_twitch(
     if source == "terminal":
         return CheckResult(name, "skip", "chat.source is terminal: chat is typed in the terminal")
     needed = source == "twitch"
-    bad: Status = "fail" if needed else "warn"
-    fallback = "" if needed else " (until then the bot reads chat from the terminal)"
     if tw.channel is None and not needed:
         return CheckResult(
             name,
@@ -556,58 +562,29 @@ def check_twitch(
             "not configured: chat is read from the terminal",
             "to read Twitch chat set twitch.channel and twitch.client_id, then `ishowtts login`",
         )
-    if tw.channel is None:
+    wanted = wanted_scopes(tw)
+    ready = read_readiness(tw, state_dir(cfg.storage), wanted=wanted)
+    if not ready.ready:
+        forced = needed and ready.problem is Problem.NO_CHANNEL
+        prefix = "chat.source is twitch, but " if forced else ""
+        fallback = "" if needed else " (until then the bot reads chat from the terminal)"
         return CheckResult(
-            name,
-            "fail",
-            "chat.source is twitch, but twitch.channel is not set",
-            "set twitch.channel to your channel's name",
+            name, "fail" if needed else "warn", f"{prefix}{ready.reason}{fallback}", ready.fix
         )
-    if not tw.client_id:
-        return CheckResult(
-            name,
-            bad,
-            f"no Twitch client id{fallback}",
-            "set twitch.client_id (or ISHOWTTS_TWITCH_CLIENT_ID); the README says how to get one",
-        )
-    path = token_path(state_dir(cfg.storage))
-    try:
-        token = TokenStore(path).read()
-    except AuthError as exc:
-        return CheckResult(name, bad, str(exc), "run `ishowtts login`")
-    if token is None:
-        return CheckResult(
-            name, bad, f"not signed in: no token file at {path}{fallback}", "run `ishowtts login`"
-        )
+    token = ready.token
+    assert token is not None  # ready says so
+    assert tw.channel is not None
     who = f"signed in as {token.login} for #{tw.channel.lower()}"
-    if token.client_id != tw.client_id:
-        return CheckResult(
-            name,
-            bad,
-            f"{who}, but with another client id than twitch.client_id",
-            "run `ishowtts login` again (tokens only work with the application that made them)",
-        )
-    granted = set(token.scopes)
-    missing_required = sorted(REQUIRED_SCOPES - granted)
-    if missing_required:
-        return CheckResult(
-            name,
-            bad,
-            f"{who}, but without the scope {', '.join(missing_required)} (chat cannot be read)",
-            "run `ishowtts login` again and approve every permission",
-        )
-    missing_optional = [s for s in SCOPES if s not in granted]
     online = ""
     if validate_url is not None:
         status, body = _validate_token(validate_url, token.access_token, timeout_s)
         if status == 200 and isinstance(body, dict):
-            live = set(body.get("scopes") or [])
-            lost = ", ".join(sorted(REQUIRED_SCOPES - live))
+            lost = ready.lost(body.get("scopes") or [])
             if lost:
                 return CheckResult(
                     name,
-                    bad,
-                    f"{who}, but Twitch no longer grants {lost}",
+                    "fail" if needed else "warn",
+                    f"{who}, but Twitch no longer grants {', '.join(lost)}",
                     "run `ishowtts login` again",
                 )
             online = "; Twitch accepts the token"
@@ -617,13 +594,12 @@ def check_twitch(
             online = f"; Twitch could not be reached to check it ({body})"
         else:
             online = f"; Twitch answered {status} when checking it"
-    if missing_optional:
+    if ready.missing:
         return CheckResult(
             name,
             "warn",
-            f"{who}{online}; scopes missing: {', '.join(missing_optional)}",
-            "run `ishowtts login` again to grant them (user:write:chat lets the bot reply in "
-            "chat; channel:read:redemptions finds rewards by title)",
+            f"{who}{online}; scopes missing: {', '.join(ready.missing)}",
+            f"run `ishowtts login` again to grant them ({describe_missing(ready.missing)})",
         )
     return CheckResult(name, "ok", f"{who}, scopes {', '.join(token.scopes)}{online}")
 

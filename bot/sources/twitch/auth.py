@@ -42,6 +42,15 @@ SCOPES: tuple[str, ...] = (
   signed-in account is the broadcaster; rewards configured by id work without it.
 """
 
+SCOPE_USES: dict[str, str] = {
+    "user:read:chat": "reads chat, sub/resub/gift/raid notices and moderation",
+    "user:write:chat": "lets the bot reply in chat",
+    "channel:read:redemptions": "finds rewards by title and announces redemptions",
+    "moderator:read:followers": "announces follows (the account must moderate the channel)",
+    "moderator:manage:automod": "sees messages AutoMod holds (the account must moderate)",
+}
+"""What each scope the bot may ask for is used for (the doctor's words)."""
+
 REQUIRED_SCOPES = frozenset({"user:read:chat"})
 """Without these the bot cannot read chat at all."""
 

@@ -35,10 +35,11 @@ import asyncio
 import collections
 import contextlib
 import enum
+import itertools
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -46,6 +47,7 @@ from typing import Any, TypeVar
 import twitchio
 from twitchio import eventsub
 
+from bot.core.lru import LRU
 from bot.core.messages import (
     ChatCleared,
     ChatMessage,
@@ -54,34 +56,38 @@ from bot.core.messages import (
     ModerationEvent,
     Platform,
     Replier,
-    Role,
     UserPurged,
 )
+from bot.core.tasks import TaskSet
 from bot.sources.base import ChatSink
 from bot.sources.twitch import tio
-from bot.sources.twitch.auth import AuthError, StoredToken, TokenStore, token_path
+from bot.sources.twitch.auth import StoredToken, TokenStore, token_path
+from bot.sources.twitch.inbox import Incoming, IncomingKind, Tombstones
+from bot.sources.twitch.normalize import MAX_TEXT, roles_from_badges, speakable_text
+from bot.sources.twitch.readiness import Problem, assess, readiness
 from bot.sources.twitch.settings import TwitchConfig
+
+__all__ = [
+    "MAX_TEXT",
+    "ConnectionChange",
+    "ConnectionReason",
+    "ConnectionState",
+    "TwitchSetupError",
+    "TwitchSource",
+    "roles_from_badges",
+    "speakable_text",
+    "twitch_source_from_config",
+]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-MAX_TEXT = 5000
-"""Longest text passed on (Twitch allows 500; this bounds a hostile or broken payload)."""
 MAX_SEND = 500
 """Twitch rejects chat messages longer than this."""
-_DROPPED_FRAGMENTS = frozenset({"emote", "cheermote", "gif"})
 _ECHO_WINDOW_S = 60.0
 _START_TIMEOUT_S = 60.0
 _UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z", re.I)
-_BADGE_ROLES: dict[str, Role] = {
-    "broadcaster": Role.BROADCASTER,
-    "moderator": Role.MODERATOR,
-    "lead_moderator": Role.MODERATOR,
-    "vip": Role.VIP,
-    "subscriber": Role.SUBSCRIBER,
-    "founder": Role.SUBSCRIBER,
-}
 TOPICS = "chat messages, deletions, timeouts/bans and chat clears"
 
 
@@ -130,72 +136,6 @@ class ConnectionChange:
     reason: ConnectionReason
     retry_in_s: float | None = None
     at: float = field(default_factory=time.monotonic)
-
-
-class RecentIds:
-    """A bounded set of recently seen ids that forgets the oldest first (an LRU).
-
-    Bounded so a bot that runs for days keeps constant memory; large enough that a
-    redelivery (which Twitch sends within seconds of a reconnect) is always still remembered.
-    """
-
-    def __init__(self, size: int = 4096) -> None:
-        if size < 1:
-            raise ValueError("size must be positive")
-        self._size = size
-        self._ids: collections.OrderedDict[str, None] = collections.OrderedDict()
-
-    def add(self, key: str) -> bool:
-        """Remember ``key``; True when it was new, False when it was seen already."""
-        if key in self._ids:
-            self._ids.move_to_end(key)
-            return False
-        self._ids[key] = None
-        if len(self._ids) > self._size:
-            self._ids.popitem(last=False)
-        return True
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._ids
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-
-def roles_from_badges(
-    badge_set_ids: Iterable[str], *, is_broadcaster: bool = False
-) -> frozenset[Role]:
-    """Chat roles from Twitch badge set ids (``moderator``, ``vip``, ``subscriber``...).
-
-    Args:
-        badge_set_ids: The ``set_id`` of every badge the chatter shows.
-        is_broadcaster: Whether the chatter is the channel owner (true even when the
-            broadcaster hides their badge).
-    """
-    roles = {_BADGE_ROLES[s] for s in badge_set_ids if s in _BADGE_ROLES}
-    if is_broadcaster:
-        roles.add(Role.BROADCASTER)
-    return frozenset(roles)
-
-
-def speakable_text(fragments: Iterable[Any]) -> str:
-    """The message text without emote, cheermote and GIF fragments, whitespace collapsed.
-
-    Twitch splits every message into typed fragments, so emotes are removed by type, never by
-    guessing at words: "Kappa" typed as an emote disappears, "kappa" typed as a word stays.
-    """
-    parts: list[str] = []
-    size = 0
-    for fragment in fragments:
-        if getattr(fragment, "type", "text") in _DROPPED_FRAGMENTS:
-            parts.append(" ")
-            continue
-        text = str(getattr(fragment, "text", "") or "")
-        parts.append(text)
-        size += len(text)
-        if size > MAX_TEXT * 2:
-            break
-    return " ".join("".join(parts).split())[:MAX_TEXT].strip()
 
 
 def _describe(exc: BaseException) -> str:
@@ -263,7 +203,7 @@ class _Session:
         self.closing = False
         self.lost = asyncio.Event()
         self.reason = ConnectionReason.CLOSED
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet("Twitch session")
         self._closed: asyncio.Future[None] | None = None
 
     # -- life cycle -----------------------------------------------------------------------
@@ -309,7 +249,7 @@ class _Session:
         ):
             await client.subscribe_websocket(payload, token_for=self.bot_id, socket_id=socket_id)
         self.ready = True
-        self._spawn(self._watch(), "twitch-health")
+        self._tasks.spawn(self._watch(), "twitch-health")
 
     async def close(self) -> None:
         """Save any token change and close the client; every caller waits for the end."""
@@ -319,11 +259,7 @@ class _Session:
         await asyncio.shield(self._closed)
 
     async def _close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await self._tasks.close()
         if self.client is not None:
             with contextlib.suppress(Exception):
                 await self.owner.sync_tokens(self)
@@ -331,11 +267,6 @@ class _Session:
                 await self.client.close(save_tokens=False)
             except Exception as exc:  # closing must never stop the bot
                 log.debug("closing the twitchio client failed: %s", exc)
-
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
-        task = asyncio.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     def mark_lost(self, reason: ConnectionReason) -> None:
         """Ask the source to rebuild this session."""
@@ -410,20 +341,20 @@ class _Session:
             await self.owner.sync_tokens(self)
 
     # -- chat -----------------------------------------------------------------------------
-    # twitchio runs each handler in its own task, in arrival order; they only post the event
-    # (no await first), so the source's single consumer sees events in the order Twitch sent
-    # them: a delete can never overtake the message it deletes.
+    # twitchio runs each handler in its own task, in arrival order; they hand the event over
+    # before their first await, so the source sees events in the order Twitch sent them.
     async def _on_message(self, payload: Any) -> None:
-        self.owner.post(self, "message", payload)
+        self.owner.post(self, IncomingKind.MESSAGE, payload)
 
     async def _on_delete(self, payload: Any) -> None:
-        self.owner.post(self, "delete", payload)
+        self.owner.control(MessageDeleted(message_id=str(payload.message_id)))
 
     async def _on_clear_user(self, payload: Any) -> None:
-        self.owner.post(self, "clear_user", payload)
+        user = payload.user
+        self.owner.control(UserPurged(str(user.id), str(user.name or "")))
 
-    async def _on_clear(self, payload: Any) -> None:
-        self.owner.post(self, "clear", payload)
+    async def _on_clear(self, _payload: Any) -> None:
+        self.owner.control(ChatCleared())
 
 
 class TwitchSource:
@@ -465,12 +396,11 @@ class TwitchSource:
         Raises:
             TwitchSetupError: ``twitch.channel`` or the client id is missing.
         """
-        if not cfg.channel:
-            raise TwitchSetupError("twitch.channel is not set: name the channel to read")
-        if not cfg.client_id:
-            raise TwitchSetupError(
-                "no Twitch client id: set twitch.client_id or ISHOWTTS_TWITCH_CLIENT_ID"
-            )
+        configured = assess(cfg, None)
+        if configured.problem in (Problem.NO_CHANNEL, Problem.NO_CLIENT_ID):
+            raise TwitchSetupError(configured.message)
+        assert cfg.channel is not None  # assess said so
+        assert cfg.client_id is not None
         self.cfg = cfg
         self.channel = cfg.channel.lower()
         self.client_id = cfg.client_id
@@ -481,14 +411,18 @@ class TwitchSource:
         self._on_state = on_state
         self._on_change = on_change
         self._reason: ConnectionReason | None = None
-        self._seen = RecentIds(dedupe_size)
+        self._seen: LRU[str, None] = LRU(dedupe_size)
+        self._tombstones = Tombstones(dedupe_size)
         self._sent: collections.deque[_Sent] = collections.deque(maxlen=64)
         self._token: StoredToken | None = None
+        self._token_lock = asyncio.Lock()
         self._session: _Session | None = None
         self._sink: ChatSink | None = None
         self._closed = asyncio.Event()
-        self._inbox: asyncio.Queue[tuple[_Session, str, Any]] = asyncio.Queue()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._data: asyncio.Queue[Incoming] = asyncio.Queue()
+        self._moderation: asyncio.Queue[ModerationEvent] = asyncio.Queue()
+        self._seq = itertools.count()
+        self._tasks = TaskSet("Twitch source")
         self._reward_ids = {r.casefold() for r in cfg.rewards if _UUID_RE.match(r)}
         self._reward_titles = {r.casefold() for r in cfg.rewards}
         self._titles: dict[str, str] = {}
@@ -519,21 +453,15 @@ class TwitchSource:
                 ``twitch.reconnect_max_s``.
         """
         self._sink = sink
-        try:
-            token = await self.store.load()
-        except AuthError as exc:
-            raise TwitchSetupError(str(exc)) from None
-        if token is None:
-            raise TwitchSetupError("not signed in to Twitch; run `ishowtts login` first")
-        if token.client_id != self.client_id:
-            raise TwitchSetupError(
-                "the saved Twitch sign-in was made for another client id; "
-                "run `ishowtts login` again"
-            )
+        ready = await readiness(self.cfg, self.store)
+        if not ready.ready or ready.token is None:
+            raise TwitchSetupError(ready.message)
+        token = ready.token
         self._token = token
         delay = self.cfg.reconnect_min_s
         first = True
-        pump = asyncio.create_task(self._pump(), name="twitch-events")
+        self._tasks.spawn(self._deliver_data(), "twitch-data")
+        self._tasks.spawn(self._deliver_moderation(), "twitch-moderation")
         try:
             while not self._closed.is_set():
                 self.set_state(
@@ -597,10 +525,7 @@ class TwitchSource:
             self._session = None
             if session_ is not None:
                 await session_.close()
-            pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pump
-            await self._cancel_tasks()
+            await self._tasks.close()
             self.set_state(ConnectionState.STOPPED, ConnectionReason.STOPPED)
             log.info("Twitch: disconnected")
 
@@ -610,14 +535,7 @@ class TwitchSource:
         session = self._session
         if session is not None:
             await session.close()
-        await self._cancel_tasks()
-
-    async def _cancel_tasks(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await self._tasks.close()
 
     async def send(self, text: str, *, reply_to: str | None = None) -> bool:
         """Send a line to the channel's chat (as a reply when ``reply_to`` is a message id).
@@ -689,6 +607,10 @@ class TwitchSource:
         keeps the first token for requests without an explicit user, and would otherwise
         refresh again on every such request, burning the single-use refresh token each time.
         """
+        async with self._token_lock:  # a second caller waits until the first one has saved
+            await self._sync_tokens(session)
+
+    async def _sync_tokens(self, session: _Session) -> None:
         client = session.client
         current = self._token
         if client is None or current is None:
@@ -714,30 +636,63 @@ class TwitchSource:
             return
         log.info("Twitch: sign-in refreshed and saved")
 
-    def post(self, session: _Session, kind: str, payload: Any) -> None:
-        """Queue a twitchio event for the consumer (called in Twitch's delivery order)."""
+    def post(self, session: _Session, kind: IncomingKind, payload: Any) -> None:
+        """Queue a data event (chat, channel events) for the data path, in Twitch's order."""
         if not self._closed.is_set():
-            self._inbox.put_nowait((session, kind, payload))
+            self._data.put_nowait(
+                Incoming(session, kind, payload, next(self._seq), time.monotonic())
+            )
 
-    async def _pump(self) -> None:
-        """The one consumer: normalizes and hands over events strictly in arrival order."""
+    def control(self, event: ModerationEvent) -> None:
+        """Take a moderation event: remembered at once, applied ahead of any waiting data.
+
+        Remembering happens here, before anything else runs, so a message still on the data
+        path (or arriving later) that this event removes is dropped (:class:`Tombstones`).
+        """
+        if self._closed.is_set():
+            return
+        self._tombstones.record(event, next(self._seq))
+        self._moderation.put_nowait(event)
+
+    async def _deliver_moderation(self) -> None:
+        """The control path: moderation in Twitch's order, never behind a chat line."""
         while True:
-            session, kind, payload = await self._inbox.get()
+            await self.moderate(await self._moderation.get())
+
+    async def _deliver_data(self) -> None:
+        """The data path: normalizes and hands over chat strictly in arrival order."""
+        while True:
+            item = await self._data.get()
             try:
-                if kind == "message":
-                    message = await self.to_chat_message(session, payload)
-                    if message is not None:
-                        await self.deliver(message)
-                elif kind == "delete":
-                    await self.moderate(MessageDeleted(message_id=str(payload.message_id)))
-                elif kind == "clear_user":
-                    user = payload.user
-                    await self.moderate(UserPurged(str(user.id), str(user.name or "")))
-                elif kind == "clear":
-                    await self.moderate(ChatCleared())
+                await self._handle(item)
             except Exception as exc:
-                log.warning("Twitch: skipped a %s event that could not be read: %s", kind, exc)
-                log.debug("unreadable %s event", kind, exc_info=True)
+                log.warning(
+                    "Twitch: skipped a %s event that could not be read: %s", item.kind.value, exc
+                )
+                log.debug("unreadable %s event", item.kind.value, exc_info=True)
+
+    async def _handle(self, item: Incoming) -> None:
+        if item.kind is IncomingKind.MESSAGE:
+            message = await self.to_chat_message(item.session, item.payload)
+            if message is not None:
+                await self._deliver_unless_removed(message, item)
+
+    async def _deliver_unless_removed(self, message: ChatMessage, item: Incoming) -> None:
+        """Deliver ``message`` unless moderation removed it; remove it again if that came meanwhile.
+
+        A message being handled by the bot when its deletion (or its author's ban, or a
+        clear) arrives may be queued for speech just after the moderation was applied; it is
+        removed again the moment the bot is done with it.
+        """
+        if self._tombstones.removes(message.id, message.user.id, item.seq, item.at):
+            log.debug(
+                "Twitch: message %s was removed by a moderator before it was read", message.id
+            )
+            return
+        await self.deliver(message)
+        if self._tombstones.removes(message.id, message.user.id, item.seq, item.at):
+            log.debug("Twitch: message %s was removed while the bot handled it", message.id)
+            await self.moderate(MessageDeleted(message_id=message.id), quiet=True)
 
     async def deliver(self, message: ChatMessage) -> None:
         """Hand a message to the sink; the sink's failure never reaches twitchio."""
@@ -749,12 +704,14 @@ class TwitchSource:
         except Exception:
             log.exception("the bot failed on Twitch message %s", message.id)
 
-    async def moderate(self, event: ModerationEvent) -> None:
-        """Hand a moderation event to the sink at once."""
+    async def moderate(self, event: ModerationEvent, *, quiet: bool = False) -> None:
+        """Hand a moderation event to the sink at once (``quiet``: a repeat, not logged)."""
         sink = self._sink
         if sink is None:
             return
-        if isinstance(event, MessageDeleted):
+        if quiet:
+            pass
+        elif isinstance(event, MessageDeleted):
             log.info("Twitch: a moderator deleted message %s", event.message_id)
         elif isinstance(event, UserPurged):
             log.info("Twitch: %s was timed out or banned", event.login or event.user_id)
@@ -773,7 +730,7 @@ class TwitchSource:
         cheermotes are removed.
         """
         message_id = str(m.id)
-        if not self._seen.add(message_id):
+        if not self._seen.add(message_id, None):
             log.debug("Twitch: message %s delivered again; ignored", message_id)
             return None
         chatter = m.chatter
@@ -907,9 +864,7 @@ class TwitchSource:
         async def reply(text: str) -> None:
             if self._closed.is_set():
                 return
-            task = asyncio.create_task(self._send_quietly(text, parent_id), name="twitch-reply")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._tasks.spawn(self._send_quietly(text, parent_id), name="twitch-reply")
 
         return reply
 
@@ -953,31 +908,11 @@ async def twitch_source_from_config(
     is returned, so the caller falls back to the terminal. ``twitch`` (``required=True``)
     turns each missing piece into a :class:`TwitchSetupError` that says how to fix it.
     """
-    problem: str | None = None
     store = TokenStore(token_path(state_folder))
-    if not twitch.channel:
-        problem = "twitch.channel is not set (the channel whose chat is spoken)"
-    elif not twitch.client_id:
-        problem = (
-            "no Twitch client id: set twitch.client_id or the ISHOWTTS_TWITCH_CLIENT_ID "
-            "environment variable (see docs/twitch.md)"
-        )
-    else:
-        try:
-            token = await store.load()
-        except AuthError as exc:
-            problem = str(exc)
-        else:
-            if token is None:
-                problem = "not signed in to Twitch: run `ishowtts login` once"
-            elif token.client_id != twitch.client_id:
-                problem = (
-                    "the saved Twitch sign-in was made for another client id: "
-                    "run `ishowtts login` again"
-                )
-    if problem is not None:
+    ready = await readiness(twitch, store)
+    if not ready.ready:
         if required:
-            raise TwitchSetupError(f"chat.source is twitch, but {problem}")
-        log.info("Twitch chat is not used: %s", problem)
+            raise TwitchSetupError(f"chat.source is twitch, but {ready.message}")
+        log.info("Twitch chat is not used: %s", ready.message)
         return None
     return TwitchSource(twitch, store)

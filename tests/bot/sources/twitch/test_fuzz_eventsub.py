@@ -29,10 +29,11 @@ from twitchio.models.eventsub_ import create_event_instance
 from bot.chat.commands import parse_command
 from bot.chat.filters import FilterChain, MessageIgnorer, speakable_name
 from bot.config import parse_config
+from bot.core.lru import LRU
 from bot.core.messages import ChatMessage, Role
 from bot.sources.twitch.auth import StoredToken, TokenStore
 from bot.sources.twitch.settings import TwitchConfig
-from bot.sources.twitch.source import MAX_TEXT, RecentIds, TwitchSource, _Session
+from bot.sources.twitch.source import MAX_TEXT, TwitchSource, _Session
 
 pytestmark = pytest.mark.slow
 
@@ -232,7 +233,7 @@ def seam(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seam]:
 def test_any_eventsub_chat_payload_converts_without_raising_and_keeps_its_promises(
     seam: Seam, event: dict[str, Any]
 ) -> None:
-    seam.source._seen = RecentIds(64)  # ids repeat across examples; each is a new message here
+    seam.source._seen = LRU(64)  # ids repeat across examples; each is a new message here
     message = seam.convert(event)
     hypothesis.event("delivered to the bot" if message is not None else "dropped by the source")
     if message is None:

@@ -8,6 +8,7 @@ random linger of the old socket after it, routed to the old socket, to both (dup
 the same notification id) or to either at random, and with the double sometimes closing the
 old socket itself. Every line must reach the bot exactly once, every deletion exactly once,
 and twitchio must never fall back to a full reconnect (no second sign-in, no resubscription).
+A deleted line may reach the bot or not (the deletion may overtake it), never twice.
 """
 
 from __future__ import annotations
@@ -61,12 +62,20 @@ async def test_events_sent_around_a_move_arrive_exactly_once(
             new = double.current()
             in_window += len(old.notified) - before_move
             duplicated += len(set(old.notified[before_move:]) & set(new.notified))
-            await sink.wait(lambda _e, ids=ids: set(ids) <= {m.id for m in sink.messages})
+            # A deleted line may rightly never reach the bot.
+            waiting: set[str] = set(ids) - set(deleted)
+
+            def arrived(_e: object, waiting: set[str] = waiting) -> bool:
+                return waiting <= {m.id for m in sink.messages}
+
+            await sink.wait(arrived)
         # Everything is in; let a late duplicate show itself before counting.
         last = await double.chat(alice, "the end")
         await sink.wait(lambda _e: last in [m.id for m in sink.messages])
     delivered = [m.id for m in sink.messages]
-    assert sorted(delivered) == sorted([*expected, last])  # each line once, none lost
+    assert len(delivered) == len(set(delivered))  # nothing twice
+    kept = [*(i for i in expected if i not in deleted), last]
+    assert set(kept) <= set(delivered) <= {*expected, last}  # nothing lost
     deletions = [e.message_id for e in sink.events if isinstance(e, MessageDeleted)]
     assert sorted(deletions) == sorted(deleted)  # each deletion once
     assert in_window > 0  # the old socket really carried events during the moves

@@ -30,7 +30,6 @@ from bot.sources.twitch.source import (
     MAX_TEXT,
     ConnectionReason,
     ConnectionState,
-    RecentIds,
     TwitchSetupError,
     TwitchSource,
     roles_from_badges,
@@ -53,17 +52,6 @@ from tests.support.twitch_double import CHAT_TYPES, TwitchDouble, User, running_
 __all__ = ["eventually", "running_app", "sign_in"]  # used by tests/test_reliability.py
 
 # -- pure parts ----------------------------------------------------------------------------
-
-
-def test_recent_ids_forget_the_oldest_first() -> None:
-    seen = RecentIds(3)
-    assert [seen.add(x) for x in "abc"] == [True, True, True]
-    assert not seen.add("a")  # refreshed: now the newest
-    assert seen.add("d")  # evicts b, the oldest
-    assert "b" not in seen
-    assert "a" in seen
-    assert len(seen) == 3
-    assert seen.add("b")
 
 
 def test_roles_come_from_badges() -> None:
@@ -225,32 +213,46 @@ async def test_moderation_events_are_normalized(
         ]
 
 
-class SlowSink(Sink):
-    """A bot that takes its time over each message (database, commands...)."""
+class BusySink(Sink):
+    """A bot still busy with each message (a ``!voice`` waiting for the engine) until let go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.busy = asyncio.Event()
+        self.go = asyncio.Event()
 
     async def on_message(self, message: ChatMessage) -> None:
-        await asyncio.sleep(0.3)
+        self.busy.set()
+        await self.go.wait()
         await super().on_message(message)
 
 
-async def test_events_reach_the_bot_in_twitchs_order(
-    double: TwitchDouble, alice: User, tmp_path: Path
+async def test_moderation_overtakes_a_message_still_being_handled(
+    double: TwitchDouble, alice: User, bob: User, tmp_path: Path
 ) -> None:
-    """A delete never overtakes the message it deletes, however slow the bot is."""
+    """Control beats data at the source, and a delete is never overtaken by its message."""
     store, _ = sign_in(double, tmp_path / "t.json")
-    sink = SlowSink()
+    sink = BusySink()
     async with running_source(double, store, sink):
         first = await double.chat(alice, "first")
-        second = await double.chat(alice, "second")
+        await sink.busy.wait()  # the bot is handling "first"
+        second = await double.chat(alice, "second")  # waits behind it
         await double.delete(first, alice)
         await double.clear_user(alice)
-        await sink.wait(lambda events: len(events) == 4)
-        assert [getattr(e, "id", None) or type(e).__name__ for e in sink.events] == [
-            first,
-            second,
-            "MessageDeleted",
-            "UserPurged",
+        purged = UserPurged(user_id=alice.id, login="alice")
+        # Both reach the bot while it is still busy with "first": nothing waits behind chat.
+        await sink.wait(lambda e: e == [MessageDeleted(message_id=first), purged])
+        sink.go.set()
+        third = await double.chat(bob, "third")
+        await sink.wait(lambda _e: third in [m.id for m in sink.messages])
+        assert [getattr(e, "id", e) for e in sink.events] == [
+            MessageDeleted(message_id=first),
+            purged,
+            first,  # handed over before the deletion came ...
+            MessageDeleted(message_id=first),  # ... so removed again once the bot is done
+            third,
         ]
+        assert second not in [m.id for m in sink.messages]  # its author was purged first
 
 
 async def test_cheers_at_or_above_min_bits_are_paid(

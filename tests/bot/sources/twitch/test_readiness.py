@@ -1,0 +1,115 @@
+"""Twitch readiness has one home: the source and the doctor ask ``readiness`` and agree.
+
+Every way Twitch can be unusable (no channel, no client id, a damaged token file, nobody
+signed in, a sign-in for another application, a sign-in without the chat scope) is judged by
+``bot.sources.twitch.readiness``; the source refuses to start with that reason, and the doctor
+reports the same reason and fix.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.config import parse_config
+from bot.setup.doctor import check_twitch
+from bot.sources.twitch.auth import StoredToken, TokenStore, token_path
+from bot.sources.twitch.readiness import (
+    ALWAYS_WANTED,
+    FOLLOW_SCOPE,
+    Problem,
+    assess,
+    describe_missing,
+    login_scopes,
+    read_readiness,
+    readiness,
+    wanted_scopes,
+)
+from bot.sources.twitch.settings import TwitchConfig
+from bot.sources.twitch.source import TwitchSetupError, twitch_source_from_config
+from bot.state.settings import state_dir
+
+CLIENT = "client-1"
+
+
+def token(client_id: str = CLIENT, scopes: tuple[str, ...] = ("user:read:chat",)) -> StoredToken:
+    return StoredToken(client_id, "42", "streamer", "a", "r", scopes)
+
+
+def test_assess_names_each_problem_with_a_fix() -> None:
+    cases: list[tuple[dict[str, Any], StoredToken | None, str | None, Problem]] = [
+        ({}, None, None, Problem.NO_CHANNEL),
+        ({"channel": "streamer"}, None, None, Problem.NO_CLIENT_ID),
+        ({"channel": "streamer", "client_id": CLIENT}, None, "damaged", Problem.UNREADABLE),
+        ({"channel": "streamer", "client_id": CLIENT}, None, None, Problem.NOT_SIGNED_IN),
+        ({"channel": "streamer", "client_id": CLIENT}, token("x"), None, Problem.OTHER_CLIENT),
+        (
+            {"channel": "streamer", "client_id": CLIENT},
+            token(scopes=("user:write:chat",)),
+            None,
+            Problem.MISSING_SCOPE,
+        ),
+    ]
+    for values, saved, unreadable, problem in cases:
+        cfg = TwitchConfig.model_validate({"client_id": "", **values})
+        judged = assess(cfg, saved, unreadable=unreadable)
+        assert judged.problem is problem, values
+        assert not judged.ready
+        assert judged.reason
+        assert judged.fix
+        assert judged.reason in judged.message
+
+
+def test_a_ready_sign_in_reports_the_optional_scopes_it_lacks() -> None:
+    cfg = TwitchConfig(channel="streamer", client_id=CLIENT)
+    judged = assess(cfg, token(), wanted=wanted_scopes(cfg, follows=True))
+    assert judged.ready
+    assert judged.missing == (*ALWAYS_WANTED, FOLLOW_SCOPE)
+    assert "follows" in describe_missing(judged.missing)
+    assert judged.lost(["user:write:chat"]) == ("user:read:chat",)
+    assert judged.lost(["user:read:chat"]) == ()
+    assert login_scopes(wanted_scopes(cfg, follows=True)) == (
+        "user:read:chat",
+        *ALWAYS_WANTED,
+        FOLLOW_SCOPE,
+    )
+
+
+def _config(tmp_path: Path, **twitch: Any) -> Any:
+    return parse_config(
+        {"chat": {"source": "twitch"}, "storage": {"dir": str(tmp_path / "s")}, "twitch": twitch},
+        tmp_path,
+    )
+
+
+@pytest.mark.parametrize(
+    ("twitch", "saved", "damaged"),
+    [
+        ({"client_id": CLIENT}, None, False),
+        ({"channel": "streamer", "client_id": CLIENT}, None, False),
+        ({"channel": "streamer", "client_id": CLIENT}, None, True),
+        ({"channel": "streamer", "client_id": CLIENT}, token("other"), False),
+        ({"channel": "streamer", "client_id": CLIENT}, token(scopes=("user:write:chat",)), False),
+    ],
+)
+async def test_source_and_doctor_give_the_same_reason(
+    tmp_path: Path, twitch: dict[str, Any], saved: StoredToken | None, damaged: bool
+) -> None:
+    cfg = _config(tmp_path, **twitch)
+    path = token_path(state_dir(cfg.storage))
+    if saved is not None:
+        TokenStore(path).write(saved)
+    if damaged:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("{broken", encoding="utf-8")
+    judged = read_readiness(cfg.twitch, state_dir(cfg.storage))
+    assert (await readiness(cfg.twitch, TokenStore(path))) == judged  # the async read agrees
+    with pytest.raises(TwitchSetupError) as refused:
+        await twitch_source_from_config(cfg.twitch, state_dir(cfg.storage), required=True)
+    doctor = check_twitch(cfg, validate_url=None)
+    assert doctor.status == "fail"
+    assert judged.reason in str(refused.value)
+    assert judged.reason in doctor.summary
+    assert doctor.fix == judged.fix
