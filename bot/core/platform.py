@@ -164,25 +164,31 @@ def make_private_dir(path: Path) -> Path:
     """Create ``path`` (and missing parents) so that only the user can open it.
 
     POSIX: mode 0700 from creation (the umask can only narrow ``mkdir``'s mode) and then set
-    exactly; an existing folder that others can enter is tightened, with a warning. Windows:
-    the folder inherits its parent's access list (private inside the user's profile; see
-    :func:`protection`).
+    exactly; an existing folder that others can enter loses those rights, with a warning.
+    An existing folder is never widened: one the user made read-only (0500) stays so, and the
+    store then serves its database read-only. Windows: the folder inherits its parent's access
+    list (private inside the user's profile; see :func:`protection`).
 
     Raises:
         OSError: When the folder cannot be created.
     """
+    existed = path.is_dir()
     path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
     if current_os().posix:
         mode = stat.S_IMODE(path.stat().st_mode)
-        if mode != PRIVATE_DIR_MODE:
-            if mode & _LOOSE_BITS:
-                log.warning("%s was open to other users; restricting it to you (0700)", path)
-            _set_mode(path, PRIVATE_DIR_MODE)
+        if not existed and mode != PRIVATE_DIR_MODE:
+            _set_mode(path, PRIVATE_DIR_MODE)  # the umask narrowed it: exact 0700
+        elif existed and mode & _LOOSE_BITS:
+            log.warning("%s was open to other users; restricting it to you", path)
+            _set_mode(path, mode & ~_LOOSE_BITS)
     return path
 
 
 def tighten(path: Path) -> bool:
-    """Restrict an existing file (0600) or folder (0700) that others could read (POSIX).
+    """Take away other users' rights to an existing file or folder (POSIX).
+
+    Only the group's and others' bits are cleared (0644 becomes 0600, 0755 0700); the user's
+    own are kept, so a file the user made read-only (0444) stays read-only (0400).
 
     Returns:
         True when the mode was changed; False when it was private already, on Windows
@@ -194,10 +200,10 @@ def tighten(path: Path) -> bool:
         info = path.stat()
     except FileNotFoundError:
         return False
-    if not stat.S_IMODE(info.st_mode) & _LOOSE_BITS:
+    mode = stat.S_IMODE(info.st_mode)
+    if not mode & _LOOSE_BITS:
         return False
-    mode = PRIVATE_DIR_MODE if stat.S_ISDIR(info.st_mode) else PRIVATE_FILE_MODE
-    os.chmod(path, mode)
+    os.chmod(path, mode & ~_LOOSE_BITS)
     return True
 
 

@@ -212,6 +212,26 @@ def test_loose_files_and_folders_are_tightened(tmp_path: Path) -> None:
     assert mode(folder) == 0o700
 
 
+def test_what_the_user_made_read_only_stays_read_only(tmp_path: Path) -> None:
+    """Only others' rights are taken away: a 0444 database or a 0500 folder is not widened."""
+    folder = tmp_path / "state"
+    folder.mkdir()
+    frozen = folder / "db"
+    frozen.write_text("x")
+    frozen.chmod(0o444)
+    assert platform.tighten(frozen)
+    assert mode(frozen) == 0o400
+    assert not platform.create_private_file(frozen)
+    assert mode(frozen) == 0o400
+    folder.chmod(0o555)
+    platform.make_private_dir(folder)
+    assert mode(folder) == 0o500
+    folder.chmod(0o500)
+    platform.make_private_dir(folder)
+    assert mode(folder) == 0o500
+    folder.chmod(0o700)
+
+
 # -- what protects a path (the doctor's line) ----------------------------------------------------
 
 
@@ -318,7 +338,9 @@ def test_wasapi_is_preferred_on_windows_only() -> None:
 class NoSignalsLoop(asyncio.SelectorEventLoop):
     """A loop like Windows' proactor: no add_signal_handler."""
 
-    def add_signal_handler(self, sig: int, callback: Callable[..., object], *args: Any) -> None:
+    def add_signal_handler(  # type: ignore[override]
+        self, sig: int, callback: Callable[..., object], *args: Any
+    ) -> None:
         raise NotImplementedError
 
 
@@ -385,14 +407,18 @@ def test_windows_stop_signals_are_ctrl_c_and_ctrl_break() -> None:
 class NoReaderLoop(asyncio.SelectorEventLoop):
     """A loop like Windows' proactor: add_reader is not implemented."""
 
-    def add_reader(self, fd: Any, callback: Callable[..., object], *args: Any) -> None:
+    def add_reader(  # type: ignore[override]
+        self, fd: Any, callback: Callable[..., object], *args: Any
+    ) -> None:
         raise NotImplementedError
 
 
 class ForbiddenReaderLoop(asyncio.SelectorEventLoop):
     """Windows' selector loop would accept a pipe and then fail in select(): never ask it."""
 
-    def add_reader(self, fd: Any, callback: Callable[..., object], *args: Any) -> None:
+    def add_reader(  # type: ignore[override]
+        self, fd: Any, callback: Callable[..., object], *args: Any
+    ) -> None:
         raise AssertionError("add_reader must not be used on Windows")
 
 
@@ -438,7 +464,12 @@ def test_a_pipe_is_read_by_a_thread_where_the_loop_cannot_watch_it(
         reader = InputReader(r)
         reader.start()
         assert reader.mode == "thread"
-        writer = threading.Thread(target=lambda: (os.write(w, payload), os.close(w)))
+
+        def write_and_close() -> None:
+            os.write(w, payload)
+            os.close(w)
+
+        writer = threading.Thread(target=write_and_close)
         writer.start()
         assert await read_all(reader) == payload
         writer.join()
