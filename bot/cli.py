@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -84,6 +82,7 @@ def _load(path: Path | None) -> Config:
 
 async def _run_bot(cfg: Config) -> int:
     from bot.app import App
+    from bot.core.platform import install_stop_handler
     from bot.setup.progress import load_progress
     from bot.sources.base import ChatSource
     from bot.sources.terminal import TerminalSource
@@ -103,16 +102,15 @@ async def _run_bot(cfg: Config) -> int:
     progress = load_progress(cfg)
     await progress.start()
     app = App(cfg, on_engine_state=progress)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, app.request_stop)
+    # Ctrl-C and friends stop cleanly on every OS (Windows' loop has no add_signal_handler).
+    remove_stop_handler = install_stop_handler(asyncio.get_running_loop(), app.request_stop)
     try:
         await app.start()
     except AudioDeviceError as exc:
         log.error("%s", exc)
         await app.close()
         await progress.close()
+        remove_stop_handler()
         return 2
     if source is None:
         source = TerminalSource()
@@ -122,6 +120,7 @@ async def _run_bot(cfg: Config) -> int:
     finally:
         await app.close()
         await progress.close()
+        remove_stop_handler()
 
 
 async def _say(cfg: Config, text: str, voice: str | None, out: Path | None) -> int:
