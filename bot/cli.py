@@ -1,7 +1,8 @@
 """The ``ishowtts`` command line.
 
 ``ishowtts [--config PATH] [run]`` starts the bot; ``say`` speaks (or writes) one line;
-``devices`` lists audio outputs; ``voices`` lists voices and their problems. Every user-facing
+``devices`` lists audio outputs; ``voices`` lists voices and their problems; ``serve`` serves
+the voices to other programs and PCs (``bot.serve``). Every user-facing
 failure (bad config, no audio device, missing weights) ends with a plain message and a
 non-zero status, never a traceback.
 """
@@ -53,6 +54,10 @@ def _parser() -> argparse.ArgumentParser:
     test.add_argument("text", nargs="?", default=None, help="what to say")
     test.add_argument("--out", type=Path, default=None, help="write a WAV file instead")
     sub.add_parser("doctor", help="check everything the bot needs and say what to fix")
+    serve = sub.add_parser(
+        "serve", help="serve the voices over HTTP (OpenAI-compatible speech API) for other PCs"
+    )
+    serve.add_argument("--print-token", action="store_true", help="print the token and exit")
     sub.add_parser("login", help="sign in to Twitch (shows a code to enter at twitch.tv)")
     return parser
 
@@ -177,6 +182,24 @@ async def _say(cfg: Config, text: str, voice: str | None, out: Path | None) -> i
             await player.close()
 
 
+def _serve(cfg: Config, *, print_only: bool) -> int:
+    from bot.serve.run import print_token, serve
+    from bot.setup.progress import load_progress
+
+    if print_only:
+        return print_token(cfg)
+
+    async def main() -> int:
+        progress = load_progress(cfg)
+        await progress.start()
+        try:
+            return await serve(cfg, on_engine_state=progress)
+        finally:
+            await progress.close()
+
+    return asyncio.run(main())
+
+
 def _devices() -> int:
     from bot.speech.devices import AudioDeviceError, list_output_devices
 
@@ -242,6 +265,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_say(cfg, args.text, args.voice, args.out))
         if command == "devices":
             return _devices()
+        if command == "serve":
+            return _serve(cfg, print_only=args.print_token)
         if command == "voices" and args.voices_command == "add":
             from bot.setup.voice_import import add_voice_command
 

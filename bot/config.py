@@ -28,7 +28,7 @@ from bot.sources.twitch.settings import TwitchConfig
 from bot.speech.settings import AudioConfig, QueueConfig
 from bot.state.settings import StorageConfig
 from bot.web.settings import WebConfig
-from engine.config import EngineConfig, Section, VoicesConfig
+from engine.config import EngineConfig, Section, ServeConfig, VoicesConfig
 
 
 class ConfigError(Exception):
@@ -50,6 +50,7 @@ class Config(Section):
     triggers: TriggersConfig = TriggersConfig()
     tts: TtsConfig = TtsConfig()
     web: WebConfig = WebConfig()
+    serve: ServeConfig = ServeConfig()
 
     source_path: Path | None = Field(default=None, exclude=True)
 

@@ -139,14 +139,113 @@ class EspeakConfig(Section):
         return {name.lower(): settings for name, settings in value.items()}
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine only (nothing else on the network can connect)."""
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+TOKEN_ENV = "ISHOWTTS_SERVE_TOKEN"
+"""The environment variable that holds an ``ishowtts serve`` token (both sides read it)."""
+SERVE_TOKEN_FILE = "serve-token"
+"""The token's file in the state folder: made by ``serve``, read by ``engine.name: remote``."""
+
+
+class RemoteConfig(Section):
+    """An ``ishowtts serve`` to speak through (``engine.remote``, for ``engine.name: remote``).
+
+    The token comes from the environment variable ``token_env`` or, when it is unset, from
+    the ``serve-token`` file in the state folder (where ``serve`` on the same machine keeps
+    it; on another PC, copy it there with mode 0600).
+    """
+
+    url: str = Field(default="http://127.0.0.1:8766", max_length=2000)
+    token_env: str = Field(default=TOKEN_ENV, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}\z")
+    connect_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    read_timeout_s: float = Field(
+        default=15.0, gt=0, le=600, description="longest wait for the server's next chunk"
+    )
+    on_failure: Literal["espeak", "wait"] = Field(
+        default="espeak",
+        description="while the server is unreachable: speak with eSpeak NG here, or wait for it",
+    )
+    retry_s: float = Field(
+        default=10.0, gt=0, le=3600, description="how often an unreachable server is tried again"
+    )
+    ca_file: ConfigPath | None = Field(
+        default=None, description="certificate to trust for an https:// server (self-signed)"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises ValueError for a port out of range
+        except ValueError as exc:
+            raise ValueError(f"is not a URL ({exc})") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must look like http://HOST:PORT (or https://), e.g. the gaming PC")
+        return value.rstrip("/")
+
+
+class ServeConfig(Section):
+    """``ishowtts serve``: the engine as an OpenAI-compatible speech service (``serve``)."""
+
+    allow_remote: bool = Field(
+        default=False, description="allow serve.host to be reachable from other machines"
+    )
+    host: str = Field(default="127.0.0.1", min_length=1, max_length=255)
+    port: int = Field(default=8766, ge=0, le=65535, description="0 picks a free port")
+    cert: ConfigPath | None = Field(default=None, description="TLS certificate (PEM)")
+    key: ConfigPath | None = Field(default=None, description="TLS private key (PEM)")
+    max_queue: int = Field(
+        default=16, ge=1, le=1024, description="requests admitted at once (running + waiting)"
+    )
+    per_token: int = Field(default=4, ge=1, le=1024, description="requests at once per token")
+    max_input_chars: int = Field(default=4096, ge=1, le=100_000)
+    retry_after_s: int = Field(default=2, ge=1, le=3600)
+    cors_origins: tuple[str, ...] = Field(
+        default=("*",), description="web origins that may call the API from a browser"
+    )
+    max_batch: int = Field(
+        default=1, ge=1, le=64, description="requests waiting together run as one batch"
+    )
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str, info: ValidationInfo) -> str:
+        if not info.data.get("allow_remote", False) and not is_loopback(value):
+            raise ValueError(
+                "is reachable from other machines; use 127.0.0.1, or set "
+                "serve.allow_remote: true to serve the gaming PC's voices on the network"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ServeConfig:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("serve.cert and serve.key go together: set both or neither")
+        return self
+
+
 class EngineConfig(Section):
     """Which TTS engine runs, and where (``engine``)."""
 
-    name: Literal["auto", "f5", "espeak"] = "auto"
+    name: Literal["auto", "f5", "espeak", "remote"] = "auto"
     device: Literal["auto", "cuda", "cpu"] = "auto"
     timeout_s: float = Field(default=60.0, gt=0, le=600)
     f5: F5Config = F5Config()
     espeak: EspeakConfig = EspeakConfig()
+    remote: RemoteConfig = RemoteConfig()
 
 
 class VoicesConfig(Section):

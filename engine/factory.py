@@ -1,5 +1,7 @@
 """Engine selection: which TTS engine ``engine.name`` gets, and the ``auto`` fallback.
 
+``remote`` speaks through an ``ishowtts serve`` elsewhere (``engine.remote``).
+
 ``f5`` means F5-TTS or a clear failure; ``espeak`` means eSpeak NG; ``auto`` means F5-TTS when it
 can keep up with chat (a usable CUDA GPU and weights that load), otherwise eSpeak NG with a
 prominent warning that says which condition failed and how to fix it. A streamer without an
@@ -43,6 +45,10 @@ def create_engine(
         return EspeakEngine(engine.espeak, voices)
     if name == "f5":
         return _f5_engine(engine, voices, cache_dir)
+    if name == "remote":
+        from engine.remote import RemoteEngine
+
+        return RemoteEngine(engine.remote, engine.espeak, voices, state_dir=cache_dir)
     return AutoEngine(engine, voices, cache_dir=cache_dir)
 
 

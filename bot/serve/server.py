@@ -1,0 +1,672 @@
+"""The HTTP side of ``ishowtts serve``: OpenAI's speech API in front of the engine worker.
+
+Endpoints (every ``/v1`` one needs ``Authorization: Bearer TOKEN``):
+
+* ``POST /v1/audio/speech``: JSON ``model``, ``input``, ``voice``, ``response_format``
+  (``pcm``, ``wav``, ``opus`` streamed; ``flac``, ``mp3`` whole, see ``bot.serve.audio``),
+  ``speed``, ``stream_format`` (``audio`` or ``sse``). The first chunk leaves as soon as the
+  engine has it; a client that goes away cancels its synthesis at the next chunk.
+* ``GET /v1/models``, ``GET /v1/models/{id}``: the model ids clients may send.
+* ``GET /v1/voices``: our voice names with their problems (what ``ishowtts voices`` shows).
+* ``GET /v1/status``: engine state and request counters (the doctor and tests read it).
+* ``GET /health``: the engine state only, without the token (is anything listening?).
+
+Errors use OpenAI's JSON shape (``{"error": {"message", "type", "param", "code"}}``), so the
+official SDKs raise their usual exceptions with our messages. A full queue is 429 and an
+engine still loading 503, both with ``Retry-After``.
+
+Hostile clients meet ``bot.web.protect``: a connection cap that closes the longest-idle
+socket, header and body timeouts, a body size cap, safe JSON, and quiet logging of their
+faults. The engine runs on the one engine thread (``engine.worker.EngineWorker``); this
+module only awaits its jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import difflib
+import json
+import logging
+import ssl
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from bot.core.tasks import TaskSet
+from bot.core.text import clean_for_speech
+from bot.serve.audio import OUTPUT_RATE, Encoder, Format
+from bot.serve.token import load_or_create_serve_token
+from bot.web.protect import (
+    BadBody,
+    ClientFaultLog,
+    ConnectionGuard,
+    GuardedSite,
+    Handler,
+    HttpLimits,
+    make_runner,
+    read_json,
+)
+from bot.web.token import tokens_match
+from engine.base import Engine, EngineState, VoiceInfo
+from engine.config import ServeConfig, is_loopback
+from engine.worker import EngineWorker, SynthesisFailed, SynthesisJob
+
+log = logging.getLogger(__name__)
+
+MODEL_ID = "ishowtts"
+MODELS = (MODEL_ID, "tts-1", "tts-1-hd", "gpt-4o-mini-tts")
+"""Model ids accepted: ours, and OpenAI's (clients that hard-code one still work)."""
+LIMITS = HttpLimits(max_body_bytes=256 * 1024, max_connections=256)
+"""Connection, header, body and JSON bounds (``bot.web.protect``)."""
+_WARMING = (EngineState.STOPPED, EngineState.LOADING, EngineState.WARMING)
+_SPEEDS = (0.25, 4.0)
+
+
+class ApiError(Exception):
+    """A refused request, answered in OpenAI's error shape."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        kind: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        retry_after_s: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.kind = kind
+        self.param = param
+        self.code = code
+        self.retry_after_s = retry_after_s
+
+    def response(self) -> web.Response:
+        """The JSON answer."""
+        body = {
+            "error": {
+                "message": self.message,
+                "type": self.kind,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+        headers = {}
+        if self.retry_after_s is not None:
+            headers["Retry-After"] = str(self.retry_after_s)
+        return web.json_response(body, status=self.status, headers=headers)
+
+
+@dataclass
+class ServeStats:
+    """What the server did since it started (``GET /v1/status``)."""
+
+    served: int = 0
+    """Requests answered with their whole audio."""
+    cancelled: int = 0
+    """Requests whose client went away before the end (synthesis stopped)."""
+    failed: int = 0
+    """Requests the engine could not speak."""
+    refused: int = 0
+    """Requests answered with an error before synthesis."""
+    active: int = 0
+    """Requests admitted now (running or waiting for the engine)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechRequest:
+    """A validated ``POST /v1/audio/speech`` body."""
+
+    text: str
+    voice: str
+    format: Format
+    sse: bool
+
+
+class ServeServer:
+    """``ishowtts serve``: owns the engine worker and the HTTP site.
+
+    Construction does no I/O; ``start()`` reads (or makes) the token, starts the engine
+    thread (loading happens there, requests meanwhile get 503) and binds the port.
+    """
+
+    def __init__(
+        self,
+        settings: ServeConfig,
+        engine: Engine,
+        *,
+        state_dir: Path,
+        default_voice: str,
+        timeout_s: float = 60.0,
+        on_engine_state: Callable[[EngineState, str], None] | None = None,
+    ) -> None:
+        """Wire the server; nothing opens until ``start()``.
+
+        Args:
+            settings: The ``serve`` section.
+            engine: The (unloaded) engine, as ``engine.factory.create_engine`` makes it.
+            state_dir: Folder of the token file.
+            default_voice: The voice of requests that name none (``voices.default``).
+            timeout_s: Longest wait for a request's first chunk (``engine.timeout_s``).
+            on_engine_state: Extra observer of engine state changes (start-up progress).
+        """
+        self.settings = settings
+        self._state_dir = state_dir
+        self._default_voice = default_voice.lower()
+        self._timeout_s = timeout_s
+        self._observer = on_engine_state
+        self.worker = EngineWorker(engine, on_state=self._on_state, max_batch=settings.max_batch)
+        self.stats = ServeStats()
+        self._faults = ClientFaultLog(log, "serve", LIMITS.fault_log_interval_s)
+        self.connections = ConnectionGuard(LIMITS, self._faults)
+        self._token: str | None = None
+        self.token_source = ""
+        self._per_token: Counter[str] = Counter()
+        self._voices: dict[str, VoiceInfo] = {}
+        self._voices_at = 0.0
+        self._runner: web.AppRunner | None = None
+        self._site: GuardedSite | None = None
+        self._tasks = TaskSet("serve")
+
+    # -- life cycle -----------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        """``http(s)://host:port`` once started."""
+        scheme = "https" if self.settings.cert is not None else "http"
+        port = self._site.port if self._site is not None else self.settings.port
+        return f"{scheme}://{self.settings.host}:{port}"
+
+    @property
+    def token(self) -> str | None:
+        """The bearer token (None before ``start()``)."""
+        return self._token
+
+    async def start(self) -> None:
+        """Read or make the token, start the engine thread, listen.
+
+        Raises:
+            bot.serve.token.ServeTokenError: The token cannot be kept.
+            ServeSetupError: TLS files unusable, or the port cannot be bound.
+        """
+        token, created, where = await asyncio.to_thread(load_or_create_serve_token, self._state_dir)
+        self._token = token
+        self.token_source = where
+        context = await asyncio.to_thread(self._tls) if self.settings.cert is not None else None
+        await self.worker.start()
+        app = web.Application(
+            middlewares=[self.connections.middleware, self._errors, self._cors, self._auth],
+            client_max_size=LIMITS.max_body_bytes,
+        )
+        app.router.add_post("/v1/audio/speech", self._speech)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/v1/models/{model}", self._model)
+        app.router.add_get("/v1/voices", self._voice_list)
+        app.router.add_get("/v1/status", self._status)
+        app.router.add_get("/health", self._health)
+        app.router.add_route("OPTIONS", "/{tail:.*}", self._preflight)
+        self._runner = make_runner(app, LIMITS, self._faults)
+        await self._runner.setup()
+        site = GuardedSite(
+            self._runner,
+            self.settings.host,
+            self.settings.port,
+            self.connections,
+            ssl_context=context,
+        )
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            await self.worker.close()
+            raise ServeSetupError(
+                f"cannot listen on {self.settings.host}:{self.settings.port}: {exc.strerror or exc}"
+                " (is another ishowtts serve running? set serve.port)"
+            ) from None
+        self._site = site
+        log.info("serving speech at %s/v1/audio/speech (OpenAI-compatible)", self.url)
+        if created:
+            log.info(
+                "first run: the serve token is %s (kept in %s). The bot on this PC reads it "
+                "itself; on another PC set ISHOWTTS_SERVE_TOKEN to it, or copy that file",
+                token,
+                where,
+            )
+        else:
+            log.info("the serve token is in %s (`ishowtts serve --print-token` shows it)", where)
+        if not is_loopback(self.settings.host):
+            log.warning(
+                "serve listens on %s: reachable from other machines (serve.allow_remote). "
+                "Every request needs the token%s",
+                self.settings.host,
+                ""
+                if context is not None
+                else ", and it travels unencrypted: set serve.cert and serve.key for TLS",
+            )
+
+    def _tls(self) -> ssl.SSLContext:
+        cert, key = self.settings.cert, self.settings.key
+        assert cert is not None
+        assert key is not None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(str(cert), str(key))
+        except (OSError, ssl.SSLError) as exc:
+            raise ServeSetupError(
+                f"cannot use the TLS certificate {cert} with key {key}: {exc}"
+            ) from None
+        return context
+
+    async def close(self) -> None:
+        """Stop listening, cancel every job, stop the engine."""
+        await self._tasks.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        await self.worker.close()
+
+    def _on_state(self, state: EngineState, detail: str) -> None:
+        if state is EngineState.READY:
+            log.info("%s", detail)
+            self._voices_at = 0.0
+            self._tasks.spawn(self._load_voices(), "serve voice list")
+        elif state is EngineState.ERROR:
+            log.error("the voice engine is unavailable: %s", detail)
+        if self._observer is not None:
+            self._observer(state, detail)
+
+    async def _load_voices(self) -> dict[str, VoiceInfo]:
+        """The engine's voices, asked on the engine thread (cached for a minute)."""
+        if self._voices and time.monotonic() - self._voices_at < 60.0:
+            return self._voices
+        infos = await self.worker.call(lambda engine: engine.voices())
+        self._voices = {info.name.lower(): info for info in infos}
+        self._voices_at = time.monotonic()
+        return self._voices
+
+    # -- middlewares ------------------------------------------------------------------
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            self.stats.refused += 1
+            return exc.response()
+        except BadBody as body:
+            self.stats.refused += 1
+            self._faults.note("bad body", body.reason)
+            return ApiError(body.status, body.reason).response()
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            kind = "not_found_error" if exc.status == 404 else "invalid_request_error"
+            return ApiError(exc.status, exc.reason, kind=kind).response()
+
+    @web.middleware
+    async def _cors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Browser-based tools (Social Stream Ninja) call from a web page: allow their origin.
+
+        The API's auth is a bearer header, never a cookie, so an allowed origin gains
+        nothing without the token.
+        """
+        origin = request.headers.get("Origin")
+        allowed = self.settings.cors_origins
+        if origin is None or not ("*" in allowed or origin in allowed):
+            return await handler(request)
+        try:
+            response = await handler(request)
+        except ApiError as exc:
+            response = exc.response()
+        if not response.prepared:
+            response.headers["Access-Control-Allow-Origin"] = "*" if "*" in allowed else origin
+            response.headers["Access-Control-Expose-Headers"] = "Retry-After"
+            response.headers["Vary"] = "Origin"
+        return response
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method == "OPTIONS" or not request.path.startswith("/v1/"):
+            return await handler(request)
+        given = _bearer(request)
+        assert self._token is not None
+        if given is None:
+            raise ApiError(
+                401,
+                "this server needs its token: send 'Authorization: Bearer TOKEN' (the token "
+                f"is in {self.token_source} on the serving PC; `ishowtts serve --print-token`)",
+                code="missing_token",
+            )
+        if not tokens_match(given, self._token):
+            raise ApiError(
+                401,
+                f"wrong token (the right one is in {self.token_source} on the serving PC)",
+                code="invalid_api_key",
+            )
+        request["token"] = given
+        return await handler(request)
+
+    # -- small endpoints ----------------------------------------------------------------
+    async def _preflight(self, request: web.Request) -> web.Response:
+        origin = request.headers.get("Origin")
+        allowed = self.settings.cors_origins
+        if origin is None or not ("*" in allowed or origin in allowed):
+            raise ApiError(403, "this origin may not call the API (serve.cors_origins)")
+        return web.Response(
+            status=204,
+            headers={
+                "Access-Control-Allow-Origin": "*" if "*" in allowed else origin,
+                "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+                "Access-Control-Allow-Headers": "Authorization, Content-Type",
+                "Access-Control-Max-Age": "600",
+                "Vary": "Origin",
+            },
+        )
+
+    async def _health(self, _request: web.Request) -> web.Response:
+        return web.json_response({"status": self.worker.state.value})
+
+    async def _models(self, _request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [_model_card(m) for m in MODELS]})
+
+    async def _model(self, request: web.Request) -> web.Response:
+        model = request.match_info["model"]
+        if model not in MODELS:
+            raise ApiError(
+                404,
+                f"the model {model!r} does not exist here; use {MODEL_ID!r}",
+                kind="invalid_request_error",
+                code="model_not_found",
+            )
+        return web.json_response(_model_card(model))
+
+    async def _voice_list(self, _request: web.Request) -> web.Response:
+        self._check_ready()
+        voices = await self._load_voices()
+        return web.json_response(
+            {
+                "object": "list",
+                "default": self._default_voice,
+                "engine": self.worker.engine.name,
+                "data": [
+                    {
+                        "id": info.name,
+                        "name": info.name,
+                        "description": info.description,
+                        "problem": info.problem,
+                    }
+                    for info in voices.values()
+                ],
+            }
+        )
+
+    async def _status(self, _request: web.Request) -> web.Response:
+        s = self.stats
+        return web.json_response(
+            {
+                "state": self.worker.state.value,
+                "detail": self.worker.state_detail,
+                "engine": self.worker.engine.name,
+                "sample_rate": OUTPUT_RATE,
+                "active": s.active,
+                "max_queue": self.settings.max_queue,
+                "served": s.served,
+                "cancelled": s.cancelled,
+                "failed": s.failed,
+                "refused": s.refused,
+                "connections": self.connections.open,
+            }
+        )
+
+    def _check_ready(self) -> None:
+        state = self.worker.state
+        if state in _WARMING:
+            raise ApiError(
+                503,
+                f"the voice engine is still warming up ({self.worker.state_detail or state.value})"
+                "; try again shortly",
+                kind="server_error",
+                code="engine_warming_up",
+                retry_after_s=self.settings.retry_after_s,
+            )
+        if state is EngineState.ERROR:
+            raise ApiError(
+                503,
+                f"the voice engine failed to load: {self.worker.state_detail}",
+                kind="server_error",
+                code="engine_unavailable",
+            )
+
+    # -- speech ---------------------------------------------------------------------------
+    async def _speech(self, request: web.Request) -> web.StreamResponse:
+        body = await read_json(request, LIMITS)
+        if not isinstance(body, dict):
+            raise ApiError(400, 'send a JSON object, e.g. {"input": "hi", "voice": "default"}')
+        self._check_ready()
+        speech = await self._validate(body)
+        token = str(request["token"])
+        if self.stats.active >= self.settings.max_queue:
+            raise ApiError(
+                429,
+                f"the server is busy: {self.stats.active} requests are waiting or speaking "
+                f"(serve.max_queue: {self.settings.max_queue}); try again shortly",
+                kind="rate_limit_error",
+                code="queue_full",
+                retry_after_s=self.settings.retry_after_s,
+            )
+        if self._per_token[token] >= self.settings.per_token:
+            raise ApiError(
+                429,
+                f"this token already has {self._per_token[token]} requests in progress "
+                f"(serve.per_token: {self.settings.per_token}); wait for one to finish",
+                kind="rate_limit_error",
+                code="too_many_requests",
+                retry_after_s=self.settings.retry_after_s,
+            )
+        self.stats.active += 1
+        self._per_token[token] += 1
+        job = self.worker.submit(speech.text, speech.voice)
+        try:
+            return await self._stream(request, job, speech)
+        finally:
+            job.cancel()  # a no-op when it ended; stops it at its next chunk otherwise
+            self.stats.active -= 1
+            self._per_token[token] -= 1
+            if self._per_token[token] <= 0:
+                del self._per_token[token]
+
+    async def _validate(self, body: dict[str, Any]) -> SpeechRequest:
+        model = body.get("model", MODEL_ID)
+        if not isinstance(model, str) or model not in MODELS:
+            raise ApiError(
+                404,
+                f"the model {str(model)[:60]!r} does not exist here; use {MODEL_ID!r}",
+                param="model",
+                code="model_not_found",
+            )
+        raw = body.get("input")
+        if not isinstance(raw, str):
+            raise ApiError(400, "input must be the text to speak (a string)", param="input")
+        limit = self.settings.max_input_chars
+        if len(raw) > limit:
+            raise ApiError(
+                400,
+                f"input is {len(raw)} characters long; this server speaks at most {limit} "
+                "(serve.max_input_chars)",
+                param="input",
+                code="string_above_max_length",
+            )
+        text = clean_for_speech(raw, limit)
+        if not text:
+            raise ApiError(400, "input has nothing to speak", param="input", code="empty_input")
+        fmt_name = body.get("response_format", "mp3")
+        try:
+            fmt = Format(fmt_name)
+        except ValueError:
+            raise ApiError(
+                400,
+                f"response_format {str(fmt_name)[:40]!r} is not supported; use one of "
+                + ", ".join(f.value for f in Format),
+                param="response_format",
+                code="unsupported_format",
+            ) from None
+        stream_format = body.get("stream_format", "audio")
+        if stream_format not in ("audio", "sse"):
+            raise ApiError(
+                400,
+                f"stream_format {str(stream_format)[:40]!r} is not supported; use audio or sse",
+                param="stream_format",
+            )
+        speed = body.get("speed", 1.0)
+        if isinstance(speed, bool) or not isinstance(speed, int | float):
+            raise ApiError(400, "speed must be a number", param="speed")
+        if not _SPEEDS[0] <= float(speed) <= _SPEEDS[1]:
+            raise ApiError(
+                400, f"speed must be between {_SPEEDS[0]} and {_SPEEDS[1]}", param="speed"
+            )
+        if float(speed) != 1.0:
+            raise ApiError(
+                400,
+                "speed other than 1.0 is not supported yet; the voices speak at the server's "
+                "engine.f5.speed",
+                param="speed",
+                code="unsupported_speed",
+            )
+        voice = await self._voice(body.get("voice"))
+        return SpeechRequest(text, voice, fmt, stream_format == "sse")
+
+    async def _voice(self, given: Any) -> str:
+        if given is None:
+            return self._default_voice
+        if isinstance(given, dict):  # OpenAI's custom-voice form: {"id": "..."}
+            given = given.get("id")
+        if not isinstance(given, str) or not given.strip():
+            raise ApiError(400, "voice must be a voice name (a string)", param="voice")
+        name = given.strip().lower()
+        voices = await self._load_voices()
+        info = voices.get(name)
+        if info is None:
+            usable = sorted(n for n, v in voices.items() if v.problem is None)
+            close = difflib.get_close_matches(name, usable, n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            shown = ", ".join(usable[:20]) + (" ..." if len(usable) > 20 else "")
+            raise ApiError(
+                400,
+                f"unknown voice {given[:40]!r}{hint} Voices here: {shown}",
+                param="voice",
+                code="voice_not_found",
+            )
+        if info.problem is not None:
+            raise ApiError(
+                400,
+                f"the voice {info.name!r} cannot be used: {info.problem}",
+                param="voice",
+                code="voice_unusable",
+            )
+        return name
+
+    async def _stream(
+        self, request: web.Request, job: SynthesisJob, speech: SpeechRequest
+    ) -> web.StreamResponse:
+        chunks = aiter(job)
+        try:
+            first = await asyncio.wait_for(anext(chunks), self._timeout_s)
+        except StopAsyncIteration:
+            self.stats.failed += 1
+            raise ApiError(
+                500, "the engine produced no audio", kind="server_error", code="no_audio"
+            ) from None
+        except SynthesisFailed as exc:
+            self.stats.failed += 1
+            raise ApiError(
+                500, f"synthesis failed: {exc}", kind="server_error", code="synthesis_failed"
+            ) from None
+        except TimeoutError:
+            self.stats.failed += 1
+            raise ApiError(
+                504,
+                f"no audio within {self._timeout_s:.0f} s (engine.timeout_s)",
+                kind="server_error",
+                code="timeout",
+            ) from None
+        encoder = Encoder(speech.format, job.sample_rate)
+        slow = not speech.format.streamed or speech.format is Format.OPUS
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream" if speech.sse else speech.format.content_type,
+                "Cache-Control": "no-store",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        response.enable_chunked_encoding()
+
+        async def encode(audio: Any) -> bytes:
+            return await asyncio.to_thread(encoder.feed, audio) if slow else encoder.feed(audio)
+
+        async def send(data: bytes) -> None:
+            if not data:
+                return
+            if speech.sse:
+                event = {"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()}
+                data = f"data: {json.dumps(event)}\n\n".encode()
+            await response.write(data)
+
+        try:
+            await response.prepare(request)
+            await send(await encode(first))
+            async for chunk in chunks:
+                await send(await encode(chunk))
+            tail = await asyncio.to_thread(encoder.finish) if slow else encoder.finish()
+            await send(tail)
+            if speech.sse:
+                done = {
+                    "type": "speech.audio.done",
+                    "usage": {
+                        "input_tokens": len(speech.text),
+                        "output_tokens": encoder.samples,
+                        "total_tokens": len(speech.text) + encoder.samples,
+                    },
+                }
+                await response.write(f"data: {json.dumps(done)}\n\n".encode())
+            await response.write_eof()
+        except (ConnectionError, asyncio.CancelledError) as exc:
+            job.cancel()  # the client went away: the engine stops at its next chunk
+            self.stats.cancelled += 1
+            log.debug("request for job %d ended by the client", job.id)
+            encoder.close()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return response
+        except SynthesisFailed as exc:
+            # Headers are gone: end the body without its final chunk so the client sees a
+            # cut response (and the bot speaks the message again) rather than a short one.
+            self.stats.failed += 1
+            log.warning("synthesis failed mid-response: %s", exc)
+            encoder.close()
+            if request.transport is not None:
+                request.transport.abort()
+            return response
+        self.stats.served += 1
+        return response
+
+
+class ServeSetupError(RuntimeError):
+    """``serve`` cannot start; the message says what to fix."""
+
+
+def _model_card(model: str) -> dict[str, Any]:
+    return {"id": model, "object": "model", "created": 0, "owned_by": "ishowtts"}
+
+
+def _bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return None
