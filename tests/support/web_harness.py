@@ -21,7 +21,7 @@ from bot.config import load_config
 from bot.speech.speaker import SpeechEvent
 from engine.f5 import F5Engine
 from tests.support.audio import PulseServer
-from tests.support.f5 import write_tiny_f5_config
+from tests.support.f5 import write_alice, write_tiny_f5_config
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -52,6 +52,36 @@ def bot_config(
     data = _merge(data, sections)
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+def espeak_config(tmp_path: Path, pulse: PulseServer, **web: Any) -> Path:
+    """config.yaml for the real eSpeak NG engine (fast on a CPU), the test sink, terminal
+    chat, a private state folder and a free port; ``web`` adds to the ``web`` section."""
+    write_alice(tmp_path / "voices")
+    data = {
+        "engine": {"name": "espeak"},
+        "voices": {"dir": "voices"},
+        "audio": {"device": pulse.device_name, "gap_ms": 0},
+        "chat": {"source": "terminal"},
+        "storage": {"dir": str(tmp_path / "state")},
+        "web": {"port": 0, **web},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+@contextlib.asynccontextmanager
+async def espeak_bot(tmp_path: Path, pulse: PulseServer, **web: Any) -> AsyncIterator[App]:
+    """The whole bot on eSpeak NG, started (web server included); closed at the end."""
+    app = App(load_config(espeak_config(tmp_path, pulse, **web)))
+    await app.start()
+    try:
+        assert app.web is not None
+        assert app.web.running
+        yield app
+    finally:
+        await app.close()
 
 
 @contextlib.asynccontextmanager

@@ -31,7 +31,6 @@ from typing import Any
 import aiohttp
 import numpy as np
 import pytest
-import yaml
 from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -51,35 +50,7 @@ from bot.web.protect import (
 from bot.web.token import TOKEN_FILE_NAME
 from tests.support import REPO
 from tests.support.audio import PulseServer, SinkRecorder, rms
-from tests.support.f5 import write_alice
-
-
-def espeak_config(tmp_path: Path, pulse: PulseServer, **web: Any) -> Path:
-    """A config for the eSpeak NG engine on the test sink, terminal chat, a free port."""
-    write_alice(tmp_path / "voices")
-    data = {
-        "engine": {"name": "espeak"},
-        "voices": {"dir": "voices"},
-        "audio": {"device": pulse.device_name, "gap_ms": 0},
-        "chat": {"source": "terminal"},
-        "storage": {"dir": str(tmp_path / "state")},
-        "web": {"port": 0, **web},
-    }
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(data), encoding="utf-8")
-    return path
-
-
-@contextlib.asynccontextmanager
-async def espeak_bot(tmp_path: Path, pulse: PulseServer) -> AsyncIterator[App]:
-    app = App(load_config(espeak_config(tmp_path, pulse)))
-    await app.start()
-    try:
-        assert app.web is not None
-        assert app.web.running
-        yield app
-    finally:
-        await app.close()
+from tests.support.web_harness import espeak_bot, espeak_config
 
 
 def _auth(app: App) -> dict[str, str]:
