@@ -18,11 +18,13 @@ from bot.chat.voices import VoiceCatalog
 from bot.config import Config
 from bot.core.messages import ChatCleared, ChatMessage, MessageDeleted, ModerationEvent, UserPurged
 from bot.sources.base import ChatSource
+from bot.speech.outputs import AudioFanout, FanoutPlayer
 from bot.speech.player import AudioPlayer
 from bot.speech.speaker import Speaker, SpeechEvent, SpeechEventKind, SpeechQueue
 from bot.state.settings import database_path, state_dir
 from bot.state.store import Store, StoreError
 from bot.web.server import WebServer
+from bot.web.settings import BrowserAudio
 from engine.base import Engine, EngineState
 from engine.worker import EngineWorker
 
@@ -69,7 +71,18 @@ class App:
             engine = create_engine(cfg.engine, cfg.voices, cache_dir=state_dir(cfg.storage))
         self._extra_state_observer = on_engine_state
         self.worker = EngineWorker(engine, on_state=self._on_engine_state)
-        self.player = player if player is not None else AudioPlayer(cfg.audio)
+        self.player: AudioPlayer | FanoutPlayer
+        self.audio_out: AudioFanout | None = None
+        """Speech for the OBS browser source (``web.browser_audio``); None when off."""
+        browser_audio = cfg.web.browser_audio if cfg.web.enabled else BrowserAudio.OFF
+        if browser_audio is BrowserAudio.OFF:
+            self.player = player if player is not None else AudioPlayer(cfg.audio)
+        else:
+            self.audio_out = AudioFanout(cfg.audio.volume)
+            local = player
+            if local is None and browser_audio is BrowserAudio.ALSO:
+                local = AudioPlayer(cfg.audio)
+            self.player = FanoutPlayer(self.audio_out, local, volume=cfg.audio.volume)
         self.queue = SpeechQueue(cfg.queue)
         self.speaker = Speaker(
             self.queue,
@@ -102,6 +115,7 @@ class App:
                 controls=self.chat,
                 submit=self.submit,
                 local_user=local_user,
+                audio=self.audio_out,
             )
         self._speaker_task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()

@@ -24,6 +24,7 @@ import contextlib
 import json
 import logging
 import re
+import struct
 import time
 import uuid
 from collections import deque
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 from aiohttp import WSMsgType, web
 
 from bot.chat import actions
@@ -42,6 +44,15 @@ from bot.chat.pipeline import Action, Decision
 from bot.chat.settings import TtsConfig
 from bot.chat.voices import VoiceListUnavailable
 from bot.core.messages import ChatMessage, ChatUser, Platform
+from bot.speech.outputs import (
+    AudioFanout,
+    ClipAudio,
+    ClipEnd,
+    ClipStart,
+    ClipStop,
+    OutputEvent,
+    VolumeChange,
+)
 from bot.speech.speaker import Outcome, Speaker, SpeechEvent, SpeechEventKind, SpeechItem
 from bot.state.store import StoreError
 from bot.web.protect import (
@@ -68,7 +79,7 @@ SEND_TIMEOUT_S = 5.0
 LIMITS = HttpLimits(max_body_bytes=MAX_BODY_BYTES)
 """Connection, header, body and JSON bounds of the panel's server (``bot.web.protect``)."""
 FRAME_DENY_CSP = "frame-ancestors 'none'"
-_EMBEDDABLE = ("/overlay", "/ws/overlay")
+_EMBEDDABLE = ("/overlay", "/ws/overlay", "/ws/audio")
 """Paths OBS shows inside its browser source (a frame): they may be embedded."""
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
@@ -126,6 +137,80 @@ class _Feed:
                 with contextlib.suppress(Exception):
                     await self.ws.close()
                 return
+
+
+AUDIO_BACKLOG_BYTES = 16 * 1024 * 1024
+"""A browser source this far behind (about six minutes of 24 kHz speech) is dropped."""
+
+
+class _AudioFeed:
+    """One overlay page that plays the speech: the fan-out's events, queued for its socket.
+
+    Audio goes out as it is synthesised (binary frames: the clip id as a little-endian
+    uint32, then int16 PCM); control overtakes it: a stop removes whatever of that clip is
+    still queued here and goes out first, and so does a volume change, so a skip, a deleted
+    message or a ban silences the page at once however much audio was queued for it.
+    """
+
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self.ws = ws
+        self._outbox: deque[tuple[int | None, str | bytes]] = deque()
+        self._bytes = 0
+        self._wake = asyncio.Event()
+        self.overflowed = False
+
+    def on_event(self, event: OutputEvent) -> None:
+        """Queue ``event`` for the page (called on the loop by the fan-out)."""
+        if isinstance(event, ClipAudio):
+            pcm = np.clip(event.samples, -1.0, 1.0) * 32767.0
+            frame = struct.pack("<I", event.clip & 0xFFFFFFFF) + pcm.astype("<i2").tobytes()
+            self._put(event.clip, frame)
+        elif isinstance(event, ClipStart):
+            self._put(
+                event.clip, json.dumps({"type": "start", "clip": event.clip, "rate": event.rate})
+            )
+        elif isinstance(event, ClipEnd):
+            self._put(event.clip, json.dumps({"type": "end", "clip": event.clip}))
+        elif isinstance(event, ClipStop):
+            kept = deque(entry for entry in self._outbox if entry[0] != event.clip)
+            self._bytes = sum(len(p) for c, p in kept if c is not None)
+            self._outbox = kept
+            self._outbox.appendleft((None, json.dumps({"type": "stop", "clip": event.clip})))
+        elif isinstance(event, VolumeChange):
+            self._outbox.appendleft((None, json.dumps({"type": "volume", "volume": event.volume})))
+        self._wake.set()
+
+    def _put(self, clip: int, payload: str | bytes) -> None:
+        self._outbox.append((clip, payload))
+        self._bytes += len(payload)
+        if self._bytes > AUDIO_BACKLOG_BYTES and not self.overflowed:
+            self.overflowed = True
+            log.warning(
+                "a browser source fell %d MB behind the speech; disconnecting it",
+                self._bytes // 2**20,
+            )
+            self._outbox.clear()
+            self._bytes = 0
+
+    async def pump(self) -> None:
+        """Send what is queued, in order; a stuck or far-behind page is dropped."""
+        while not self.ws.closed and not self.overflowed:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._outbox and not self.overflowed:
+                clip, payload = self._outbox.popleft()
+                if clip is not None:
+                    self._bytes -= len(payload)
+                try:
+                    if isinstance(payload, bytes):
+                        await asyncio.wait_for(self.ws.send_bytes(payload), SEND_TIMEOUT_S)
+                    else:
+                        await asyncio.wait_for(self.ws.send_str(payload), SEND_TIMEOUT_S)
+                except (ConnectionError, RuntimeError, TimeoutError) as exc:
+                    log.debug("dropping a browser audio client: %s", exc)
+                    self.overflowed = True
+        with contextlib.suppress(Exception):
+            await self.ws.close(code=1013, message=b"too far behind the speech")
 
 
 def caption_text(item: SpeechItem, tts: TtsConfig) -> str:
@@ -202,6 +287,7 @@ class WebServer:
         controls: Controls,
         submit: Submit,
         local_user: Callable[[], ChatUser],
+        audio: AudioFanout | None = None,
     ) -> None:
         """Wire the server to the bot.
 
@@ -214,6 +300,8 @@ class WebServer:
             controls: The chat pipeline, which implements pause, volume, TTS on/off, mutes.
             submit: ``App.on_message``: the test line and ingested messages go through it.
             local_user: Who the panel's test line is from (the streamer); called when needed.
+            audio: The speech as it is played, for overlay pages that play it themselves
+                (``web.browser_audio``); None serves no audio.
         """
         self._tts = tts
         self._web = settings
@@ -231,6 +319,8 @@ class WebServer:
         """The connection cap (its counters show what a flood did)."""
         self._panel_feeds: set[_Feed] = set()
         self._overlay_feeds: set[_Feed] = set()
+        self._audio = audio
+        self._audio_feeds: set[_AudioFeed] = set()
         self._pumps: set[asyncio.Task[None]] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._history: deque[dict[str, Any]] = deque(maxlen=settings.history)
@@ -323,9 +413,11 @@ class WebServer:
     async def close(self) -> None:
         """Disconnect every page and stop listening."""
         runner, self._runner = self._runner, None
-        for feed in list(self._panel_feeds | self._overlay_feeds):
+        sockets = [f.ws for f in self._panel_feeds | self._overlay_feeds]
+        sockets += [f.ws for f in self._audio_feeds]
+        for ws in sockets:
             with contextlib.suppress(Exception):
-                await feed.ws.close(code=1001, message=b"ishowtts is stopping")
+                await ws.close(code=1001, message=b"ishowtts is stopping")
         for task in list(self._pumps | self._tasks):
             task.cancel()
         for task in list(self._pumps | self._tasks):
@@ -408,7 +500,7 @@ class WebServer:
     # -- state renderings ---------------------------------------------------------------------
     def overlay_state(self) -> dict[str, Any]:
         """What the overlay shows: the caption of the playing message, or none."""
-        return {"type": "caption", "caption": self._caption}
+        return {"type": "caption", "caption": self._caption, "audio": self._audio is not None}
 
     def panel_state(self) -> dict[str, Any]:
         """Everything the control panel shows."""
@@ -471,6 +563,8 @@ class WebServer:
         r.add_static("/static/", STATIC_DIR, follow_symlinks=False, show_index=False)
         r.add_get("/ws/overlay", self._ws_overlay)
         r.add_get("/ws/panel", self._ws_panel)
+        if self._audio is not None:
+            r.add_get("/ws/audio", self._ws_audio)
         r.add_get("/api/state", self._api_state)
         r.add_get("/api/voices", self._api_voices)
         r.add_post("/api/skip", self._api_skip)
@@ -595,6 +689,38 @@ class WebServer:
                     feed.dirty.set()
         finally:
             feeds.discard(feed)
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
+        return ws
+
+    async def _ws_audio(self, request: web.Request) -> web.WebSocketResponse:
+        """The speech for an overlay page (``web.browser_audio``); no token, like the overlay."""
+        audio = self._audio
+        assert audio is not None
+        if "Sec-WebSocket-Protocol" in request.headers:
+            raise ApiError(400, "no WebSocket subprotocols are offered")
+        if len(self._audio_feeds) >= LIMITS.max_websockets:
+            self._faults.note("too many live pages", request.path)
+            raise ApiError(503, f"more than {LIMITS.max_websockets} pages are connected")
+        ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=4096)
+        await ws.prepare(request)
+        feed = _AudioFeed(ws)
+        feed.on_event(VolumeChange(audio.volume))
+        if audio.current is not None:  # joined mid-message: its rest is playable
+            feed.on_event(audio.current)
+        unsubscribe = audio.subscribe(feed.on_event)
+        self._audio_feeds.add(feed)
+        pump = asyncio.create_task(feed.pump(), name="web-audio-feed")
+        self._pumps.add(pump)
+        pump.add_done_callback(self._pumps.discard)
+        try:
+            async for _msg in ws:
+                if pump.done():
+                    break
+        finally:
+            unsubscribe()
+            self._audio_feeds.discard(feed)
             pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pump

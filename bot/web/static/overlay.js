@@ -84,6 +84,106 @@
     return;
   }
 
+  // Speech in the browser source (web.browser_audio: only | also). The bot streams each
+  // message's audio as it is synthesised over /ws/audio: JSON control messages and binary
+  // frames of [uint32 clip id, little-endian][int16 PCM, mono]. A stop (skip, deleted message,
+  // ban) silences what is already scheduled at once; the volume applies to it at once too.
+  // ?audio=0 keeps this page silent (when a second overlay source shows the same captions).
+  const audioWanted = !["0", "false", "no", "off"].includes((params.get("audio") || "").toLowerCase());
+  const LEAD_S = 0.06;  // scheduling headroom for the first chunk of a clip
+  const FADE_S = 0.008; // a cut fades this fast, so it never clicks
+  let audioStarted = false;
+  let actx = null;
+  let master = null;
+  let volume = 1;
+  const clips = new Map();
+
+  function audioContext() {
+    if (actx === null) {
+      actx = new AudioContext();
+      master = actx.createGain();
+      master.gain.value = volume;
+      master.connect(actx.destination);
+    }
+    if (actx.state === "suspended") actx.resume().catch(function () {});
+    return actx;
+  }
+  document.addEventListener("click", function () { if (actx) actx.resume().catch(function () {}); });
+
+  function dropClip(id, fade) {
+    const clip = clips.get(id);
+    if (!clip) return;
+    clips.delete(id);
+    const now = actx.currentTime;
+    clip.gain.gain.cancelScheduledValues(now);
+    clip.gain.gain.setValueAtTime(clip.gain.gain.value, now);
+    clip.gain.gain.linearRampToValueAtTime(0, now + (fade ? FADE_S : 0));
+    clip.sources.forEach(function (src) {
+      try { src.stop(now + (fade ? FADE_S : 0)); } catch (e) { /* not started */ }
+    });
+    setTimeout(function () { clip.gain.disconnect(); }, 200);
+  }
+
+  function onAudioControl(msg) {
+    if (msg.type === "volume" || msg.type === "hello") {
+      volume = Math.max(0, Math.min(1, Number(msg.volume)));
+      if (master) master.gain.setTargetAtTime(volume, actx.currentTime, 0.005);
+    } else if (msg.type === "start") {
+      const ctx = audioContext();
+      const gain = ctx.createGain();
+      gain.connect(master);
+      clips.set(msg.clip, { rate: msg.rate, next: 0, gain: gain, sources: new Set(), ended: false });
+    } else if (msg.type === "stop") {
+      dropClip(msg.clip, true);
+    } else if (msg.type === "end") {
+      const clip = clips.get(msg.clip);
+      if (clip) { clip.ended = true; if (!clip.sources.size) dropClip(msg.clip, false); }
+    }
+  }
+
+  function onAudioFrame(data) {
+    if (data.byteLength < 6 || actx === null) return;
+    const id = new DataView(data).getUint32(0, true);
+    const clip = clips.get(id);
+    if (!clip) return;  // cut already, or joined mid-clip
+    const pcm = new Int16Array(data, 4, (data.byteLength - 4) >> 1);
+    const buffer = actx.createBuffer(1, pcm.length, clip.rate);
+    const out = buffer.getChannelData(0);
+    for (let i = 0; i < pcm.length; i++) out[i] = pcm[i] / 32768;
+    const src = actx.createBufferSource();
+    src.buffer = buffer;
+    src.connect(clip.gain);
+    const at = Math.max(clip.next, actx.currentTime + LEAD_S);
+    src.start(at);
+    clip.next = at + buffer.duration;
+    clip.sources.add(src);
+    src.onended = function () {
+      clip.sources.delete(src);
+      if (clip.ended && !clip.sources.size && clips.get(id) === clip) dropClip(id, false);
+    };
+  }
+
+  let audioDelay = 500;
+  function connectAudio() {
+    audioStarted = true;
+    const scheme = location.protocol === "https:" ? "wss://" : "ws://";
+    const ws = new WebSocket(scheme + location.host + "/ws/audio");
+    ws.binaryType = "arraybuffer";
+    ws.onopen = function () { audioDelay = 500; document.body.dataset.audio = "1"; };
+    ws.onmessage = function (ev) {
+      if (typeof ev.data !== "string") { onAudioFrame(ev.data); return; }
+      let msg;
+      try { msg = JSON.parse(ev.data); } catch (e) { return; }
+      onAudioControl(msg);
+    };
+    ws.onclose = function () {
+      document.body.dataset.audio = "0";
+      Array.from(clips.keys()).forEach(function (id) { dropClip(id, true); });
+      setTimeout(connectAudio, audioDelay);
+      audioDelay = Math.min(audioDelay * 2, 5000);
+    };
+  }
+
   let delay = 500;
   function connect() {
     const scheme = location.protocol === "https:" ? "wss://" : "ws://";
@@ -93,6 +193,7 @@
       let msg;
       try { msg = JSON.parse(ev.data); } catch (e) { return; }
       if (msg.type !== "caption") return;
+      if (msg.audio && audioWanted && !audioStarted) connectAudio();
       if (msg.caption) { if (msg.caption.id !== shownId) show(msg.caption); }
       else if (shownId !== null) hide();
     };

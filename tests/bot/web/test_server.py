@@ -193,7 +193,7 @@ async def test_requests_without_the_right_token_are_refused(
             assert "script-src 'self'" in res.headers["Content-Security-Policy"]
         overlay = await http.ws_connect(_url(app, "/ws/overlay"))
         first = await overlay.receive_json(timeout=10)
-        assert first == {"type": "caption", "caption": None}
+        assert first == {"type": "caption", "caption": None, "audio": False}
         await overlay.close()
 
 
@@ -446,7 +446,7 @@ async def test_the_overlay_shows_the_caption_while_it_plays_then_clears(
         assert shown["caption"]["text"] == "what a play that was"
         cleared = await overlay.receive_json(timeout=60)
         cleared_at = time.monotonic()
-        assert cleared == {"type": "caption", "caption": None}
+        assert cleared == {"type": "caption", "caption": None, "audio": False}
         started_at, _ = await log.wait_for(lambda e: e.kind is SpeechEventKind.STARTED)
         finished_at, finished = await log.wait_for(lambda e: e.kind is SpeechEventKind.FINISHED)
         assert finished.outcome is Outcome.PLAYED
