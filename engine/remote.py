@@ -211,15 +211,17 @@ class RemoteEngine(Engine):
             if self.remote.on_failure == "espeak" or fatal
             else "waiting for it"
         )
-        if first or fatal:
-            log.warning(
-                "the voice server %s cannot be used: %s; %s until it answers (tried again "
-                "every %.0f s)",
-                self.remote.url,
-                reason,
-                instead,
-                self.remote.retry_s,
-            )
+        if not (first or fatal):
+            log.debug("the voice server %s still cannot be used: %s", self.remote.url, reason)
+            return
+        log.warning(
+            "the voice server %s cannot be used: %s; %s until it answers (tried again every "
+            "%.0f s)",
+            self.remote.url,
+            reason,
+            instead,
+            self.remote.retry_s,
+        )
         if self._progress is not None:
             self._progress(EngineState.READY, f"voice server unavailable ({reason}); {instead}")
 
