@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what ishowtts needs into ./.venv (and the Debian packages it needs, where it can).
-#   scripts/install.sh            the bot (PortAudio, torch with CUDA where pip picks it, f5-tts, ...)
+#   scripts/install.sh            the bot (PortAudio, torch for this GPU's driver, f5-tts, ...)
 #   scripts/install.sh --test     plus the test tools and a PulseAudio server for the audio tests
 # Re-running is cheap: the Python step is skipped while pyproject.toml is unchanged.
 set -euo pipefail
@@ -49,6 +49,9 @@ if [[ ! -e $stamp ]]; then
       || .venv/bin/python -m pip install -q torch torchaudio
     .venv/bin/python -m pip install -q -e '.[test]'
   else
+    # torch built for this machine's NVIDIA driver, else the CPU build with the eSpeak NG banner
+    # (the decision and its reasons: bot/setup/installer.py; scripts/install.ps1 does the same).
+    .venv/bin/python -m bot.setup.installer torch --python .venv/bin/python
     .venv/bin/python -m pip install -q -e .
   fi
   # torchaudio's optional C++ extension is built for CUDA torch; next to a CPU torch it fails to

@@ -42,6 +42,7 @@ import queue
 import re
 import secrets
 import signal
+import socket
 import stat
 import sys
 import threading
@@ -142,6 +143,35 @@ def inside(path: PurePath, folder: PurePath) -> bool:
     if isinstance(path, PureWindowsPath) or isinstance(folder, PureWindowsPath):
         path, folder = PureWindowsPath(str(path)), PureWindowsPath(str(folder))
     return path == folder or folder in path.parents
+
+
+@dataclass(frozen=True, slots=True)
+class Scripts:
+    """What a person types to install, run and test on this OS (messages name these).
+
+    Attributes:
+        install: The installer script.
+        run: The script that installs on first use and starts the bot.
+        test: The script that runs the checks and tests.
+        python: The virtual environment's interpreter.
+    """
+
+    install: str
+    run: str
+    test: str
+    python: str
+
+
+def scripts(system: OS | None = None) -> Scripts:
+    """Bash scripts on Linux and macOS; their PowerShell twins on Windows (``scripts/*.ps1``)."""
+    if (system or current_os()) is OS.WINDOWS:
+        return Scripts(
+            r"scripts\install.ps1",
+            r"scripts\run.ps1",
+            r"scripts\test.ps1",
+            r".venv\Scripts\python.exe",
+        )
+    return Scripts("scripts/install.sh", "./scripts/run.sh", "scripts/test.sh", ".venv/bin/python")
 
 
 # -- private files ------------------------------------------------------------------------------
@@ -572,6 +602,18 @@ def may_reuse_address() -> bool:
     server, so it must stay off there.
     """
     return current_os().posix
+
+
+def allow_address_reuse(sock: socket.socket) -> bool:
+    """Set SO_REUSEADDR on a socket about to listen, where that is safe (see above).
+
+    Returns:
+        Whether it was set (POSIX); on Windows the socket is left exclusive.
+    """
+    if not may_reuse_address():
+        return False
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    return True
 
 
 # -- sound --------------------------------------------------------------------------------------

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import re
 import shutil
 import socket
@@ -30,12 +29,17 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from bot.config import Config, ConfigError, load_config, parse_config
+from bot.core.platform import OS, allow_address_reuse, current_os, protection, scripts
+from bot.setup.installer import MIN_CUDA, NvidiaGpu, detect_nvidia, torch_fix
 from bot.speech.settings import AudioConfig
 from bot.state.settings import state_dir
 from engine.config import EngineConfig, VoicesConfig
+
+if TYPE_CHECKING:
+    from bot.speech.devices import OutputDevice
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +119,7 @@ def check_python(
             "Python",
             "fail",
             f"{where} is too old",
-            f"install Python {need} or newer and run scripts/install.sh again",
+            f"install Python {need} or newer and run {scripts().install} again",
         )
     return CheckResult("Python", "ok", where)
 
@@ -160,7 +164,7 @@ def check_packages(requirements: Sequence[str] | None = None) -> CheckResult:
             "packages",
             "warn",
             "ishowtts is not installed as a package, so its dependencies cannot be listed",
-            "run scripts/install.sh (it installs the bot into .venv)",
+            f"run {scripts().install} (it installs the bot into .venv)",
         )
     found: dict[str, str] = {}
     problems: list[str] = []
@@ -186,7 +190,8 @@ def check_packages(requirements: Sequence[str] | None = None) -> CheckResult:
             "packages",
             "fail",
             "; ".join(problems),
-            "run scripts/install.sh (or `.venv/bin/pip install -e .`) to install them",
+            f"run {scripts().install} (or `{scripts().python} -m pip install -e .`) to install"
+            " them",
         )
     return CheckResult("packages", "ok", shown or f"{len(found)} packages as required")
 
@@ -251,12 +256,16 @@ def _gb(size: int) -> str:
     return f"{size / 1024**3:.1f} GB"
 
 
-def check_gpu(engine: EngineConfig, probe: GpuProbe) -> CheckResult:
+def check_gpu(
+    engine: EngineConfig, probe: GpuProbe, nvidia: NvidiaGpu | None = None
+) -> CheckResult:
     """CUDA, the GPU's name and memory, and whether fp16 suits it, judged for ``engine``.
 
     F5-TTS keeps up with chat only on an NVIDIA GPU. Without one the bot still runs (the
     ``auto`` engine speaks with eSpeak NG), so that is a warning; it is a failure only when
-    the config insists on CUDA.
+    the config insists on CUDA. A CPU-only torch on a PC whose NVIDIA GPU ``nvidia-smi``
+    lists (what PyPI's Windows torch gives) gets the exact command that installs the CUDA
+    build for its driver (``bot.setup.installer``).
     """
     name = "GPU"
     if engine.name == "espeak":
@@ -268,6 +277,16 @@ def check_gpu(engine: EngineConfig, probe: GpuProbe) -> CheckResult:
                 "install the NVIDIA driver and a CUDA build of PyTorch "
                 "(https://pytorch.org/get-started/locally/), then run the doctor again"
             )
+            if current_os() is OS.MACOS:
+                why += " (macOS has no CUDA; this bot's F5 engine does not use mps)"
+                fix = "nothing to fix on a Mac: eSpeak NG speaks (see the README, macOS)"
+            elif nvidia is not None:
+                why += f", yet {nvidia.describe()} is here"
+                fix = torch_fix(nvidia, current_os()) or (
+                    f"update the NVIDIA driver (PyTorch's CUDA builds need CUDA "
+                    f"{MIN_CUDA[0]}.{MIN_CUDA[1]} or newer), then delete .venv and run "
+                    f"{scripts().install} again"
+                )
         else:
             why = f"torch {probe.torch_version} (CUDA {probe.cuda_build}) finds no usable GPU"
             if probe.error:
@@ -319,6 +338,30 @@ def check_gpu(engine: EngineConfig, probe: GpuProbe) -> CheckResult:
             "if speech comes out silent or garbled, set engine.f5.precision: fp32",
         )
     return CheckResult(name, "ok", f"{summary}, fp16")
+
+
+def check_driver(nvidia: NvidiaGpu | None, system: OS | None = None) -> CheckResult:
+    """The NVIDIA GPU and driver ``nvidia-smi`` reports, and the newest CUDA it supports."""
+    name = "NVIDIA driver"
+    system = system or current_os()
+    if system is OS.MACOS:
+        return CheckResult(name, "skip", "macOS: no NVIDIA drivers")
+    if nvidia is None:
+        return CheckResult(
+            name,
+            "skip",
+            "nvidia-smi not found or lists no GPU: no NVIDIA GPU here, or its driver is not"
+            " installed (https://www.nvidia.com/drivers)",
+        )
+    if nvidia.cuda is None or nvidia.cuda < MIN_CUDA:
+        return CheckResult(
+            name,
+            "warn",
+            f"{nvidia.describe()}: too old for PyTorch's CUDA builds",
+            f"update the driver (https://www.nvidia.com/drivers) to one with CUDA"
+            f" {MIN_CUDA[0]}.{MIN_CUDA[1]} or newer",
+        )
+    return CheckResult(name, "ok", nvidia.describe())
 
 
 # -- F5 weights -----------------------------------------------------------------------------
@@ -487,6 +530,78 @@ def check_audio(audio: AudioConfig) -> CheckResult:
     return CheckResult(name, "ok", summary)
 
 
+VB_CABLE = "cable input"
+"""How VB-Audio's virtual cable names its playback end ("CABLE Input (VB-Audio Virtual Cable)")."""
+
+
+def check_audio_host(chosen: OutputDevice, devices: Sequence[OutputDevice]) -> CheckResult:
+    """Windows: the output goes through WASAPI, not MME or DirectSound.
+
+    PortAudio lists each Windows device once per host API, MME first; MME cuts names at 31
+    characters and adds latency. Naming a device matches every entry, so the doctor says
+    which index is the WASAPI one.
+
+    Args:
+        chosen: The device ``audio.device`` resolves to.
+        devices: Every output device PortAudio lists.
+    """
+    from bot.core.platform import preferred_hostapis
+
+    name = "audio devices"
+    wasapi = preferred_hostapis(OS.WINDOWS)[0]
+    mine = [d for d in devices if d.hostapi == wasapi]
+    if not mine:
+        return CheckResult(
+            name,
+            "warn",
+            f"no {wasapi} output among {len(devices)} devices: PortAudio was built without it",
+            "reinstall sounddevice (`pip install --force-reinstall sounddevice`)",
+        )
+    if chosen.hostapi == wasapi:
+        return CheckResult(name, "ok", f"{len(mine)} {wasapi} outputs; speech uses {wasapi}")
+    twin = next((d for d in mine if d.name.startswith(chosen.name[:31])), None)
+    fix = (
+        f"set audio.device: {twin.index} (the {wasapi} entry of {twin.name!r})"
+        if twin
+        else f"pick a {wasapi} device from `ishowtts devices` for audio.device"
+    )
+    return CheckResult(
+        name,
+        "warn",
+        f"speech goes through {chosen.hostapi} ({chosen.name!r}), not {wasapi}",
+        fix,
+    )
+
+
+def check_virtual_cable(audio: AudioConfig, devices: Sequence[OutputDevice]) -> CheckResult:
+    """Windows: whether VB-CABLE is installed, so speech can be its own source in OBS."""
+    name = "VB-CABLE"
+    cables = [d for d in devices if VB_CABLE in d.name.casefold()]
+    if not cables:
+        return CheckResult(
+            name,
+            "skip",
+            "not installed (optional): speech plays on the output OBS captures as Desktop"
+            " Audio; for its own OBS source and volume install VB-CABLE"
+            " (https://vb-audio.com/Cable/) and set audio.device: CABLE Input",
+        )
+    used = isinstance(audio.device, str) and VB_CABLE in audio.device.casefold()
+    where = "speech goes to it" if used else "not used: set audio.device: CABLE Input to use it"
+    return CheckResult(name, "ok", f"{cables[0].name} is installed; {where}")
+
+
+def windows_audio(audio: AudioConfig) -> list[CheckResult]:
+    """The Windows audio lines (host API, VB-CABLE), from PortAudio's real device list."""
+    from bot.speech.devices import AudioDeviceError, list_output_devices, resolve_output_device
+
+    try:
+        devices = list_output_devices()
+        chosen = resolve_output_device(audio.device)
+    except AudioDeviceError:
+        return [CheckResult("audio devices", "skip", "see audio output")]
+    return [check_audio_host(chosen, devices), check_virtual_cable(audio, devices)]
+
+
 # -- config ---------------------------------------------------------------------------------
 
 
@@ -626,6 +741,53 @@ def check_database(cfg: Config) -> CheckResult:
     return CheckResult("database", status, health.summary, health.fix)
 
 
+def _secret_files() -> tuple[str, ...]:
+    """The token files the bot keeps in the state folder (each named by its owner)."""
+    from bot.sources.twitch.auth import TOKEN_FILE_NAME as TWITCH
+    from bot.sources.youtube.auth import TOKEN_FILE_NAME as YOUTUBE
+    from bot.web.token import TOKEN_FILE_NAME as WEB
+    from engine.config import SERVE_TOKEN_FILE
+
+    return (WEB, TWITCH, YOUTUBE, SERVE_TOKEN_FILE)
+
+
+def check_secrets(cfg: Config) -> CheckResult:
+    """Who else can read the tokens and the database: what protection applies on this OS.
+
+    POSIX: modes (the folder 0700, files 0600). Windows: the access list, which inside the
+    user's profile folder (the default, ``%LOCALAPPDATA%``) admits only the user, SYSTEM and
+    Administrators (``bot.core.platform.protection``).
+    """
+    from bot.state.settings import database_path
+
+    name = "secrets"
+    folder = state_dir(cfg.storage)
+    rule = (
+        "Windows: files inherit the folder's access list"
+        if current_os() is OS.WINDOWS
+        else "POSIX modes: folder 0700, files 0600"
+    )
+    if not folder.exists():
+        return CheckResult(name, "ok", f"{folder} will be created private ({rule})")
+    paths = [folder, database_path(cfg.storage)]
+    paths += [folder / f for f in _secret_files()]
+    found = [protection(p) for p in paths if p.exists()]
+    open_ = [p for p in found if p.private is False]
+    if open_:
+        first = open_[0]
+        return CheckResult(
+            name,
+            "warn",
+            f"{first.path}: {first.summary}"
+            + (f" (and {len(open_) - 1} more)" if len(open_) > 1 else ""),
+            first.fix,
+        )
+    unknown = [p for p in found if p.private is None]
+    if unknown:
+        return CheckResult(name, "warn", f"{unknown[0].path}: {unknown[0].summary}", unknown[0].fix)
+    return CheckResult(name, "ok", f"{folder}: {found[0].summary} ({rule}; {len(found)} checked)")
+
+
 # -- web panel ------------------------------------------------------------------------------
 
 
@@ -640,8 +802,7 @@ def check_port(host: str, port: int, label: str = "web panel") -> CheckResult:
     try:
         # The server sets SO_REUSEADDR too (aiohttp does on Unix), so TIME_WAIT from a bot
         # that just stopped does not count as taken, while a listening socket does.
-        if os.name != "nt":
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        allow_address_reuse(sock)
         sock.bind(address)
     except OSError as exc:
         return CheckResult(
@@ -703,7 +864,7 @@ def render(results: Sequence[CheckResult], out: TextIO, width: int | None = None
         out.write(f"{failures} {noun} running the bot: fix the FAIL lines above.\n")
     else:
         extra = f" ({warnings} warning{'s' if warnings != 1 else ''} above)" if warnings else ""
-        out.write(f"Ready to run: ./scripts/run.sh{extra}.\n")
+        out.write(f"Ready to run: {scripts().run}{extra}.\n")
 
 
 def run_checks(
@@ -711,6 +872,7 @@ def run_checks(
     *,
     default_path: Path = Path("config.yaml"),
     gpu_probe: Callable[[], GpuProbe] = probe_gpu,
+    nvidia_probe: Callable[[], NvidiaGpu | None] = detect_nvidia,
     hub_endpoint: str | None = None,
     twitch_validate_url: str | None = TWITCH_VALIDATE_URL,
     timeout_s: float = NETWORK_TIMEOUT_S,
@@ -721,6 +883,7 @@ def run_checks(
         config_path: ``--config``, or None for ``./config.yaml`` (defaults when absent).
         default_path: The file looked for when ``config_path`` is None.
         gpu_probe: How to ask about the GPU (tests inject a probe result).
+        nvidia_probe: How to ask ``nvidia-smi`` about the GPU and its driver.
         hub_endpoint: Hugging Face hub address (default: huggingface_hub's).
         twitch_validate_url: Twitch token validation URL (None: no network).
         timeout_s: Longest wait for each network probe.
@@ -738,7 +901,7 @@ def run_checks(
                 label,
                 "fail",
                 f"the check itself failed: {type(exc).__name__}: {exc}",
-                "run scripts/install.sh to repair the installation",
+                f"run {scripts().install} to repair the installation",
             )
         results.extend(outcome if isinstance(outcome, list) else [outcome])
 
@@ -760,9 +923,24 @@ def run_checks(
         error = exc
     run("config", lambda: check_config(path, error, used_defaults))
     engine = cfg.engine if cfg is not None else parse_config({}, Path.cwd()).engine
-    run("GPU", lambda: check_gpu(engine, gpu_probe()))
+    nvidia: list[NvidiaGpu | None] = [None]
+
+    def driver() -> CheckResult:
+        nvidia[0] = nvidia_probe()
+        return check_driver(nvidia[0])
+
+    run("NVIDIA driver", driver)
+    run("GPU", lambda: check_gpu(engine, gpu_probe(), nvidia[0]))
     if cfg is None:
-        for label in ("F5 weights", "voices", "audio output", "Twitch", "database", "web panel"):
+        for label in (
+            "F5 weights",
+            "voices",
+            "audio output",
+            "Twitch",
+            "database",
+            "secrets",
+            "web panel",
+        ):
             results.append(CheckResult(label, "skip", "fix the config first"))
         return results
     ready = cfg
@@ -772,11 +950,14 @@ def run_checks(
     )
     run("voices", lambda: check_voices(ready.voices))
     run("audio output", lambda: check_audio(ready.audio))
+    if current_os() is OS.WINDOWS:
+        run("audio devices", lambda: windows_audio(ready.audio))
     run(
         "Twitch",
         lambda: check_twitch(ready, validate_url=twitch_validate_url, timeout_s=timeout_s),
     )
     run("database", lambda: check_database(ready))
+    run("secrets", lambda: check_secrets(ready))
     run("web panel", lambda: check_web(ready))
     return results
 

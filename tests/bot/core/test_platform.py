@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import stat
 import sys
 import threading
@@ -324,6 +325,13 @@ def test_descriptor_limit_and_count(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "platform", "win32")
     assert platform.open_descriptor_count() is None
     assert platform.may_reuse_address() is False
+    with socket.socket() as sock:
+        assert platform.allow_address_reuse(sock) is False
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR) == 0
+    monkeypatch.setattr(sys, "platform", "linux")
+    with socket.socket() as sock:
+        assert platform.allow_address_reuse(sock) is True
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR) != 0
 
 
 def test_wasapi_is_preferred_on_windows_only() -> None:
