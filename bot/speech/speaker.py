@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 SILENCE_PEAK = 1e-4
 """Chunks whose loudest sample stays below this (-80 dBFS) are silence to any listener."""
+CUT_FADE_S = 0.15
+"""A message cut at its longest speaking time (``SpeechItem.max_s``) fades out over this."""
 MAX_LEADING_SILENCE_S = 30.0
 """Silence held while waiting for the first sound; more means the engine only makes silence.
 It also bounds the memory a fast engine producing endless silence could take."""
@@ -51,16 +53,35 @@ class Outcome(enum.Enum):
     FAILED = "failed"
 
 
+@dataclass(frozen=True, slots=True)
+class SpeechPart:
+    """A stretch of a message spoken in one voice (several voices in one message).
+
+    Attributes:
+        text: What is synthesised for this part.
+        voice: Its voice.
+        pause_before_s: Silence played before it (between two parts).
+    """
+
+    text: str
+    voice: str
+    pause_before_s: float = 0.0
+
+
 @dataclass(eq=False)
 class SpeechItem:
     """One message waiting to be spoken.
 
     Attributes:
         message: The chat message it came from (moderation matches on its ids).
-        text: Exactly what will be spoken (template and filters applied).
-        voice: Voice name to speak with.
+        text: What is shown and recorded (template and filters applied); also what is
+            spoken unless ``parts`` says otherwise.
+        voice: Voice name to speak with (the first part's, when there are parts).
         priority: Higher first; paid messages get 1, others 0.
         seq: Arrival order, for FIFO within a priority.
+        parts: When set, what is synthesised instead of ``text``: each part in its voice,
+            one after the other (several voices; spoken forms that differ from the text).
+        max_s: The longest it may play; longer audio is cut with a short fade. None: no limit.
         job: The engine job once synthesis was requested (prefetch or play).
     """
 
@@ -69,12 +90,79 @@ class SpeechItem:
     voice: str
     priority: int = 0
     seq: int = 0
-    job: SynthesisJob | None = field(default=None, repr=False)
+    parts: tuple[SpeechPart, ...] = ()
+    max_s: float | None = None
+    job: SynthesisJob | PartsJob | None = field(default=None, repr=False)
 
     def cancel(self) -> None:
         """Cancel the engine job, if one was started."""
         if self.job is not None:
             self.job.cancel()
+
+
+class PartsJob:
+    """The engine jobs of a message's parts, heard as one stream with short pauses between.
+
+    Every part is submitted at once, so the engine thread synthesises the next part while
+    the current one plays; cancelling cancels them all.
+    """
+
+    def __init__(self, jobs: list[tuple[SynthesisJob, float]]) -> None:
+        """Chain ``(job, pause before it in seconds)`` pairs (at least one)."""
+        self._jobs = jobs
+        self.sample_rate = jobs[0][0].sample_rate
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether every part was cancelled (``cancel()``)."""
+        return all(job.cancelled for job, _ in self._jobs)
+
+    @property
+    def done(self) -> bool:
+        """Whether every part has ended."""
+        return all(job.done for job, _ in self._jobs)
+
+    def cancel(self) -> None:
+        """Cancel every part."""
+        for job, _ in self._jobs:
+            job.cancel()
+
+    async def __aiter__(self) -> AsyncIterator[Audio]:
+        """Each part's chunks in turn, with its pause before it.
+
+        Raises:
+            SynthesisFailed: When the engine failed on a part.
+        """
+        for index, (job, pause_s) in enumerate(self._jobs):
+            if index and pause_s > 0:
+                yield np.zeros(round(pause_s * self.sample_rate), dtype=np.float32)
+            async for chunk in job:
+                yield chunk
+
+
+class _Cut:
+    """Ends a stream at ``max_s`` seconds, fading out over the last :data:`CUT_FADE_S`."""
+
+    def __init__(self, max_s: float | None, sample_rate: int) -> None:
+        self._limit = None if max_s is None else max(1, round(max_s * sample_rate))
+        self._fade = max(1, round(CUT_FADE_S * sample_rate))
+        self._pos = 0
+        self.reached = False
+
+    def apply(self, chunk: Audio) -> Audio:
+        """The part of ``chunk`` that is still heard, faded near the limit."""
+        if self._limit is None:
+            return chunk
+        start = self._pos
+        if start + len(chunk) <= self._limit - self._fade:
+            self._pos += len(chunk)
+            return chunk
+        keep = max(0, min(len(chunk), self._limit - start))
+        position = start + np.arange(keep)
+        gain = np.clip((self._limit - position) / self._fade, 0.0, 1.0).astype(np.float32)
+        self._pos = start + keep
+        self.reached = self._pos >= self._limit
+        return (chunk[:keep] * gain).astype(np.float32, copy=False)
 
 
 class SpeechEventKind(enum.Enum):
@@ -363,7 +451,15 @@ class Speaker:
         """Start synthesising the next item so it is ready when the current one ends."""
         nxt = self.queue.peek()
         if nxt is not None and nxt.job is None:
-            nxt.job = self._engine.submit(nxt.text, nxt.voice)
+            nxt.job = self._submit(nxt)
+
+    def _submit(self, item: SpeechItem) -> SynthesisJob | PartsJob:
+        """Ask the engine for the item's audio: its text, or each of its parts."""
+        if not item.parts:
+            return self._engine.submit(item.text, item.voice)
+        return PartsJob(
+            [(self._engine.submit(p.text, p.voice), p.pause_before_s) for p in item.parts]
+        )
 
     async def run(self) -> None:
         """Speak queued items until cancelled."""
@@ -381,7 +477,7 @@ class Speaker:
             self.current = item
             self._current_outcome = None
             if item.job is None:
-                item.job = self._engine.submit(item.text, item.voice)
+                item.job = self._submit(item)
             self._prefetch()
             try:
                 outcome, detail = await self._speak(item, item.job)
@@ -408,7 +504,7 @@ class Speaker:
             return
         await self._recover_audio(error)
 
-    async def _speak(self, item: SpeechItem, job: SynthesisJob) -> tuple[Outcome, str]:
+    async def _speak(self, item: SpeechItem, job: SynthesisJob | PartsJob) -> tuple[Outcome, str]:
         chunks = aiter(job)
         # Nothing is played until the engine produced something audible: a message that is
         # all silence (a broken checkpoint, fp16 underflow) is dropped instead of occupying
@@ -453,9 +549,14 @@ class Speaker:
                 )
                 return Outcome.FAILED, "silence"
 
+        cut = _Cut(item.max_s, job.sample_rate)
+
         async def stream() -> AsyncIterator[Audio]:
             for chunk in held:
-                yield chunk
+                yield cut.apply(chunk)
+                if cut.reached:
+                    job.cancel()
+                    return
             held.clear()
             while self._current_outcome is None:
                 try:
@@ -465,7 +566,10 @@ class Speaker:
                 except TimeoutError:
                     job.cancel()
                     raise SynthesisFailed("synthesis timed out") from None
-                yield chunk
+                yield cut.apply(chunk)
+                if cut.reached:
+                    job.cancel()  # the rest is never heard: stop synthesising it
+                    return
 
         started = False
 
@@ -487,4 +591,6 @@ class Speaker:
             self._emit(SpeechEventKind.STARTED, item)
         if self._current_outcome is not None:
             return self._current_outcome, ""
+        if finished and cut.reached:
+            return Outcome.PLAYED, f"cut after {item.max_s:g} s"
         return (Outcome.PLAYED, "") if finished else (Outcome.SKIPPED, "")

@@ -71,6 +71,7 @@ class RecordingPlayer:
         self.volume = 1.0
         self.volumes: list[float] = []
         self.clips: list[int] = []
+        self.audio: list[Audio] = []  # each clip's samples, as played
         self.started = False
         self.hold = asyncio.Event()
         self.hold.set()
@@ -98,12 +99,15 @@ class RecordingPlayer:
     ) -> bool:
         self._stop.clear()
         samples = 0
+        played: list[Audio] = []
         async for chunk in chunks:
             if samples == 0 and on_started is not None:
                 on_started()
             samples += len(chunk)
+            played.append(chunk)
             if self._stop.is_set():
                 self.clips.append(samples)
+                self.audio.append(_joined(played))
                 return False
             await asyncio.sleep(0.002)
         # Keep "playing" until released or stopped (tests use this to act mid-message).
@@ -113,7 +117,12 @@ class RecordingPlayer:
         holder.cancel()
         stopper.cancel()
         self.clips.append(samples)
+        self.audio.append(_joined(played))
         return not self._stop.is_set()
+
+
+def _joined(chunks: list[Audio]) -> Audio:
+    return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
 
 
 def person(

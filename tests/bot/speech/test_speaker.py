@@ -16,7 +16,14 @@ import pytest
 
 from bot.core.messages import ChatMessage, ChatUser, Platform, Role
 from bot.speech.settings import QueueConfig
-from bot.speech.speaker import Speaker, SpeechEvent, SpeechEventKind, SpeechItem, SpeechQueue
+from bot.speech.speaker import (
+    Speaker,
+    SpeechEvent,
+    SpeechEventKind,
+    SpeechItem,
+    SpeechPart,
+    SpeechQueue,
+)
 from engine.base import Audio, Engine, EngineError, EngineState, StopCheck, VoiceInfo
 from engine.worker import EngineWorker
 
@@ -349,6 +356,7 @@ def test_evicted_items_have_their_jobs_cancelled(overflow: str) -> None:
     first.job = FakeJob()  # type: ignore[assignment]
     q.push(first)
     accepted, evicted, _ = q.push(item("second"))
+    assert first.job is not None
     if overflow == "drop_oldest":
         assert accepted
         assert evicted == [first]
@@ -385,3 +393,33 @@ async def test_a_lost_audio_device_keeps_the_queue_and_replays_the_interrupted_m
         await asyncio.wait_for(h.speaker.wait_idle(), 10)
         assert h.player.played == [("interrupted", 400), ("waiting", 400)]
         assert h.finished() == [("interrupted", "played"), ("waiting", "played")]
+
+
+# -- several voices in one message; the longest speaking time (issue 18.1, 18.5) ---------------
+async def test_parts_play_in_order_as_one_clip_with_the_pause_between() -> None:
+    engine = ToneEngine(chunks=3)
+    async with Harness(engine) as h:
+        parts = (SpeechPart("one", "default"), SpeechPart("two", "default", 0.05))
+        spoken = SpeechItem(message=msg("shown"), text="shown", voice="default", parts=parts)
+        assert h.speaker.enqueue(spoken)
+        assert h.speaker.enqueue(item("after"))
+        await asyncio.wait_for(h.speaker.wait_idle(), 10)
+        # Both parts were asked for before the first one played; the shown text never was.
+        assert engine.calls == ["one", "two", "after"]
+        assert h.player.played == [("shown", 2 * 240 + 400), ("after", 240)]
+        assert h.finished() == [("shown", "played"), ("after", "played")]
+
+
+@pytest.mark.parametrize(
+    ("max_s", "samples"), [(0.05, 400), (0.2, 1600), (0.3, 2400), (None, 2400)]
+)
+async def test_the_longest_speaking_time_cuts_at_the_limit(
+    max_s: float | None, samples: int
+) -> None:
+    engine = ToneEngine(chunks=30)  # 0.3 s
+    async with Harness(engine) as h:
+        long = SpeechItem(message=msg("long"), text="long", voice="default", max_s=max_s)
+        assert h.speaker.enqueue(long)
+        await asyncio.wait_for(h.speaker.wait_idle(), 10)
+        assert h.player.played == [("long", samples)]
+        assert h.finished() == [("long", "played")]
