@@ -197,21 +197,35 @@ def open_descriptors() -> int | None:
     return None
 
 
-def descriptor_budget(wanted: int, reserve: int) -> int:
+def descriptor_budget(
+    wanted: int, reserve: int, *, soft: int | None = None, in_use: int | None = None
+) -> int:
     """The connection cap that leaves ``reserve`` descriptors free under the soft limit.
 
     Counted when a server starts: the descriptors already open (models, libraries, the
     database) stay the bot's, and ``reserve`` more are kept for what it opens later (voice
-    clips, eSpeak NG's data, SQLite's journal, audio devices, subprocesses).
+    clips, eSpeak NG's data, SQLite's journal, audio devices, subprocesses). Under a small
+    limit (macOS starts programs with 256) the reserve shrinks to a quarter of it, so the
+    panel still gets a useful share instead of a handful of connections.
+
+    Args:
+        wanted: The configured cap.
+        reserve: Descriptors to keep free.
+        soft: The soft ``RLIMIT_NOFILE`` (read from the process when None).
+        in_use: Descriptors open now (counted when None).
     """
-    try:
-        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    except (OSError, ValueError):
-        return wanted
-    if soft == resource.RLIM_INFINITY:
-        return wanted
-    in_use = open_descriptors() or 64
-    return max(8, min(wanted, int(soft) - in_use - reserve))
+    if soft is None:
+        try:
+            limit, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        except (OSError, ValueError):
+            return wanted
+        if limit == resource.RLIM_INFINITY:
+            return wanted
+        soft = int(limit)
+    if in_use is None:
+        in_use = open_descriptors() or 64
+    reserve = min(reserve, soft // 4)
+    return max(8, min(wanted, soft - in_use - reserve))
 
 
 @dataclass(eq=False, slots=True)
