@@ -18,6 +18,7 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -317,3 +318,65 @@ def test_portable_code_passes() -> None:
         "'a/b/c'\n"
     )
     assert scan(source, "x.py") == []
+
+
+# -- the whole bot with Windows' differences patched in ---------------------------------------
+
+WINDOWS_FACTS = r"""
+import asyncio, os, sys
+# What Windows lacks, as the issue reproduced it: os.fchmod (Python < 3.13) and, on the
+# default proactor loop, add_reader and add_signal_handler (NotImplementedError).
+del os.fchmod
+def _missing(self, *args, **kwargs):
+    raise NotImplementedError
+for name in ("add_reader", "add_signal_handler"):
+    setattr(asyncio.BaseEventLoop, name, _missing)
+    setattr(asyncio.SelectorEventLoop, name, _missing)
+from bot.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.audio
+@pytest.mark.slow
+def test_the_bot_runs_without_fchmod_add_reader_or_add_signal_handler(
+    tmp_path: Path, pulse_server: Any
+) -> None:
+    """Before issue 14 this exited at once (AttributeError: os.fchmod, creating the panel
+    token) or, with only add_reader missing, logged "chat source terminal failed:" and hung."""
+    import os
+    import stat
+    import subprocess
+    import sys
+
+    import yaml
+
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "engine": {"name": "espeak"},
+                "audio": {"device": pulse_server.device_name, "gap_ms": 0},
+                "chat": {"source": "terminal"},
+                "storage": {"dir": str(tmp_path / "state")},
+                "web": {"port": 0},  # the panel token is written at start
+            }
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", WINDOWS_FACTS, "--config", str(config)],
+        input=b"hello from a windows terminal\n",
+        capture_output=True,
+        cwd=tmp_path,
+        env={**os.environ, **pulse_server.env, "PYTHONPATH": str(REPO)},
+        timeout=180,
+        check=False,
+    )
+    log = done.stderr.decode(errors="replace")
+    assert done.returncode == 0, log
+    assert "Traceback" not in log
+    assert "failed" not in log, log
+    spoken = [ln.split(": ", 2)[-1] for ln in log.splitlines() if "speaking " in ln]
+    assert spoken == ["hello from a windows terminal"], log
+    token = tmp_path / "state" / "web-token"
+    assert stat.S_IMODE(token.stat().st_mode) == 0o600
