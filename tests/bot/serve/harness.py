@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -44,10 +45,16 @@ class ServeProcess:
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
     env: dict[str, str] = field(default_factory=dict)
+    ca: Path | None = None
+    """The certificate to trust when the server speaks TLS (serve.cert)."""
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.ca is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    def _context(self) -> ssl.SSLContext | None:
+        return ssl.create_default_context(cafile=str(self.ca)) if self.ca is not None else None
 
     @property
     def token(self) -> str:
@@ -71,7 +78,9 @@ class ServeProcess:
 
     def health(self) -> str | None:
         try:
-            with urllib.request.urlopen(f"{self.url}/health", timeout=2) as resp:
+            with urllib.request.urlopen(
+                f"{self.url}/health", timeout=2, context=self._context()
+            ) as resp:
                 return str(json.loads(resp.read())["status"])
         except (OSError, ValueError):
             return None
@@ -97,7 +106,7 @@ class ServeProcess:
         request = urllib.request.Request(
             f"{self.url}/v1/status", headers={"Authorization": f"Bearer {self.token}"}
         )
-        with urllib.request.urlopen(request, timeout=5) as resp:
+        with urllib.request.urlopen(request, timeout=5, context=self._context()) as resp:
             return dict(json.loads(resp.read()))
 
     def wait_status(self, key: str, at_least: int, timeout_s: float = 30.0) -> dict[str, Any]:
@@ -168,6 +177,14 @@ def launch_serve(
     env = {k: v for k, v in os.environ.items() if k != "ISHOWTTS_SERVE_TOKEN"}
     env["OMP_NUM_THREADS"] = "1"  # the tiny model is fastest on one thread of a shared CPU
     env["PYTHONUNBUFFERED"] = "1"
-    server = ServeProcess(config, port, folder / "state", folder / "serve.log", env=env)
+    cert = (serve or {}).get("cert")
+    server = ServeProcess(
+        config,
+        port,
+        folder / "state",
+        folder / "serve.log",
+        env=env,
+        ca=Path(cert) if cert is not None else None,
+    )
     server.start(wait_ready=wait_ready)
     return server
