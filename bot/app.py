@@ -160,6 +160,7 @@ class App:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._speaker_task
             self._speaker_task = None
+        await self.chat.close()
         await self.voices.close()
         await self.worker.close()
         await self.player.close()
@@ -225,6 +226,7 @@ class App:
         elif state is EngineState.READY:
             log.info("%s", detail)
             self.voices.invalidate()  # the loaded engine's own list replaces any folder scan
+            self.chat.engine_ready()
         elif state in (EngineState.LOADING, EngineState.WARMING):
             log.info("engine %s: %s", state.value, detail)
         if self.web is not None:

@@ -21,6 +21,8 @@ from bot.chat.settings import (
     ChatConfig,
     CommandsConfig,
     FiltersConfig,
+    PronunciationConfig,
+    RaidConfig,
     TriggersConfig,
     TtsConfig,
 )
@@ -49,6 +51,8 @@ class Config(Section):
     filters: FiltersConfig = FiltersConfig()
     triggers: TriggersConfig = TriggersConfig()
     tts: TtsConfig = TtsConfig()
+    raid: RaidConfig = RaidConfig()
+    pronunciation: PronunciationConfig = PronunciationConfig()
     web: WebConfig = WebConfig()
     serve: ServeConfig = ServeConfig()
 

@@ -191,8 +191,35 @@ async def set_voice_of(controls: Controls, login: str, voice: str, platform: Pla
 
 
 def stored_voice(controls: Controls, voice: str) -> str | None:
-    """What is saved for a choice: None for the default, so a changed default applies too."""
+    """What is saved for a choice: None for the default, so a changed default applies too.
+
+    Unless new viewers get voices automatically: then "the default" is saved by name, or
+    the viewer's explicit choice would look like no choice and be replaced.
+    """
+    if controls.assigns_voices:
+        return voice
     return None if voice.casefold() == controls.default_voice.casefold() else voice
+
+
+async def teach_word(controls: Controls, word: str, spoken: str, *, by: str) -> Said:
+    """Save how ``word`` is said from now on (``!say GG as good game``).
+
+    Raises:
+        bot.state.store.StoreError: The write failed; nothing changed.
+    """
+    await controls.set_pronunciation(word, spoken, by=by)
+    return Said(f'{word} is now said "{spoken}"')
+
+
+async def forget_word(controls: Controls, word: str, *, by: str) -> Said:
+    """Say ``word`` as written again (``!unsay GG``).
+
+    Raises:
+        bot.state.store.StoreError: The write failed; nothing changed.
+    """
+    if await controls.set_pronunciation(word, None, by=by):
+        return Said(f"{word} is said as written again")
+    return Said(f"{word} had no saved pronunciation")
 
 
 def skip(controls: Controls) -> Said:

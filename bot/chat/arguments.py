@@ -15,6 +15,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from bot.core.text import clean_for_speech
 from engine.config import VOICE_NAME_RE
 
 
@@ -187,6 +188,40 @@ def check_voice_name(arg: str) -> str:
     if not VOICE_NAME_RE.match(arg):
         raise CommandError("voice names are letters, digits, '-' and '_'")
     return arg
+
+
+PRONOUNCED_WORD_RE = re.compile(r"^[^\s]{1,40}\Z")
+"""A word the pronunciation dictionary may hold: 1-40 characters, no spaces."""
+MAX_SPOKEN_CHARS = 200
+"""The longest spoken form of a word."""
+
+
+def parse_word(arg: str) -> str:
+    """A word for the pronunciation dictionary (``GG``, ``PogChamp``, ``<3``).
+
+    Raises:
+        CommandError: It has spaces or is longer than 40 characters.
+    """
+    if not PRONOUNCED_WORD_RE.match(arg):
+        raise CommandError("the word is 1-40 characters without spaces")
+    return arg
+
+
+def parse_spoken(arg: str) -> str:
+    """How a word is said, as typed after it: ``as good game`` (the ``as`` is optional).
+
+    Raises:
+        CommandError: Nothing speakable, or longer than :data:`MAX_SPOKEN_CHARS`.
+    """
+    words = arg.split(maxsplit=1)
+    if words and words[0].casefold() == "as":
+        arg = words[1] if len(words) > 1 else ""
+    spoken = clean_for_speech(arg, len(arg) + 1)  # no cap: a long form is refused, not cut
+    if not spoken:
+        raise CommandError("say what it should sound like: WORD as SPOKEN")
+    if len(spoken) > MAX_SPOKEN_CHARS:
+        raise CommandError(f"the spoken form is at most {MAX_SPOKEN_CHARS} characters")
+    return spoken
 
 
 def split_for_chat(head: str, items: Sequence[str], limit: int, more: str = "more: ") -> list[str]:

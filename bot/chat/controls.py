@@ -147,3 +147,28 @@ class Controls(Protocol):
     def command_name(self, key: str) -> str:
         """What a viewer types for the command ``key``, prefix included (``!resume``)."""
         ...
+
+    @property
+    def assigns_voices(self) -> bool:
+        """Whether viewers without a voice get one automatically (``tts.new_viewers``).
+
+        Then an explicit choice of the default voice is saved as that voice, so it is not
+        replaced by an automatic one.
+        """
+        ...
+
+    async def voice_pool(self) -> list[str]:
+        """The voices ``!voice random`` and new viewers draw from (``tts.new_viewers.pool``).
+
+        Raises:
+            bot.chat.voices.VoiceListUnavailable: The engine did not say which voices it has.
+        """
+        ...
+
+    async def set_pronunciation(self, word: str, spoken: str | None, *, by: str) -> bool:
+        """Save how ``word`` is said (None: as written again); whether that changed anything.
+
+        Raises:
+            bot.state.store.StoreError: The write failed; nothing changed.
+        """
+        ...

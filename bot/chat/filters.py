@@ -526,21 +526,35 @@ class Cooldown:
         self._clock = clock
         self._last: dict[tuple[Platform, str], float] = {}
 
-    def remaining(self, user: ChatUser, *, paid: bool = False) -> float:
-        """Seconds until ``user`` may be spoken again (0 when now)."""
-        if self._seconds <= 0 or user.at_least(self._exempt) or (paid and self._paid_exempt):
+    def seconds(self, at_least: float | None = None) -> float:
+        """The pause in force: the configured one, or ``at_least`` when longer (raid mode)."""
+        return max(self._seconds, at_least or 0.0)
+
+    def remaining(
+        self, user: ChatUser, *, paid: bool = False, at_least: float | None = None
+    ) -> float:
+        """Seconds until ``user`` may be spoken again (0 when now).
+
+        Args:
+            user: The author.
+            paid: Whether the message is a cheer or reward.
+            at_least: A longer pause in force for now (raid mode), if any.
+        """
+        seconds = self.seconds(at_least)
+        if seconds <= 0 or user.at_least(self._exempt) or (paid and self._paid_exempt):
             return 0.0
         last = self._last.get(user.identity)
         if last is None:
             return 0.0
-        return max(0.0, last + self._seconds - self._clock())
+        return max(0.0, last + seconds - self._clock())
 
-    def mark(self, user: ChatUser) -> None:
+    def mark(self, user: ChatUser, *, at_least: float | None = None) -> None:
         """Record that ``user`` was just queued for speech."""
-        if self._seconds <= 0:
+        seconds = self.seconds(at_least)
+        if seconds <= 0:
             return
         now = self._clock()
         self._last[user.identity] = now
         if len(self._last) > self._PRUNE_AT:
-            cutoff = now - self._seconds
+            cutoff = now - seconds
             self._last = {k: v for k, v in self._last.items() if v > cutoff}

@@ -9,21 +9,33 @@ order, and the first step that decides ends it:
 4. a trigger must apply (every message / ``!tts`` / channel-points reward / cheer);
 5. TTS must be on, and the author must reach ``triggers.min_role``;
 6. the author must not be muted (the person's state is looked up once, here);
-7. the text filters run (links, emoji, zalgo, banned words, repeats, length, ...);
-8. the per-user cooldown is checked, the "NAME says" template added unless the same person
-   spoke just before, the voice chosen (the source's request, else the person's choice,
-   else the default) and the item queued, paid messages first; only a queued message starts
-   the cooldown.
+7. raid mode (``raid``) looks at the queue length: it may step up (announced in chat once)
+   and, at its paid-only step, drop free messages;
+8. the text filters run (links, emoji, zalgo, banned words, repeats, length, ...), then raid
+   mode's shorter cut;
+9. the per-user cooldown is checked (raid mode may lengthen it), the "NAME says" template
+   added unless the same person spoke just before or raid mode stopped names, the voice
+   chosen (the source's request, else the person's choice, else one assigned by
+   ``tts.new_viewers`` and saved, else the default), the message split into voice parts
+   (``tts.parts``) and the pronunciation dictionary applied to what is spoken (never to
+   what is shown); then the item is queued, paid messages first; only a queued message
+   starts the cooldown.
 
 Every step is synchronous except commands (which may write to the database), so a message
-costs no I/O unless it is a command. ``handle`` returns a Decision saying what happened and
-why, which the tests check and the log shows.
+costs no I/O unless it is a command; saving an assigned voice and announcing a raid-mode
+change run in the background. Voice parts and assigned voices read the engine's voice list
+from the catalog's cache (asked for when the engine is ready). ``handle`` returns a Decision
+saying what happened and why, which the tests check and the log shows. Raid mode ends when
+the speaker reports the queue empty.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import enum
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -32,13 +44,24 @@ from typing import Protocol
 from bot.chat.commands import CommandProcessor, CommandResult
 from bot.chat.controls import PeopleStore, Playback
 from bot.chat.filters import Cooldown, FilterChain, MessageIgnorer, speakable_name
+from bot.chat.parts import Part, split_parts
+from bot.chat.pronunciation import Pronouncer
+from bot.chat.raid import RaidMode, RaidRules
 from bot.chat.roles import ROLE_BY_NAME
 from bot.chat.settings import PipelineSettings
-from bot.chat.voices import VoiceCatalog
+from bot.chat.voices import (
+    VoiceCatalog,
+    VoiceListUnavailable,
+    random_voice,
+    stable_voice,
+    voice_pool,
+)
 from bot.core.lru import LRU
 from bot.core.messages import ChatMessage, ChatUser, Platform, Role
-from bot.speech.speaker import Speaker, SpeechEvent, SpeechEventKind, SpeechItem
-from bot.state.store import HistoryEntry, PersonState, Store
+from bot.core.tasks import TaskSet
+from bot.core.text import cap_length
+from bot.speech.speaker import Speaker, SpeechEvent, SpeechEventKind, SpeechItem, SpeechPart
+from bot.state.store import HistoryEntry, PersonState, Store, StoreError, Target
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +154,7 @@ class ChatPipeline:
 
     _RECENT_USERS = 5000
     _RECENT_IDS = 2000
+    _CLOSE_WAIT_S = 2.0
 
     def __init__(
         self,
@@ -169,6 +193,15 @@ class ChatPipeline:
         self._recent: LRU[tuple[Platform, str], tuple[str, Role]] = LRU(self._RECENT_USERS)
         self._message_ids: LRU[str, None] = LRU(self._RECENT_IDS)
         self._last_started: SpeechItem | None = None
+        self.raid = RaidMode(cfg.raid)
+        self.pronouncer = Pronouncer(cfg.pronunciation)
+        self._saved_words: dict[str, str] = {}
+        self._parts_role = ROLE_BY_NAME[cfg.tts.parts.min_role]
+        self._assigned: LRU[tuple[Platform, str], str] = LRU(self._RECENT_USERS)
+        self._rng = random.Random()
+        self._raid_chat: ChatMessage | None = None
+        self._voice_fetch: asyncio.Task[None] | None = None
+        self._tasks = TaskSet("chat pipeline")
         self.steps: tuple[Step, ...] = (
             self._drop_duplicates_and_ignored_users,
             self._run_command,
@@ -176,6 +209,7 @@ class ChatPipeline:
             self._require_trigger,
             self._require_tts_on_and_role,
             self._skip_muted,
+            self._raid_mode,
             self._apply_filters,
             self._queue,
         )
@@ -246,8 +280,52 @@ class ChatPipeline:
         """(id, highest role) of someone who chatted on ``platform`` as ``login`` lately."""
         return self._recent.get((platform, login.casefold()))
 
+    @property
+    def assigns_voices(self) -> bool:
+        """Whether viewers without a voice get one automatically (``tts.new_viewers.mode``)."""
+        return self.cfg.tts.new_viewers.mode != "default"
+
+    async def voice_pool(self) -> list[str]:
+        """The voices ``!voice random`` and new viewers draw from."""
+        return voice_pool(await self._voices.names(), self.cfg.tts.new_viewers.pool)
+
+    async def set_pronunciation(self, word: str, spoken: str | None, *, by: str) -> bool:
+        """Save how ``word`` is said (None: as written); it applies from the next message."""
+        changed = await self._store.set_pronunciation(word, spoken, by=by)
+        if spoken is None:
+            self._saved_words.pop(word.casefold(), None)
+        else:
+            self._saved_words[word.casefold()] = spoken
+        self.pronouncer.use_saved(self._saved_words)
+        return changed
+
+    def engine_ready(self) -> None:
+        """The engine (re)loaded: learn its voices now if messages need them.
+
+        Voice parts and voices for new viewers look names up without waiting; asking right
+        away means the first messages after start-up already find the list.
+        """
+        cfg = self.cfg.tts
+        if cfg.parts.enabled or self.assigns_voices:
+            self._known_voices()
+
+    async def settled(self) -> None:
+        """Wait for the background work started so far (voice saves, announcements, loading)."""
+        await self._tasks.wait()
+
+    async def close(self) -> None:
+        """Finish saving assigned voices (briefly), then stop background work."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.settled(), self._CLOSE_WAIT_S)
+        await self._tasks.close()
+
     def restore(self) -> None:
-        """Apply the persisted volume, pause and on/off state (after ``store.open()``)."""
+        """Apply the persisted volume, pause and on/off state (after ``store.open()``).
+
+        The saved pronunciation dictionary is read in the background; messages that arrive
+        meanwhile use the config's entries.
+        """
+        self._tasks.spawn(self._load_pronunciations(), name="pronunciations")
         settings = self._store.settings
         if settings.volume is not None:
             self._player.set_volume(settings.volume)
@@ -316,27 +394,44 @@ class ChatPipeline:
         line.person = self._store.person(line.user)  # the one look at the author's state
         return self._drop("muted", line) if line.person.muted else None
 
+    async def _raid_mode(self, line: Line) -> Decision | None:
+        changed = self.raid.observe(len(self._speaker.queue))
+        if changed is not None:
+            self._raid_chat = line.message
+            self._announce_raid(changed)
+        if self.raid.rules.paid_only and not line.paid:
+            return self._drop("raid: paid only", line)
+        return None
+
     async def _apply_filters(self, line: Line) -> Decision | None:
         filtered = self.filters.apply(line.text)
         if filtered.dropped:
             return self._drop(f"filter:{filtered.dropped_by}", line)
         line.text = filtered.text
+        cut = self.raid.rules.max_chars
+        if cut is not None and len(line.text) > cut:
+            line.text = cap_length(line.text, cut)
         return None
 
     async def _queue(self, line: Line) -> Decision:
         user = line.user
-        if self.cooldown.remaining(user, paid=line.paid) > 0:
+        longer = self.raid.rules.cooldown_s
+        if self.cooldown.remaining(user, paid=line.paid, at_least=longer) > 0:
             return self._drop("cooldown", line)
         priority = 1 if line.paid else 0
+        voice = self._voice(line)
+        text, parts = self._speech(line, voice, priority)
         item = SpeechItem(
             message=line.message,
-            text=self._announce(user, line.text, priority),
-            voice=self._voice(line),
+            text=text,
+            voice=parts[0].voice if parts else voice,
             priority=priority,
+            parts=parts,
+            max_s=self.cfg.tts.max_speaking_s,
         )
         if not self._speaker.enqueue(item):
             return self._drop("queue", line)
-        self.cooldown.mark(user)  # only a queued message starts the cooldown
+        self.cooldown.mark(user, at_least=longer)  # only a queued message starts the cooldown
         assert line.trigger is not None
         return Decision(
             Action.QUEUED,
@@ -348,9 +443,126 @@ class ChatPipeline:
 
     # -- what the steps use -------------------------------------------------------------------
     def _voice(self, line: Line) -> str:
-        """The source's requested voice, else the author's chosen one, else the default."""
+        """The source's requested voice, else the author's chosen or assigned one, else default."""
+        if line.message.voice:
+            return line.message.voice.lower()
         chosen = line.person.voice if line.person is not None else None
-        return (line.message.voice or chosen or self.cfg.voices.default).lower()
+        if chosen is None and self.assigns_voices:
+            chosen = self._new_viewer_voice(line.user)
+        return (chosen or self.cfg.voices.default).lower()
+
+    def _new_viewer_voice(self, user: ChatUser) -> str | None:
+        """A voice for someone who has none (``tts.new_viewers``), saved like ``!voice``.
+
+        None while the voice list is not known yet (the default is used, nothing saved).
+        """
+        assigned = self._assigned.get(user.identity)
+        if assigned is not None:
+            return assigned  # already picked; the save may still be on its way
+        names = self._known_voices()
+        if names is None:
+            return None
+        candidates = voice_pool(names, self.cfg.tts.new_viewers.pool)
+        if self.cfg.tts.new_viewers.mode == "stable":
+            voice = stable_voice(candidates, f"{user.platform}:{user.id}")
+        else:
+            voice = random_voice(candidates, self._rng)
+        if voice is None:
+            return None
+        self._assigned.put(user.identity, voice)
+        self._tasks.spawn(self._save_voice(user, voice), name="assign-voice")
+        return voice
+
+    async def _save_voice(self, user: ChatUser, voice: str) -> None:
+        try:
+            await self._store.set_voice(Target.of(user), voice)
+        except StoreError as exc:
+            log.error("could not save the voice given to %s: %s", user.login, exc)
+
+    def _known_voices(self) -> list[str] | None:
+        """The engine's voice list if it is known; else None, and it is asked for."""
+        names = self._voices.cached
+        if names is None and (self._voice_fetch is None or self._voice_fetch.done()):
+            self._voice_fetch = self._tasks.spawn(self._fetch_voices(), name="voice-list")
+        return names
+
+    async def _fetch_voices(self) -> None:
+        try:
+            names = await self._voices.names()
+        except VoiceListUnavailable as exc:
+            log.debug("voice list not known yet: %s", exc)
+            return
+        pool = self.cfg.tts.new_viewers.pool
+        if self.assigns_voices and pool:
+            known = {n.casefold() for n in names}
+            missing = [p for p in pool if p.casefold() not in known]
+            if missing:
+                log.warning(
+                    "tts.new_viewers.pool: no voice called %s; %s",
+                    ", ".join(missing),
+                    "drawing from the others" if len(missing) < len(pool) else "using the default",
+                )
+
+    def _speech(self, line: Line, voice: str, priority: int) -> tuple[str, tuple[SpeechPart, ...]]:
+        """What is shown (the text with "NAME says") and, when it differs, what is spoken.
+
+        The parts are the voices of a message that names several (``tts.parts``), with the
+        name said first in the author's voice, and the spoken forms of the pronunciation
+        dictionary; a message with neither is spoken as shown (no parts).
+        """
+        user = line.user
+        named = self._says_name(user, priority)
+        name = speakable_name(user.display_name, user.login)
+        template = self.cfg.tts.template
+        shown = template.format(name=name, text=line.text) if named else line.text
+        split = self._split(line)
+        if len(split) == 1 and split[0].voice is None:
+            pieces = [(shown, voice)]
+        else:
+            head, tail = template.format(name=name, text="\x00").split("\x00", 1)
+            if not named:
+                head = tail = ""
+            pieces = [(head, voice)] if head.strip() else []
+            pieces += [(part.text, part.voice or voice) for part in split]
+            if tail.strip():
+                pieces.append((tail, voice))
+        if self.pronouncer.active:
+            pieces = [(self.pronouncer.apply(text), v) for text, v in pieces]
+        pieces = [(text.strip(), v) for text, v in pieces if text.strip()]
+        if not pieces or (len(pieces) == 1 and pieces[0] == (shown, voice)):
+            return shown, ()
+        pause = self.cfg.tts.parts.pause_ms / 1000.0
+        return shown, tuple(
+            SpeechPart(text, v.lower(), pause if i else 0.0) for i, (text, v) in enumerate(pieces)
+        )
+
+    def _split(self, line: Line) -> list[Part]:
+        """The message's voice parts, when ``tts.parts`` is on and the author may use it."""
+        cfg = self.cfg.tts.parts
+        if not cfg.enabled or not line.user.at_least(self._parts_role):
+            return [Part(line.text, None)]
+        names = self._known_voices()
+        if names is None:
+            return [Part(line.text, None)]
+        known = {n.casefold(): n for n in names}
+        return split_parts(line.text, cfg.syntax, lambda n: known.get(n.casefold()), cfg.max_parts)
+
+    def _announce_raid(self, rules: RaidRules) -> None:
+        """Say a raid-mode change once, in the chat whose message caused it."""
+        text = rules.describe(self.raid.levels)
+        log.info("%s (queue %d)", text, len(self._speaker.queue))
+        chat = self._raid_chat
+        if self.cfg.raid.announce and chat is not None:
+            self._tasks.spawn(self.commands.reply(chat, text), name="raid-announce")
+
+    async def _load_pronunciations(self) -> None:
+        try:
+            saved = await self._store.pronunciations()
+        except StoreError as exc:
+            log.error("could not read the saved pronunciations: %s", exc)
+            return
+        self._saved_words = {**saved, **self._saved_words}  # a !say meanwhile wins
+        self.pronouncer.use_saved(self._saved_words)
 
     @staticmethod
     def _drop(reason: str, line: Line) -> Decision:
@@ -372,20 +584,20 @@ class ChatPipeline:
         return None
 
     # -- "NAME says" ----------------------------------------------------------------------------
-    def _announce(self, user: ChatUser, text: str, priority: int) -> str:
+    def _says_name(self, user: ChatUser, priority: int) -> bool:
+        """Whether the message is announced with its author's name."""
         tts = self.cfg.tts
-        if not tts.say_names:
-            return text
+        say_names = self.raid.rules.say_names
+        if not (tts.say_names if say_names is None else say_names):
+            return False
         if user.role is Role.BROADCASTER and not tts.announce_broadcaster:
-            return text
+            return False
         before = self._predecessor(priority)
-        if (
+        return not (
             before is not None
             and before.message.user.identity == user.identity
             and self._clock() - before.message.received_at < tts.name_again_after_s
-        ):
-            return text
-        return tts.template.format(name=speakable_name(user.display_name, user.login), text=text)
+        )
 
     def _predecessor(self, priority: int) -> SpeechItem | None:
         """The item that will be heard right before a new item of ``priority``."""
@@ -399,6 +611,10 @@ class ChatPipeline:
     # -- history ---------------------------------------------------------------------------------
     def _on_speech(self, event: SpeechEvent) -> None:
         item = event.item
+        if event.kind is not SpeechEventKind.QUEUED and not len(self._speaker.queue):
+            back = self.raid.drained()  # the queue drained: raid mode ends
+            if back is not None:
+                self._announce_raid(back)
         if event.kind is SpeechEventKind.STARTED:
             self._last_started = item
         elif event.kind is SpeechEventKind.FINISHED and event.outcome is not None:

@@ -7,14 +7,16 @@ so every section of the chat package is found in one place.
 
 from __future__ import annotations
 
+import itertools
 import re
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from pydantic import Field, field_validator
 
+from bot.chat.arguments import MAX_SPOKEN_CHARS, PRONOUNCED_WORD_RE
 from bot.chat.commands.config import CommandsConfig, CommandSpec
 from bot.chat.roles import RoleName
-from engine.config import Section, VoicesConfig
+from engine.config import VOICE_NAME_RE, Section, VoicesConfig
 
 if TYPE_CHECKING:
     from bot.speech.settings import QueueConfig
@@ -31,11 +33,17 @@ __all__ = [
     "IgnoreFilter",
     "LengthFilter",
     "LinksFilter",
+    "NewViewersConfig",
     "PipelineSettings",
+    "PronunciationConfig",
+    "PronunciationPattern",
+    "RaidConfig",
+    "RaidStep",
     "RepeatsFilter",
     "RoleName",
     "TriggersConfig",
     "TtsConfig",
+    "VoicePartsConfig",
     "ZalgoFilter",
 ]
 
@@ -164,6 +172,37 @@ class TriggersConfig(Section):
     min_role: RoleName = Field(default="everyone", description="lowest role that is spoken")
 
 
+class VoicePartsConfig(Section):
+    """Several voices in one message (``tts.parts``): ``narrator: hello obama: hi chat``."""
+
+    enabled: bool = False
+    syntax: Literal["colon", "parens"] = Field(
+        default="colon", description="colon: 'name: text'; parens: '(name) text'"
+    )
+    min_role: RoleName = Field(default="everyone", description="lowest role that may use it")
+    max_parts: int = Field(default=5, ge=2, le=20, description="voice parts per message")
+    pause_ms: int = Field(default=150, ge=0, le=2000, description="silence between two parts")
+
+
+class NewViewersConfig(Section):
+    """The voice of a viewer who chose none (``tts.new_viewers``)."""
+
+    mode: Literal["default", "random", "stable"] = Field(
+        default="default",
+        description="default: voices.default; random: one from the pool, saved; stable: one"
+        " derived from their user id, saved",
+    )
+    pool: tuple[str, ...] = Field(default=(), description="voice names (empty: every voice)")
+
+    @field_validator("pool")
+    @classmethod
+    def _pool(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not VOICE_NAME_RE.match(name):
+                raise ValueError(f"{name!r} is not a voice name (1-32 letters, digits, '-', '_')")
+        return value
+
+
 class TtsConfig(Section):
     """How a message is announced (``tts``)."""
 
@@ -173,6 +212,11 @@ class TtsConfig(Section):
         default=300.0, ge=0.0, description="repeat the name of a repeated speaker after this"
     )
     announce_broadcaster: bool = Field(default=False, description="say the streamer's name too")
+    max_speaking_s: float | None = Field(
+        default=None, gt=0.0, le=600.0, description="longest a message plays before a fade-out"
+    )
+    parts: VoicePartsConfig = VoicePartsConfig()
+    new_viewers: NewViewersConfig = NewViewersConfig()
 
     @field_validator("template")
     @classmethod
@@ -193,6 +237,94 @@ class TtsConfig(Section):
         if "text" not in fields:
             raise ValueError("must contain {text}")
         return value
+
+
+class RaidStep(Section):
+    """One step of raid mode (``raid.steps[N]``): from this queue length on, be leaner."""
+
+    queue: int = Field(ge=1, le=10_000, description="queue length that starts this step")
+    say_names: bool | None = Field(default=None, description="false: stop reading names")
+    max_chars: int | None = Field(default=None, ge=10, le=5000, description="cut messages here")
+    cooldown_s: float | None = Field(
+        default=None, ge=0.0, le=86_400.0, description="per-user seconds between messages"
+    )
+    paid_only: bool = Field(default=False, description="read only cheers and rewards")
+
+
+DEFAULT_RAID_STEPS: tuple[RaidStep, ...] = (
+    RaidStep(queue=10, say_names=False),
+    RaidStep(queue=20, max_chars=100, cooldown_s=60.0),
+    RaidStep(queue=28, paid_only=True),
+)
+
+
+class RaidConfig(Section):
+    """Raid mode (``raid``): a long queue switches to leaner reading, a drained one back."""
+
+    enabled: bool = False
+    announce: bool = Field(default=True, description="say each step in chat, once")
+    steps: tuple[RaidStep, ...] = DEFAULT_RAID_STEPS
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, value: tuple[RaidStep, ...]) -> tuple[RaidStep, ...]:
+        if not value:
+            raise ValueError("needs at least one step (or raid.enabled: false)")
+        for before, after in itertools.pairwise(value):
+            if after.queue <= before.queue:
+                raise ValueError(
+                    f"each step must start at a longer queue than the one before"
+                    f" ({after.queue} after {before.queue})"
+                )
+        return value
+
+
+def check_spoken(value: object, where: str) -> str:
+    """A spoken form: text of 1-200 characters."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{where}: the spoken form must be text")
+    if len(value) > MAX_SPOKEN_CHARS:
+        raise ValueError(f"{where}: the spoken form is over {MAX_SPOKEN_CHARS} characters")
+    return value.strip()
+
+
+class PronunciationPattern(Section):
+    """A pattern and what to say instead (``pronunciation.patterns[N]``)."""
+
+    match: str = Field(description="a regular expression, matched case-insensitively")
+    say: str = Field(min_length=1, max_length=MAX_SPOKEN_CHARS, description="plain text")
+
+    @field_validator("match")
+    @classmethod
+    def _match(cls, value: str) -> str:
+        try:
+            compiled = re.compile(value, re.IGNORECASE)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from None
+        if compiled.search(""):
+            raise ValueError("matches empty text; it would be said between every letter")
+        return value
+
+
+class PronunciationConfig(Section):
+    """How words are said (``pronunciation``): after the filters, before synthesis."""
+
+    words: dict[str, str] = Field(
+        default_factory=dict, description="whole words (any case) and what to say instead"
+    )
+    patterns: tuple[PronunciationPattern, ...] = ()
+
+    @field_validator("words", mode="before")
+    @classmethod
+    def _words(cls, value: object) -> object:
+        if not isinstance(value, dict):
+            return value  # pydantic reports the type
+        out: dict[str, str] = {}
+        for word, spoken in value.items():
+            if not isinstance(word, str) or not PRONOUNCED_WORD_RE.match(word):
+                raise ValueError(f"{word!r} is not a word (1-40 characters, no spaces)")
+            out[word] = check_spoken(spoken, repr(word))
+        return out
 
 
 class PipelineSettings(Protocol):
@@ -235,4 +367,14 @@ class PipelineSettings(Protocol):
     @property
     def queue(self) -> QueueConfig:
         """``queue``: whether paid messages go first."""
+        ...
+
+    @property
+    def raid(self) -> RaidConfig:
+        """``raid``: leaner reading while the queue is long."""
+        ...
+
+    @property
+    def pronunciation(self) -> PronunciationConfig:
+        """``pronunciation``: words and patterns said differently."""
         ...

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import hashlib
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -128,3 +130,33 @@ class VoiceCatalog:
         lowered = {n.casefold(): n for n in names}
         close = difflib.get_close_matches(wanted, list(lowered), n=1, cutoff=0.5)
         return None, (lowered[close[0]] if close else None)
+
+
+def voice_pool(names: Sequence[str], pool: Sequence[str]) -> list[str]:
+    """The voices a new viewer may get: ``pool`` (real names, any case), or every voice.
+
+    Pool entries the engine does not have are left out, so a voice folder removed later
+    never makes viewers silent.
+    """
+    if not pool:
+        return list(names)
+    known = {n.casefold(): n for n in names}
+    return [known[p.casefold()] for p in pool if p.casefold() in known]
+
+
+def stable_voice(candidates: Sequence[str], key: str) -> str | None:
+    """The voice derived from ``key`` (a person's platform and id): the same on every run.
+
+    A hash of the key, not Python's ``hash`` (which changes with every process), over the
+    sorted candidates; None when there are none.
+    """
+    if not candidates:
+        return None
+    ordered = sorted(candidates, key=str.casefold)
+    digest = hashlib.sha256(key.encode("utf-8", "replace")).digest()
+    return ordered[int.from_bytes(digest[:8], "big") % len(ordered)]
+
+
+def random_voice(candidates: Sequence[str], rng: random.Random) -> str | None:
+    """A voice drawn from ``candidates``; None when there are none."""
+    return rng.choice(list(candidates)) if candidates else None

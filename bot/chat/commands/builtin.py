@@ -7,6 +7,7 @@ only ever said in chat (your voice, the voice list, usage) is here.
 
 from __future__ import annotations
 
+import random
 from typing import TYPE_CHECKING
 
 from bot.chat import actions
@@ -18,9 +19,11 @@ from bot.chat.commands.core import (
     Duration,
     Login,
     Speak,
+    Spoken,
     Text,
     VoiceWord,
     Volume,
+    Word,
     command,
 )
 from bot.chat.roles import role_name
@@ -38,8 +41,9 @@ class Viewers(Component):
         "voice",
         role=Role.EVERYONE,
         summary=(
-            'pick your voice (any case; a typo gets "did you mean ...?"); `!voice reset` goes'
-            " back to the default; without a name, tells you your voice"
+            'pick your voice (any case; a typo gets "did you mean ...?"); `!voice random` picks'
+            " one for you, `!voice reset` goes back to the default; without a name, tells you"
+            " your voice"
         ),
     )
     async def voice(self, ctx: Context, name: VoiceWord | None = None) -> None:
@@ -51,13 +55,20 @@ class Viewers(Component):
             current = store.voice_of(user) or controls.default_voice
             await ctx.reply(f"your voice is {current}")
             return
-        if name.casefold() == "reset":
-            found, _ = await controls.voices.resolve(name)
-            if found is None:  # unless a voice is really called "reset"
-                await store.set_voice(Target.of(user), None)
-                await ctx.reply(f"your voice is {controls.default_voice} again")
+        word = name.casefold()
+        if word in ("reset", "random") and (await controls.voices.resolve(name))[0] is None:
+            # (unless a voice is really called so)
+            if word == "reset":
+                default = controls.default_voice
+                await store.set_voice(Target.of(user), actions.stored_voice(controls, default))
+                await ctx.reply(f"your voice is {default} again")
                 return
-        voice = await resolve_voice(ctx, self.controls, name)
+            pool = await controls.voice_pool()
+            if not pool:
+                raise CommandError("there are no voices to pick from")
+            voice = random.choice(pool)
+        else:
+            voice = await resolve_voice(ctx, self.controls, name)
         await store.set_voice(Target.of(user), actions.stored_voice(controls, voice))
         await ctx.reply(f"your voice is now {voice}")
 
@@ -183,6 +194,31 @@ class Moderation(Component):
         await ctx.ack(said.reply)
 
 
+class Pronunciation(Component):
+    """How words are said: moderators teach and forget spoken forms (saved)."""
+
+    @command(
+        "say",
+        role=Role.MODERATOR,
+        enabled=False,
+        summary="teach how a word is said, e.g. `!say GG as good game` (saved)",
+    )
+    async def say(self, ctx: Context, word: Word, spoken: Spoken) -> None:
+        """Save a spoken form."""
+        said = await actions.teach_word(self.controls, word, spoken, by=ctx.user.login)
+        await ctx.ack(said.reply)
+
+    @command(
+        "unsay",
+        role=Role.MODERATOR,
+        enabled=False,
+        summary="say a word as written again (forgets what `!say` taught)",
+    )
+    async def unsay(self, ctx: Context, word: Word) -> None:
+        """Forget a spoken form."""
+        await ctx.ack((await actions.forget_word(self.controls, word, by=ctx.user.login)).reply)
+
+
 async def resolve_voice(ctx: Context, controls: Controls, name: str) -> str:
     """The real name of the voice ``name`` (any case), or a reply that suggests one.
 
@@ -198,7 +234,7 @@ async def resolve_voice(ctx: Context, controls: Controls, name: str) -> str:
     return found
 
 
-COMPONENTS: tuple[type[Component], ...] = (Viewers, Moderation)
+COMPONENTS: tuple[type[Component], ...] = (Viewers, Moderation, Pronunciation)
 """Every component, in the order of their commands in the README and the config."""
 
 COMMANDS: tuple[Command, ...] = tuple(c for component in COMPONENTS for c in component.commands)

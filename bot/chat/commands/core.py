@@ -34,7 +34,9 @@ from bot.chat.arguments import (
     check_voice_name,
     parse_duration,
     parse_login,
+    parse_spoken,
     parse_volume,
+    parse_word,
 )
 from bot.chat.controls import Controls
 from bot.core.messages import ChatMessage, ChatUser, Role
@@ -69,6 +71,10 @@ Volume = Annotated[VolumeChange, Arg("0-100", parse_volume)]
 """A volume: ``40``, ``40%``, ``+10``, ``-10``."""
 Text = Annotated[str, Arg("TEXT", _text, rest=True)]
 """The rest of the line."""
+Word = Annotated[str, Arg("WORD", parse_word)]
+"""A word of the pronunciation dictionary."""
+Spoken = Annotated[str, Arg("as SPOKEN", parse_spoken, rest=True)]
+"""How a word is said: the rest of the line, after an optional ``as``."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,13 +22,13 @@ def usage(cmd: Command, prefix: str = DEFAULT_PREFIX) -> str:
     return cmd.usage(prefix + cmd.key).replace("|", "\\|")
 
 
-def command_table(commands: Sequence[Command] = COMMANDS) -> str:
-    """The README's table of chat commands."""
+def command_table(commands: Sequence[Command] = COMMANDS, *, enabled: bool = True) -> str:
+    """The README's table of chat commands (``enabled=False``: of those off by default)."""
     lines = ["| command | who (default) | what it does |", "|---|---|---|"]
     lines += [
         f"| `{usage(cmd)}` | {role_name(cmd.role)} | {cmd.summary} |"
         for cmd in commands
-        if cmd.enabled
+        if cmd.enabled is enabled
     ]
     return "\n".join(lines)
 
@@ -88,6 +88,8 @@ def key_list(commands: Sequence[Command] = COMMANDS) -> str:
 def main() -> None:
     """Print what README.md should say."""
     print(command_table())
+    print()
+    print(command_table(enabled=False))
     print()
     print("\n".join(config_rows()))
     print()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.chat.commands import BY_KEY, COMMAND_KEYS, CommandStatus
+from bot.chat.commands import BY_KEY, COMMAND_KEYS, COMMANDS, CommandStatus
 from bot.chat.pipeline import Action
 from bot.config import ConfigError, parse_config
 from bot.core.messages import ChatUser, Role
@@ -88,6 +88,8 @@ async def _prepare(bot: Bot, key: str) -> None:
         bot.player.hold.clear()
         await bot.send("a message long enough to play", TARGET)
         await bot.wait_for(lambda: bot.app.speaker.current is not None and bool(bot.started()))
+    elif key == "unsay":
+        await bot.app.chat.set_pronunciation("gg", "good game", by="x")
     elif key == "clear":
         bot.app.speaker.pause()
         await bot.send("one queued message", TARGET)
@@ -121,7 +123,14 @@ EFFECTS: dict[str, tuple[str, Effect]] = {
     "ttsoff": ("!ttsoff", lambda b, u: not b.app.chat.enabled),
     "ttson": ("!ttson", lambda b, u: b.app.chat.enabled),
     "setvoice": ("!setvoice @target Narrator", lambda b, u: b.store.voice_of(TARGET) == "Narrator"),
+    "say": (
+        "!say GG as good game",
+        lambda b, u: b.app.chat.pronouncer.words.get("gg") == "good game",
+    ),
+    "unsay": ("!unsay GG", lambda b, u: "gg" not in b.app.chat.pronouncer.words),
 }
+ON = {"commands": {cmd.key: {"enabled": True} for cmd in COMMANDS if not cmd.enabled}}
+"""The matrix switches on the commands that are off by default."""
 
 
 @pytest.mark.parametrize("role", list(Role), ids=lambda r: r.name.lower())
@@ -132,7 +141,7 @@ async def test_permission_matrix(tmp_path: Path, key: str, role: Role) -> None:
     Allowed: the command acts and answers. Not allowed: nothing changes and nothing is said.
     Either way the command line itself is never spoken.
     """
-    bot = await start_bot(make_config(tmp_path))
+    bot = await start_bot(make_config(tmp_path, **ON))
     try:
         await _prepare(bot, key)
         issuer = person(f"user_{role.name.lower()}", role)

@@ -37,6 +37,8 @@ def test_usage_is_derived_from_the_arguments() -> None:
         "ttsoff": "!ttsoff",
         "ttson": "!ttson",
         "setvoice": "!setvoice @user NAME",
+        "say": "!say WORD as SPOKEN",
+        "unsay": "!unsay WORD",
     }
 
 
