@@ -63,6 +63,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _setup_logging(verbose: bool) -> None:
+    from bot.core.platform import tolerate_unencodable
+
+    for stream in (sys.stdout, sys.stderr):  # emoji in chat, on a cp1252 stream (Windows)
+        tolerate_unencodable(stream)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",

@@ -145,6 +145,24 @@ def inside(path: PurePath, folder: PurePath) -> bool:
     return path == folder or folder in path.parents
 
 
+_WINDOWS_DEVICES = frozenset(
+    ["con", "prn", "aux", "nul", "conin$", "conout$"]
+    + [f"{port}{n}" for port in ("com", "lpt") for n in "123456789¹²³"]
+)
+
+
+def windows_reserved_name(name: str) -> bool:
+    """Whether Windows refuses ``name`` as a file or folder name (in every folder).
+
+    ``CON``, ``NUL``, ``COM1`` ... name devices on Windows, whatever the case and even with
+    an extension (``nul.txt``); a name ending in a dot or a space is silently changed. Names
+    the bot turns into folders (voices) are refused on every OS, so that a voice library
+    copied from Linux or macOS works on Windows too.
+    """
+    stem = name.split(".", 1)[0].rstrip(" ").casefold()
+    return stem in _WINDOWS_DEVICES or name.endswith((".", " "))
+
+
 @dataclass(frozen=True, slots=True)
 class Scripts:
     """What a person types to install, run and test on this OS (messages name these).
@@ -172,6 +190,28 @@ def scripts(system: OS | None = None) -> Scripts:
             r".venv\Scripts\python.exe",
         )
     return Scripts("scripts/install.sh", "./scripts/run.sh", "scripts/test.sh", ".venv/bin/python")
+
+
+# -- the console --------------------------------------------------------------------------------
+
+
+def tolerate_unencodable(stream: Any) -> bool:
+    r"""Let ``stream`` take any text: characters its encoding lacks become ``\U0001f602``.
+
+    On Windows a redirected stream (a file, a pipe, a service's log) uses the ANSI code page
+    (cp1252), which has no emoji: a chat line with one would make ``logging`` print its own
+    traceback and lose the line. (A real Windows console takes UTF-16, and UTF-8 streams
+    take everything; those are left alone.) The same holds on POSIX under ``LANG=C``.
+
+    Returns:
+        Whether the stream was changed.
+    """
+    encoding = str(getattr(stream, "encoding", "") or "").lower().replace("-", "").replace("_", "")
+    reconfigure = getattr(stream, "reconfigure", None)
+    if reconfigure is None or encoding.startswith(("utf8", "utf16", "utf32")):
+        return False
+    reconfigure(errors="backslashreplace")
+    return True
 
 
 # -- private files ------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ import numpy.typing as npt
 import soundfile as sf
 import soxr
 
+from bot.core.platform import windows_reserved_name
 from engine.base import VoiceError
 from engine.config import BUILTIN_VOICE, VOICE_NAME_RE, VoicesConfig
 from engine.text import MAX_SECONDS_PER_BYTE, MIN_SECONDS_PER_BYTE, normalize_space
@@ -591,6 +592,11 @@ def check_new_voice(voices: VoicesConfig, name: str, *, force: bool = False) -> 
         raise VoiceImportError(
             f"{name[:40]!r} is not a valid voice name: use 1-32 letters, digits, '-' or '_' "
             "(viewers type it after !voice)"
+        )
+    if windows_reserved_name(name):
+        raise VoiceImportError(
+            f"{name!r} cannot be a voice name: Windows reserves it for a device (CON, NUL, AUX,"
+            " PRN, COM1-9, LPT1-9), so its folder would not work there; pick another name"
         )
     existing = _existing_folder(voices.dir, name)
     if existing is not None and not force:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
 import signal
 import socket
@@ -558,3 +559,39 @@ def test_a_cancelled_read_loses_nothing(loop_kind: type[asyncio.AbstractEventLoo
         os.close(r)
 
     run_on(loop_kind(), main)
+
+
+# -- names and the console -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["con", "CON", "Nul", "aux", "prn", "com1", "LPT9", "nul.txt"])
+def test_windows_device_names_are_reserved(name: str) -> None:
+    assert platform.windows_reserved_name(name)
+
+
+@pytest.mark.parametrize("name", ["console", "nully", "com", "com10", "alice", "lpt", "x"])
+def test_ordinary_names_are_not_reserved(name: str) -> None:
+    assert not platform.windows_reserved_name(name)
+
+
+def test_a_voice_cannot_be_named_after_a_windows_device(tmp_path: Path) -> None:
+    from bot.setup.voice_import import VoiceImportError, check_new_voice
+    from engine.config import VoicesConfig
+
+    voices = VoicesConfig(dir=tmp_path)
+    with pytest.raises(VoiceImportError, match="Windows reserves it"):
+        check_new_voice(voices, "nul")
+    check_new_voice(voices, "nully")  # no error
+
+
+def test_a_cp1252_stream_takes_emoji_instead_of_failing() -> None:
+    """What a redirected stderr is on Windows; a chat line with an emoji must still log."""
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding="cp1252")
+    assert platform.tolerate_unencodable(stream)
+    stream.write("speaking alice: gg \U0001f602 héllo\n")
+    stream.flush()
+    assert raw.getvalue() == "speaking alice: gg \\U0001f602 héllo\n".encode("cp1252")
+    utf8 = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
+    assert not platform.tolerate_unencodable(utf8)
+    assert utf8.errors == "strict"
