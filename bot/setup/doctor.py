@@ -827,6 +827,124 @@ def check_web(cfg: Config) -> CheckResult:
     return check_port(web.host, web.port)
 
 
+# -- the voice server (engine.name: remote) ---------------------------------------------------
+
+
+def check_remote(cfg: Config, timeout_s: float = NETWORK_TIMEOUT_S) -> list[CheckResult]:
+    """The ``ishowtts serve`` that ``engine.remote.url`` names: reachable, token, voices, ready.
+
+    Each answer has its own fix: nothing listening (start ``serve`` there, or the firewall),
+    a refused token (where to get the right one), no usable voice, an engine still loading
+    or failed on the serving PC.
+    """
+    import ssl
+
+    from engine.remote import read_token
+
+    remote = cfg.engine.remote
+    url = remote.url
+    context = (
+        ssl.create_default_context(cafile=str(remote.ca_file))
+        if remote.ca_file is not None
+        else None
+    )
+    name = "voice server"
+
+    def get(path: str, token: str | None) -> tuple[int, Any]:
+        request = urllib.request.Request(f"{url}{path}")
+        if token is not None:
+            request.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout_s, context=context) as resp:
+                return resp.status, json.loads(resp.read(1 << 20))
+        except urllib.error.HTTPError as exc:
+            try:
+                body = json.loads(exc.read(1 << 16))
+                return exc.code, str(body["error"]["message"])
+            except (ValueError, KeyError, TypeError):
+                return exc.code, f"HTTP {exc.code}"
+
+    start_fix = (
+        f"start `ishowtts serve` on the serving PC, check engine.remote.url ({url}), and that "
+        "its firewall lets this PC reach the port (serve.host and serve.allow_remote there)"
+    )
+    try:
+        _status, health = get("/health", None)
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return [CheckResult(name, "fail", f"{url} does not answer ({reason})", start_fix)]
+    if not isinstance(health, dict) or "status" not in health:
+        return [CheckResult(name, "fail", f"{url} answers, but not like ishowtts serve", start_fix)]
+    token, where = read_token(remote, state_dir(cfg.storage))
+    if token is None:
+        return [
+            CheckResult(
+                f"{name} token",
+                "fail",
+                f"no token found (looked in {where})",
+                f"on the serving PC run `ishowtts serve --print-token`, then set "
+                f"{remote.token_env} to it here (or copy its serve-token file into this "
+                "state folder, mode 0600)",
+            )
+        ]
+    code, status = get("/v1/status", token)
+    if code == 401:
+        return [
+            CheckResult(
+                f"{name} token",
+                "fail",
+                f"{url} refuses the token from {where}: {status}",
+                f"set {remote.token_env} to what `ishowtts serve --print-token` shows there",
+            )
+        ]
+    if code != 200 or not isinstance(status, dict):
+        return [CheckResult(name, "fail", f"{url}/v1/status answered {code}: {status}")]
+    results = [
+        CheckResult(name, "ok", f"{url} answers ({status.get('engine', '?')} engine)"),
+        CheckResult(f"{name} token", "ok", f"accepted (from {where})"),
+    ]
+    state = status.get("state")
+    if state == "ready":
+        code, voices = get("/v1/voices", token)
+        usable = [
+            v["name"]
+            for v in (voices.get("data", []) if isinstance(voices, dict) else [])
+            if not v.get("problem")
+        ]
+        if usable:
+            shown = ", ".join(usable[:10]) + (" ..." if len(usable) > 10 else "")
+            results.append(CheckResult(f"{name} voices", "ok", f"{len(usable)} usable: {shown}"))
+        else:
+            results.append(
+                CheckResult(
+                    f"{name} voices",
+                    "fail",
+                    "the server offers no usable voice",
+                    "run `ishowtts voices` on the serving PC to see why",
+                )
+            )
+        results.append(CheckResult(f"{name} engine", "ok", str(status.get("detail", "ready"))))
+    elif state == "error":
+        results.append(
+            CheckResult(
+                f"{name} engine",
+                "fail",
+                f"failed to load there: {status.get('detail')}",
+                "run `ishowtts doctor` on the serving PC",
+            )
+        )
+    else:
+        results.append(
+            CheckResult(
+                f"{name} engine",
+                "warn",
+                f"still starting ({status.get('detail') or state}); messages wait or use "
+                "eSpeak NG until it is ready",
+            )
+        )
+    return results
+
+
 # -- the report -----------------------------------------------------------------------------
 
 
@@ -949,6 +1067,8 @@ def run_checks(
         lambda: check_weights(ready.engine, endpoint=hub_endpoint, timeout_s=timeout_s),
     )
     run("voices", lambda: check_voices(ready.voices))
+    if ready.engine.name == "remote":
+        run("voice server", lambda: check_remote(ready, timeout_s=timeout_s))
     run("audio output", lambda: check_audio(ready.audio))
     if current_os() is OS.WINDOWS:
         run("audio devices", lambda: windows_audio(ready.audio))
