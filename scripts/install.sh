@@ -38,7 +38,8 @@ if [[ ! -x .venv/bin/python ]]; then
   echo "==> creating .venv"
   "$PYTHON" -m venv .venv
 fi
-stamp=".venv/.ishowtts-$profile-$(sha256sum pyproject.toml | cut -c1-16)"
+# sha256sum on Linux, shasum on macOS (which has no sha256sum).
+stamp=".venv/.ishowtts-$profile-$( (sha256sum pyproject.toml 2>/dev/null || shasum -a 256 pyproject.toml) | cut -c1-16)"
 if [[ ! -e $stamp ]]; then
   echo "==> installing Python packages ($profile); the first time this downloads several GB"
   .venv/bin/python -m pip install -q --upgrade pip
