@@ -7,16 +7,32 @@ what would have reached the speakers.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from bot.app import App
 from bot.chat.parts import Part, split_parts
 from bot.chat.pipeline import Action
 from bot.config import Config, ConfigError, parse_config
 from bot.core.messages import Role
-from tests.support.chat_harness import MOD, RATE, VIEWER, Bot, make_config, person, start_bot
+from bot.speech.speaker import CUT_FADE_S
+from engine.base import Audio, EngineState, StopCheck
+from tests.support.audio import PulseServer, SinkRecorder, active_span, rms
+from tests.support.chat_harness import (
+    MOD,
+    RATE,
+    VIEWER,
+    Bot,
+    ToneEngine,
+    make_config,
+    person,
+    start_bot,
+)
 
 VOICES = {"narrator": "Narrator", "alice": "alice", "default": "default"}
 
@@ -210,3 +226,104 @@ def test_bad_settings_name_their_key(
         parse_config({"tts": {"parts": parts}}, tmp_path)
     for text in expected:
         assert text in str(info.value)
+
+
+# -- through the real player into the PulseAudio test sink ---------------------------------------
+class SineEngine(ToneEngine):
+    """A 24 kHz engine that sings a 300 Hz tone, one 20 ms chunk per 4 characters."""
+
+    sample_rate = 24_000
+
+    def synthesize(self, text: str, voice: str, should_stop: StopCheck) -> Iterator[Audio]:
+        self.calls.append((text, voice))
+        n = self.sample_rate // 50
+        for i in range(max(1, len(text) // 4)):
+            if should_stop():
+                return
+            t = (i * n + np.arange(n)) / self.sample_rate
+            yield (0.5 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
+
+
+def quiet_runs_ms(samples: np.ndarray, rate: int) -> list[float]:
+    """Runs of 1 ms windows whose peak stays under 1% (inside the played span), in ms."""
+    start, end = active_span(samples)
+    window = rate // 1000
+    body = samples[start:end]
+    peaks = np.abs(body[: body.size // window * window]).reshape(-1, window).max(axis=1)
+    runs, count = [], 0
+    for quiet in peaks < 0.01:
+        if quiet:
+            count += 1
+        elif count:
+            runs.append(float(count))
+            count = 0
+    return runs
+
+
+@pytest.mark.audio
+async def test_on_the_real_player_the_parts_follow_each_other_with_only_the_pause(
+    tmp_path: Path, pulse_server: PulseServer, sink_recorder: SinkRecorder
+) -> None:
+    cfg = make_config(
+        tmp_path,
+        audio={"device": pulse_server.device_name},
+        tts={"say_names": False, "parts": {"enabled": True, "pause_ms": 200}},
+    )
+    engine = SineEngine()
+    app = App(cfg, engine=engine)
+    await app.start()
+    try:
+        assert await asyncio.wait_for(app.worker.wait_ready(), 10) is EngineState.READY
+        await app.voices.names()
+        bot = Bot(app, engine, None)  # type: ignore[arg-type]
+        sink_recorder.start()
+        first, second = "one two three four five six", "seven eight nine ten"
+        decision, _ = await bot.send(f"alice: {first} narrator: {second}")
+        assert decision.item is not None
+        assert len(decision.item.parts) == 2
+        await asyncio.wait_for(app.speaker.wait_idle(), 10)
+        recording = sink_recorder.stop()
+    finally:
+        await app.close()
+    rate = pulse_server.rate
+    start, end = active_span(recording)
+    tone_s = (len(first) // 4 + len(second) // 4) * 0.02
+    assert (end - start) / rate == pytest.approx(tone_s + 0.2, abs=0.01)
+    # One silence, the configured pause, and no other gap anywhere in the message.
+    (pause,) = [run for run in quiet_runs_ms(recording, rate) if run > 2]
+    assert pause == pytest.approx(200, abs=5)
+
+
+@pytest.mark.audio
+async def test_on_the_real_player_the_longest_speaking_time_fades_out(
+    tmp_path: Path, pulse_server: PulseServer, sink_recorder: SinkRecorder
+) -> None:
+    cfg = make_config(
+        tmp_path,
+        audio={"device": pulse_server.device_name},
+        tts={"say_names": False, "max_speaking_s": 0.5},
+    )
+    engine = SineEngine()
+    app = App(cfg, engine=engine)
+    await app.start()
+    try:
+        assert await asyncio.wait_for(app.worker.wait_ready(), 10) is EngineState.READY
+        bot = Bot(app, engine, None)  # type: ignore[arg-type]
+        sink_recorder.start()
+        await bot.send(" ".join(f"word{n:03d}" for n in range(40)))  # 1.6 s of tone
+        await asyncio.wait_for(app.speaker.wait_idle(), 10)
+        recording = sink_recorder.stop()
+    finally:
+        await app.close()
+    rate = pulse_server.rate
+    start, end = active_span(recording, threshold=0.001)
+    assert (end - start) / rate == pytest.approx(0.5, abs=0.01)
+    # Full level until the fade, then each 30 ms quieter than the one before, to nothing.
+    level = [
+        rms(recording[start + i : start + i + rate * 3 // 100])
+        for i in range(0, end - start, rate * 3 // 100)
+    ]
+    fade = int(CUT_FADE_S / 0.03)
+    assert min(level[: -fade - 1]) > 0.3
+    assert all(a > b for a, b in itertools.pairwise(level[-fade - 1 :]))
+    assert level[-1] < 0.05
