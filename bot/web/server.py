@@ -26,6 +26,7 @@ import logging
 import re
 import struct
 import time
+import urllib.parse
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -652,6 +653,11 @@ class WebServer:
             if host not in _LOOPBACK_NAMES and host != self._web.host.lower():
                 raise ApiError(403, f"this server answers to 127.0.0.1 only, not {host!r}")
         path = request.path
+        origin = request.headers.get("Origin")
+        if path.startswith("/ws/") and origin is not None and not _same_origin(origin, request):
+            # WebSockets are not bound by CORS: a page on another site could otherwise
+            # listen to the captions and the speech from the streamer's own browser.
+            raise ApiError(403, "live feeds are only for this server's own pages")
         if path.startswith("/api/") or path == "/ws/panel":
             given = _token_of(request)
             if not given:
@@ -901,6 +907,15 @@ class WebServer:
 
 
 # -- request helpers ----------------------------------------------------------------------------
+def _same_origin(origin: str, request: web.Request) -> bool:
+    """Whether a browser's ``Origin`` is this server as the request reached it."""
+    try:
+        parts = urllib.parse.urlsplit(origin.strip())
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and parts.netloc.lower() == request.host.lower()
+
+
 def _token_of(request: web.Request) -> str | None:
     auth = request.headers.get("Authorization", "")
     if auth[:7].lower() == "bearer ":

@@ -13,8 +13,10 @@ gets the rest; the setting is validated.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
+import socket
 import struct
 import time
 from collections.abc import AsyncIterator
@@ -369,3 +371,73 @@ def test_browser_audio_setting_is_validated(tmp_path: Path, value: str, error: s
         load_config(path)
     path.write_text("web:\n  browser_audio: off\n", encoding="utf-8")
     assert load_config(path).web.browser_audio.value == "off"
+
+
+async def test_pages_of_other_sites_cannot_listen_to_the_feeds(
+    tmp_path: Path, pulse_server: PulseServer
+) -> None:
+    async with (
+        espeak_bot(tmp_path, pulse_server, browser_audio="only") as app,
+        aiohttp.ClientSession() as http,
+    ):
+        assert app.web is not None
+        base = app.web.base_url
+        ws_base = base.replace("http", "ws")
+        for path in ("/ws/audio", "/ws/overlay"):
+            for origin in ("http://evil.example", "null", "http://127.0.0.1:1", "file://"):
+                with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                    await http.ws_connect(ws_base + path, headers={"Origin": origin})
+                assert refused.value.status == 403, (path, origin)
+            async with http.ws_connect(ws_base + path, headers={"Origin": base}) as ws:
+                assert (await ws.receive_json(timeout=10))["type"] in ("volume", "caption")
+
+
+@pytest.mark.slow
+async def test_a_page_that_stops_reading_holds_up_neither_speech_nor_other_pages(
+    tmp_path: Path, pulse_server: PulseServer
+) -> None:
+    async with (
+        espeak_bot(tmp_path, pulse_server, browser_audio="only") as app,
+        aiohttp.ClientSession() as http,
+    ):
+        assert app.web is not None
+        assert app.web.port is not None
+        await _ready(app)
+        # a WebSocket client that completes the handshake and then never reads again
+        stuck = socket.socket()
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stuck.connect(("127.0.0.1", app.web.port))
+        stuck.sendall(
+            b"GET /ws/audio HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        try:
+            async with http.ws_connect(app.web.base_url.replace("http", "ws") + "/ws/audio") as ws:
+                good = AudioSocket(ws)
+                await good.until(lambda m: m["type"] == "volume", 10)
+                done = asyncio.Event()
+                finished: list[str] = []
+
+                def on_speech(event: Any) -> None:
+                    if event.kind.value == "finished":
+                        finished.append(event.item.message.id)
+                        done.set()
+
+                app.speaker.add_listener(on_speech)
+                messages = [_message(LONG, VIEWER) for _ in range(2)]
+                for message in messages:
+                    await app.on_message(message)
+                for _ in messages:
+                    start = await good.until(lambda m: m["type"] == "start")
+                    end = await good.until(lambda m: m["type"] in ("end", "stop"))
+                    assert end == {"type": "end", "clip": start["clip"]}
+                    assert good.frames(start["clip"]) > 5 * start["rate"]
+                deadline = time.monotonic() + 60
+                while len(finished) < 2 and time.monotonic() < deadline:
+                    done.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(done.wait(), 1)
+                assert finished == [m.id for m in messages]
+        finally:
+            stuck.close()
