@@ -6,6 +6,7 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -84,7 +85,9 @@ FILTER_CONFIGS = st.fixed_dictionaries(
 
 @settings(max_examples=600, deadline=None)
 @given(filters=FILTER_CONFIGS, text=TEXT)
-def test_the_filter_chain_never_raises_and_keeps_its_promises(filters: dict, text: str) -> None:
+def test_the_filter_chain_never_raises_and_keeps_its_promises(
+    filters: dict[str, Any], text: str
+) -> None:
     cfg = parse_config({"filters": filters}, Path.cwd())
     result = FilterChain(cfg.filters, cfg.chat.max_length).apply(text)
     if result.dropped:
@@ -189,3 +192,82 @@ async def test_no_message_or_command_raises_out_of_the_pipeline(
         assert not as_command or word == "tts"
         assert f"!{word}" not in decision.item.text or not as_command
     assert len(bot.app.queue) <= 5
+
+
+# -- voice parts, pronunciation, raid mode and new viewers (issue 18) ---------------------------
+PART_WORDS = st.lists(
+    st.one_of(
+        st.sampled_from(["alice:", "Narrator:", "bob:", "12:30", "https://x.io", "(alice)", ":"]),
+        st.text(max_size=8),
+    ),
+    max_size=20,
+).map(" ".join)
+VOICE_NAMES = {"alice": "alice", "narrator": "Narrator"}
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=PART_WORDS, max_parts=st.integers(2, 6))
+def test_voice_parts_lose_nothing_but_the_markers(text: str, max_parts: int) -> None:
+    from bot.chat.parts import split_parts
+
+    parts = split_parts(text, "colon", lambda n: VOICE_NAMES.get(n.casefold()), max_parts)
+    assert parts
+    assert len([p for p in parts if p.voice is not None]) <= max_parts
+    kept = " ".join(p.text for p in parts).split()
+    words = text.split()
+    # What was kept is the message minus some markers that name a voice, in order.
+    removed = list(words)
+    for word in kept:
+        assert word in removed
+        del removed[removed.index(word)]
+    assert all(w.endswith(":") and w[:-1].casefold() in VOICE_NAMES for w in removed)
+    for syntax in ("colon", "parens"):
+        for part in split_parts(text, syntax, lambda n: VOICE_NAMES.get(n.casefold()), max_parts):
+            assert part.text == part.text.strip()
+
+
+@pytest.fixture
+async def featured(tmp_path: Path) -> AsyncIterator[Bot]:
+    cfg = make_config(
+        tmp_path,
+        queue={"max_size": 5},
+        tts={"parts": {"enabled": True}, "new_viewers": {"mode": "random"}, "max_speaking_s": 1},
+        raid={
+            "enabled": True,
+            "steps": [{"queue": 2, "say_names": False}, {"queue": 4, "paid_only": True}],
+        },
+        pronunciation={
+            "words": {"gg": "good game", "<3": "love"},
+            "patterns": [{"match": "x+d+", "say": "lol"}],
+        },
+        commands={"say": {"enabled": True}, "unsay": {"enabled": True}},
+    )
+    b = await start_bot(cfg)
+    await b.app.voices.names()
+    yield b
+    await b.close()
+
+
+@settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    user=USERS,
+    text=st.one_of(TEXT, PART_WORDS),
+    command=st.sampled_from(["", "", "!say ", "!unsay ", "!voice "]),
+    bits=st.sampled_from([0, 0, 100]),
+)
+async def test_with_every_chat_feature_on_no_message_raises(
+    featured: Bot, user: ChatUser, text: str, command: str, bits: int
+) -> None:
+    decision, replies = await featured.send(command + text, user, bits=bits)
+    assert decision.action in set(Action)
+    assert all(len(r) <= 500 for r in replies)
+    item = decision.item
+    if item is not None:
+        assert item.text
+        assert all(part.text and part.text == part.text.strip() for part in item.parts)
+        assert len(item.parts) <= 5 + 2  # the voice parts, and "NAME says" around them
+    assert len(featured.app.queue) <= 5
