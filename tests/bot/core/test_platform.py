@@ -422,6 +422,15 @@ class NoReaderLoop(asyncio.SelectorEventLoop):
         raise NotImplementedError
 
 
+class KqueueTtyLoop(asyncio.SelectorEventLoop):
+    """macOS: kqueue refuses some descriptors (ttys on older releases) with EINVAL."""
+
+    def add_reader(  # type: ignore[override]
+        self, fd: Any, callback: Callable[..., object], *args: Any
+    ) -> None:
+        raise OSError(22, "Invalid argument")
+
+
 class ForbiddenReaderLoop(asyncio.SelectorEventLoop):
     """Windows' selector loop would accept a pipe and then fail in select(): never ask it."""
 
@@ -458,7 +467,7 @@ def test_a_pipe_is_watched_by_the_default_loop() -> None:
     run_on(asyncio.new_event_loop(), main)
 
 
-@pytest.mark.parametrize("loop_kind", [NoReaderLoop, asyncio.SelectorEventLoop])
+@pytest.mark.parametrize("loop_kind", [NoReaderLoop, KqueueTtyLoop, asyncio.SelectorEventLoop])
 def test_a_pipe_is_read_by_a_thread_where_the_loop_cannot_watch_it(
     loop_kind: type[asyncio.AbstractEventLoop], monkeypatch: pytest.MonkeyPatch
 ) -> None:
