@@ -13,10 +13,19 @@ import logging
 import time
 from collections.abc import Callable
 
+from bot.chat.announcements import Announcer
 from bot.chat.pipeline import Action, ChatPipeline, Decision
 from bot.chat.voices import VoiceCatalog
 from bot.config import Config
-from bot.core.messages import ChatCleared, ChatMessage, MessageDeleted, ModerationEvent, UserPurged
+from bot.core.messages import (
+    ChannelEvent,
+    ChannelEventKind,
+    ChatCleared,
+    ChatMessage,
+    MessageDeleted,
+    ModerationEvent,
+    UserPurged,
+)
 from bot.sources.base import ChatSource
 from bot.speech.outputs import AudioFanout, FanoutPlayer
 from bot.speech.player import AudioPlayer
@@ -45,6 +54,7 @@ class App:
         store: The state database (voices, mutes, volume/pause/on-off, history).
         voices: The engine's voice list, cached for chat commands.
         chat: The message pipeline: commands, filters, triggers, mutes, queueing.
+        announcer: Speaks channel events (subs, raids, cheers...) through their templates.
         web: The OBS overlay and control panel server (None when ``web.enabled`` is off).
     """
 
@@ -101,6 +111,12 @@ class App:
         self.voices = VoiceCatalog(self._engine_voices, fallback=self._folder_voices)
         self.chat = ChatPipeline(
             cfg, store=self.store, speaker=self.speaker, voices=self.voices, player=self.player
+        )
+        self.announcer = Announcer(
+            cfg.announcements,
+            self.speaker,
+            default_voice=cfg.voices.default,
+            filters=self.chat.filters,
         )
         self.web: WebServer | None = None
         if cfg.web.enabled:
@@ -311,6 +327,20 @@ class App:
         if last is None or now - last >= WARMING_NOTICE_S:
             self._warned_warming_at = now
             await message.reply("the voice engine is still warming up; messages are queued")
+
+    def wanted_events(self) -> frozenset[ChannelEventKind]:
+        """The channel events the config announces (sources subscribe to these only)."""
+        return self.announcer.wanted()
+
+    async def on_channel_event(self, event: ChannelEvent) -> None:
+        """Announce a sub, raid, cheer... (bot.chat.announcements), unless TTS is off."""
+        try:
+            if not self.chat.enabled:
+                log.debug("TTS is off: %s %s not announced", event.kind.value, event.id)
+                return
+            self.announcer.announce(event)
+        except Exception:
+            log.exception("could not announce %s %s", event.kind.value, event.id)
 
     async def on_moderation(self, event: ModerationEvent) -> None:
         """Apply deletes, purges and chat clears to queued and playing speech at once."""

@@ -17,6 +17,7 @@ from typing import Any, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, Field, ValidationError
 
+from bot.chat.announcements import AnnouncementsConfig
 from bot.chat.settings import (
     ChatConfig,
     CommandsConfig,
@@ -53,6 +54,7 @@ class Config(Section):
     tts: TtsConfig = TtsConfig()
     raid: RaidConfig = RaidConfig()
     pronunciation: PronunciationConfig = PronunciationConfig()
+    announcements: AnnouncementsConfig = AnnouncementsConfig()
     web: WebConfig = WebConfig()
     serve: ServeConfig = ServeConfig()
 

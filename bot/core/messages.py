@@ -10,6 +10,7 @@ import enum
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 
 class Role(enum.IntEnum):
@@ -134,3 +135,75 @@ class ChatCleared:
 
 
 ModerationEvent = MessageDeleted | UserPurged | ChatCleared
+
+
+class ChannelEventKind(enum.StrEnum):
+    """What happened in the channel; the values are the ``announcements`` config keys."""
+
+    SUBSCRIPTION = "sub"
+    RESUBSCRIPTION = "resub"
+    GIFT = "gift"
+    RAID = "raid"
+    CHEER = "cheer"
+    REDEMPTION = "redemption"
+    FOLLOW = "follow"
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelEvent:
+    """Something viewers did for the channel (not a chat line), from any platform.
+
+    One type for every platform: a Twitch sub and a YouTube membership are both a
+    ``SUBSCRIPTION``; a Twitch cheer and a YouTube Super Chat both a ``CHEER`` with an amount
+    and a unit. Fields that do not apply stay at their empty value.
+
+    Attributes:
+        id: Platform id of the event (de-duplication; for a cheer, its chat message's id, so
+            deleting the message also removes its announcement).
+        kind: What happened.
+        user: Who did it; None when anonymous (an anonymous gift).
+        source: Short name of the source ("twitch", "youtube").
+        platform: Where it happened (required, as for :class:`ChatUser`).
+        message: Text the viewer attached (resub message, cheer text, reward input), with
+            emotes already removed; the announcer filters it like chat.
+        months: Months subscribed in total (resubscriptions; 0 when unknown).
+        tier: Subscription tier or level as the platform names it ("1", "2", "3", "prime",
+            a membership level's name).
+        count: How many subscriptions a gift was (1 for a single gift).
+        recipient: Display name of the one receiver of a single gift ("" otherwise).
+        viewers: Viewers a raid brought.
+        amount: What was paid: bits for a cheer, points for a redemption, money for a Super
+            Chat (see ``unit``).
+        unit: What ``amount`` counts ("bits", "points", a currency code).
+        reward: Title of the redeemed reward.
+        received_at: ``time.monotonic()`` when the source received it.
+    """
+
+    id: str
+    kind: ChannelEventKind
+    user: ChatUser | None
+    source: str
+    platform: Platform = field(kw_only=True)
+    message: str = ""
+    months: int = 0
+    tier: str = ""
+    count: int = 0
+    recipient: str = ""
+    viewers: int = 0
+    amount: float = 0
+    unit: str = ""
+    reward: str = ""
+    received_at: float = field(default_factory=time.monotonic)
+
+
+@runtime_checkable
+class ChannelEventSink(Protocol):
+    """A sink that also takes channel events (sources ask which kinds it wants first)."""
+
+    def wanted_events(self) -> frozenset[ChannelEventKind]:
+        """The kinds worth subscribing to (a source asks for nothing else)."""
+        ...
+
+    async def on_channel_event(self, event: ChannelEvent) -> None:
+        """Handle one channel event; never raises for bad input."""
+        ...
