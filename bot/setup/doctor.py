@@ -677,7 +677,7 @@ def check_twitch(
             "not configured: chat is read from the terminal",
             "to read Twitch chat set twitch.channel and twitch.client_id, then `ishowtts login`",
         )
-    wanted = wanted_scopes(tw)
+    wanted = wanted_scopes(tw, follows=cfg.announcements.wants_follows)
     ready = read_readiness(tw, state_dir(cfg.storage), wanted=wanted)
     if not ready.ready:
         forced = needed and ready.problem is Problem.NO_CHANNEL

@@ -21,6 +21,7 @@ from bot.sources.twitch.auth import (
     now_iso,
     token_path,
 )
+from bot.sources.twitch.readiness import login_scopes, wanted_scopes
 from bot.state.settings import state_dir
 
 
@@ -126,7 +127,8 @@ def login_command(cfg: Config) -> int:
         return 2
     store = TokenStore(token_path(state_dir(cfg.storage)))
     try:
-        token = asyncio.run(device_login(client_id, store, show=print))
+        scopes = login_scopes(wanted_scopes(cfg.twitch, follows=cfg.announcements.wants_follows))
+        token = asyncio.run(device_login(client_id, store, show=print, scopes=scopes))
     except AuthError as exc:
         print(f"ishowtts login: {exc}", file=sys.stderr)
         return 1

@@ -56,8 +56,32 @@ CHAT_TYPES = (
     "channel.chat.clear",
 )
 ALL_SCOPES = ("user:read:chat", "user:write:chat", "channel:read:redemptions")
+MODERATOR_SCOPES = ("moderator:read:followers", "moderator:manage:automod")
+NOTIFICATION = "channel.chat.notification"
+FOLLOW = "channel.follow"
+REDEMPTION = "channel.channel_points_custom_reward_redemption.add"
+AUTOMOD_HOLD = "automod.message.hold"
+AUTOMOD_UPDATE = "automod.message.update"
 _CHEER_RE = re.compile(r"^(cheer|biblethump|kreygasm)(\d+)$", re.I)
-_SCOPE_FOR = {t: "user:read:chat" for t in CHAT_TYPES}
+_SCOPE_FOR = {
+    **{t: "user:read:chat" for t in CHAT_TYPES},
+    NOTIFICATION: "user:read:chat",
+    FOLLOW: "moderator:read:followers",
+    REDEMPTION: "channel:read:redemptions",
+    AUTOMOD_HOLD: "moderator:manage:automod",
+    AUTOMOD_UPDATE: "moderator:manage:automod",
+}
+"""The scope each subscription type needs (as Twitch checks it)."""
+_WHO = {
+    **{t: "user_id" for t in (*CHAT_TYPES, NOTIFICATION)},
+    FOLLOW: "moderator_user_id",
+    REDEMPTION: "broadcaster_user_id",
+    AUTOMOD_HOLD: "moderator_user_id",
+    AUTOMOD_UPDATE: "moderator_user_id",
+}
+"""The condition field that must name the token's own account."""
+_MODERATED = frozenset({FOLLOW, AUTOMOD_HOLD, AUTOMOD_UPDATE})
+"""Types only a moderator (or the broadcaster) of the channel may subscribe to."""
 
 
 def _ts() -> str:
@@ -143,6 +167,10 @@ class TwitchDouble:
         self.sessions: dict[str, Session] = {}
         self.subscriptions: dict[str, dict[str, Any]] = {}
         self.rewards: list[dict[str, Any]] = []
+        self.moderators: set[str] = set()
+        """User ids that moderate the broadcaster's channel."""
+        self.held: dict[str, tuple[User, str]] = {}
+        """Messages AutoMod holds, by message id."""
         self.sent: list[dict[str, Any]] = []
         self.requests: list[tuple[str, str]] = []
         self.emotes = {"Kappa", "PogChamp", "LUL", "catJAM"}
@@ -272,7 +300,8 @@ class TwitchDouble:
     @web.middleware
     async def _record(self, request: web.Request, handler: Any) -> web.StreamResponse:
         self.requests.append((request.method, request.path))
-        return await handler(request)
+        response: web.StreamResponse = await handler(request)
+        return response
 
     @staticmethod
     def _error(status: int, message: str) -> web.Response:
@@ -321,8 +350,8 @@ class TwitchDouble:
         }
 
     async def _token(self, request: web.Request) -> web.Response:
-        params = dict(request.query)
-        params.update(dict(await request.post()))
+        params: dict[str, Any] = dict(request.query)
+        params.update(await request.post())
         if params.get("client_id") != self.client_id:
             return self._error(400, "invalid client")
         grant = params.get("grant_type")
@@ -345,8 +374,8 @@ class TwitchDouble:
         return self._error(400, "unsupported grant type")
 
     async def _device(self, request: web.Request) -> web.Response:
-        params = dict(request.query)
-        params.update(dict(await request.post()))
+        params: dict[str, Any] = dict(request.query)
+        params.update(await request.post())
         if params.get("client_id") != self.client_id:
             return self._error(400, "invalid client")
         device_code = secrets.token_hex(10)
@@ -395,7 +424,10 @@ class TwitchDouble:
         needed = _SCOPE_FOR.get(sub_type)
         if needed is None:
             return self._error(400, f"unsupported subscription type {sub_type}")
-        if needed not in token.scopes or condition.get("user_id") != token.user.id:
+        if needed not in token.scopes or condition.get(_WHO[sub_type]) != token.user.id:
+            return self._error(403, "subscription missing proper authorization")
+        moderates = token.user.id in self.moderators or token.user.id == self.broadcaster.id
+        if sub_type in _MODERATED and not moderates:
             return self._error(403, "subscription missing proper authorization")
         for sub_id in session.subscriptions:
             sub = self.subscriptions[sub_id]
@@ -784,8 +816,13 @@ class TwitchDouble:
         reward_id: str | None = None,
         reply_to: str | None = None,
         source_broadcaster: User | None = None,
+        source_message_id: str | None = None,
     ) -> dict[str, Any]:
-        """A ``channel.chat.message`` event as Twitch sends it."""
+        """A ``channel.chat.message`` event as Twitch sends it.
+
+        ``source_broadcaster`` and ``source_message_id`` describe a message shown here from a
+        shared-chat session (the channel it was sent in and its id there).
+        """
         reply = None
         if reply_to is not None:
             parent = next((s for s in self.sent if s["message_id"] == reply_to), None)
@@ -831,9 +868,9 @@ class TwitchDouble:
             "source_broadcaster_user_name": (
                 source_broadcaster.display_name if source_broadcaster else None
             ),
-            "source_message_id": None,
-            "source_badges": None,
-            "is_source_only": None,
+            "source_message_id": source_message_id if source_broadcaster else None,
+            "source_badges": [] if source_broadcaster else None,
+            "is_source_only": False if source_broadcaster else None,
         }
 
     async def chat(self, user: User, text: str, **kwargs: Any) -> str:
@@ -866,6 +903,208 @@ class TwitchDouble:
     async def clear_chat(self) -> None:
         """A moderator clears the whole chat."""
         await self.notify("channel.chat.clear", self._broadcaster_fields())
+
+    # -- channel events -------------------------------------------------------------------
+    _NOTICE_KEYS = (
+        "sub",
+        "resub",
+        "sub_gift",
+        "community_sub_gift",
+        "gift_paid_upgrade",
+        "prime_paid_upgrade",
+        "raid",
+        "unraid",
+        "pay_it_forward",
+        "announcement",
+        "bits_badge_tier",
+        "charity_donation",
+        "shared_chat_sub",
+        "shared_chat_resub",
+        "shared_chat_sub_gift",
+        "shared_chat_community_sub_gift",
+        "shared_chat_gift_paid_upgrade",
+        "shared_chat_prime_paid_upgrade",
+        "shared_chat_raid",
+        "shared_chat_pay_it_forward",
+        "shared_chat_announcement",
+        "watch_streak",
+        "modiversary",
+        "shared_chat_modiversary",
+    )
+
+    def notification_event(
+        self,
+        user: User | None,
+        notice_type: str,
+        detail: dict[str, Any],
+        *,
+        text: str = "",
+        system_message: str = "",
+        message_id: str | None = None,
+    ) -> dict[str, Any]:
+        """A ``channel.chat.notification`` as Twitch sends it (``user`` None: anonymous)."""
+        event: dict[str, Any] = {
+            **self._broadcaster_fields(),
+            "chatter_user_id": user.id if user else "274598607",
+            "chatter_user_login": user.login if user else "ananonymousgifter",
+            "chatter_user_name": user.display_name if user else "AnAnonymousGifter",
+            "chatter_is_anonymous": user is None,
+            "color": "",
+            "badges": [],
+            "system_message": system_message or f"{notice_type} notice",
+            "message_id": message_id or str(uuid.uuid4()),
+            "message": {"text": text, "fragments": self.fragments(text)},
+            "notice_type": notice_type,
+            "source_broadcaster_user_id": None,
+            "source_broadcaster_user_login": None,
+            "source_broadcaster_user_name": None,
+            "source_message_id": None,
+            "source_badges": None,
+            "is_source_only": None,
+        }
+        event.update(dict.fromkeys(self._NOTICE_KEYS))
+        event[notice_type] = detail
+        return event
+
+    async def notice(self, event: dict[str, Any]) -> str:
+        """Send a notification event; returns its message id."""
+        await self.notify(NOTIFICATION, event)
+        return str(event["message_id"])
+
+    async def sub(self, user: User, *, tier: str = "1000", prime: bool = False) -> str:
+        """A new subscription."""
+        detail = {"sub_tier": tier, "is_prime": prime, "duration_months": 1}
+        return await self.notice(self.notification_event(user, "sub", detail))
+
+    async def resub(self, user: User, months: int, text: str = "", *, tier: str = "1000") -> str:
+        """A resubscription, shared with its message."""
+        detail = {
+            "cumulative_months": months,
+            "duration_months": 1,
+            "streak_months": None,
+            "sub_tier": tier,
+            "is_prime": False,
+            "is_gift": False,
+            "gifter_is_anonymous": None,
+            "gifter_user_id": None,
+            "gifter_user_name": None,
+            "gifter_user_login": None,
+        }
+        return await self.notice(self.notification_event(user, "resub", detail, text=text))
+
+    async def gift(
+        self, gifter: User | None, count: int = 1, *, recipients: Iterable[User] = ()
+    ) -> list[str]:
+        """Gifted subs: one ``sub_gift`` per recipient, after a ``community_sub_gift`` when
+        ``count`` > 1 (as Twitch sends them); returns the notification message ids."""
+        ids: list[str] = []
+        community = str(uuid.uuid4()) if count > 1 else None
+        if community is not None:
+            detail = {"id": community, "total": count, "sub_tier": "1000", "cumulative_total": None}
+            ids.append(
+                await self.notice(self.notification_event(gifter, "community_sub_gift", detail))
+            )
+        for recipient in list(recipients) or [self.add_user(f"lucky{len(self.users)}")]:
+            detail = {
+                "cumulative_total": None,
+                "recipient_user_id": recipient.id,
+                "recipient_user_name": recipient.display_name,
+                "recipient_user_login": recipient.login,
+                "sub_tier": "1000",
+                "duration_months": 1,
+                "community_gift_id": community,
+            }
+            ids.append(await self.notice(self.notification_event(gifter, "sub_gift", detail)))
+        return ids
+
+    async def raid(self, raider: User, viewers: int) -> str:
+        """An incoming raid."""
+        detail = {
+            "user_id": raider.id,
+            "user_name": raider.display_name,
+            "user_login": raider.login,
+            "viewer_count": viewers,
+            "profile_image_url": f"https://example.invalid/{raider.login}.png",
+        }
+        return await self.notice(self.notification_event(raider, "raid", detail))
+
+    async def follow(self, user: User) -> None:
+        """A new follower (sent to ``channel.follow`` subscribers: moderators only)."""
+        await self.notify(
+            FOLLOW,
+            {
+                **self._broadcaster_fields(),
+                "user_id": user.id,
+                "user_login": user.login,
+                "user_name": user.display_name,
+                "followed_at": _ts(),
+            },
+        )
+
+    async def redeem(self, user: User, reward_id: str, text: str = "") -> str:
+        """A channel-points redemption of a reward from :meth:`add_reward`; returns its id."""
+        reward = next(r for r in self.rewards if r["id"] == reward_id)
+        redemption_id = str(uuid.uuid4())
+        await self.notify(
+            REDEMPTION,
+            {
+                **self._broadcaster_fields(),
+                "id": redemption_id,
+                "user_id": user.id,
+                "user_login": user.login,
+                "user_name": user.display_name,
+                "user_input": text,
+                "status": "unfulfilled",
+                "reward": {
+                    "id": reward_id,
+                    "title": reward["title"],
+                    "cost": reward["cost"],
+                    "prompt": reward["prompt"],
+                },
+                "redeemed_at": _ts(),
+            },
+        )
+        return redemption_id
+
+    def _automod_event(self, user: User, text: str, message_id: str) -> dict[str, Any]:
+        return {
+            **self._broadcaster_fields(),
+            "user_id": user.id,
+            "user_login": user.login,
+            "user_name": user.display_name,
+            "message_id": message_id,
+            "message": {"text": text, "fragments": self.fragments(text)},
+            "category": "aggressive",
+            "level": 4,
+            "held_at": _ts(),
+        }
+
+    async def automod_hold(self, user: User, text: str) -> str:
+        """AutoMod holds a message: moderators hear of it, chat does not show it."""
+        message_id = str(uuid.uuid4())
+        self.held[message_id] = (user, text)
+        await self.notify(AUTOMOD_HOLD, self._automod_event(user, text, message_id))
+        return message_id
+
+    async def automod_resolve(
+        self, message_id: str, status: str, *, moderator: User | None = None
+    ) -> None:
+        """A moderator approves (``Approved``) or denies (``Denied``) a held message.
+
+        As on Twitch, an approved message then appears in chat under its id.
+        """
+        user, text = self.held.pop(message_id)
+        mod = moderator or self.broadcaster
+        event = {
+            **self._automod_event(user, text, message_id),
+            "moderator_user_id": mod.id,
+            "moderator_user_login": mod.login,
+            "moderator_user_name": mod.display_name,
+            "status": status,
+        }
+        await self.notify(AUTOMOD_UPDATE, event)
+        if status == "Approved":
+            await self.chat(user, text, message_id=message_id)
 
     def current(self) -> Session:
         """The only open session (fails when there are several or none, as during a move)."""

@@ -82,12 +82,14 @@ def wanted_scopes(twitch: TwitchConfig, *, follows: bool = False) -> tuple[str, 
     """The optional scopes the configuration makes use of, in login order.
 
     Args:
-        twitch: The ``twitch`` section.
+        twitch: The ``twitch`` section (``automod.watch`` wants the AutoMod scope).
         follows: Whether follow announcements are on (``announcements.follow``).
     """
     wanted = list(ALWAYS_WANTED)
     if follows:
         wanted.append(FOLLOW_SCOPE)
+    if twitch.automod.watch:
+        wanted.append(AUTOMOD_SCOPE)
     return tuple(wanted)
 
 

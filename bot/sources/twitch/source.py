@@ -49,6 +49,9 @@ from twitchio import eventsub
 
 from bot.core.lru import LRU
 from bot.core.messages import (
+    ChannelEvent,
+    ChannelEventKind,
+    ChannelEventSink,
     ChatCleared,
     ChatMessage,
     ChatUser,
@@ -60,11 +63,18 @@ from bot.core.messages import (
 )
 from bot.core.tasks import TaskSet
 from bot.sources.base import ChatSink
-from bot.sources.twitch import tio
+from bot.sources.twitch import events, tio
 from bot.sources.twitch.auth import StoredToken, TokenStore, token_path
+from bot.sources.twitch.automod import Held, HeldMessages, decision
 from bot.sources.twitch.inbox import Incoming, IncomingKind, Tombstones
 from bot.sources.twitch.normalize import MAX_TEXT, roles_from_badges, speakable_text
-from bot.sources.twitch.readiness import Problem, assess, readiness
+from bot.sources.twitch.readiness import (
+    AUTOMOD_SCOPE,
+    FOLLOW_SCOPE,
+    Problem,
+    assess,
+    readiness,
+)
 from bot.sources.twitch.settings import TwitchConfig
 
 __all__ = [
@@ -89,6 +99,15 @@ _ECHO_WINDOW_S = 60.0
 _START_TIMEOUT_S = 60.0
 _UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z", re.I)
 TOPICS = "chat messages, deletions, timeouts/bans and chat clears"
+_NOTICE_KINDS = frozenset(
+    {
+        ChannelEventKind.SUBSCRIPTION,
+        ChannelEventKind.RESUBSCRIPTION,
+        ChannelEventKind.GIFT,
+        ChannelEventKind.RAID,
+    }
+)
+"""Channel events Twitch tells through ``channel.chat.notification``."""
 
 
 class TwitchSetupError(RuntimeError):
@@ -221,6 +240,11 @@ class _Session:
             ("event_websocket_closed", self._on_closed),
             ("event_token_refreshed", self._on_token_refreshed),
             ("event_subscription_revoked", self._on_revoked),
+            ("event_chat_notification", self._on_notification),
+            ("event_follow", self._on_follow),
+            ("event_custom_redemption_add", self._on_redemption),
+            ("event_automod_message_hold", self._on_automod_hold),
+            ("event_automod_message_update", self._on_automod_update),
         ):
             client.add_listener(handler, event=event)
         flow = await client.login_dcf(load_token=True, save_token=False)
@@ -248,6 +272,13 @@ class _Session:
             eventsub.ChatClearSubscription(**condition),
         ):
             await client.subscribe_websocket(payload, token_for=self.bot_id, socket_id=socket_id)
+        for what, optional in owner.optional_subscriptions(self):
+            try:
+                await client.subscribe_websocket(
+                    optional, token_for=self.bot_id, socket_id=socket_id
+                )
+            except twitchio.HTTPException as exc:
+                owner.warn_once(what, f"Twitch refused {what} ({_describe(exc)}); it is off")
         self.ready = True
         self._tasks.spawn(self._watch(), "twitch-health")
 
@@ -356,6 +387,21 @@ class _Session:
     async def _on_clear(self, _payload: Any) -> None:
         self.owner.control(ChatCleared())
 
+    async def _on_notification(self, payload: Any) -> None:
+        self.owner.post(self, IncomingKind.NOTIFICATION, payload)
+
+    async def _on_follow(self, payload: Any) -> None:
+        self.owner.post(self, IncomingKind.FOLLOW, payload)
+
+    async def _on_redemption(self, payload: Any) -> None:
+        self.owner.post(self, IncomingKind.REDEMPTION, payload)
+
+    async def _on_automod_hold(self, payload: Any) -> None:
+        self.owner.automod_hold(payload)
+
+    async def _on_automod_update(self, payload: Any) -> None:
+        self.owner.automod_decided(self, payload)
+
 
 class TwitchSource:
     """Delivers a Twitch channel's chat and moderation events to the bot.
@@ -413,6 +459,11 @@ class TwitchSource:
         self._reason: ConnectionReason | None = None
         self._seen: LRU[str, None] = LRU(dedupe_size)
         self._tombstones = Tombstones(dedupe_size)
+        self._events_seen: LRU[str, None] = LRU(dedupe_size)
+        self._source_ids: LRU[str, str] = LRU(dedupe_size)
+        self._held = HeldMessages(dedupe_size)
+        self._wanted: frozenset[ChannelEventKind] = frozenset()
+        self._warned: set[str] = set()
         self._sent: collections.deque[_Sent] = collections.deque(maxlen=64)
         self._token: StoredToken | None = None
         self._token_lock = asyncio.Lock()
@@ -453,6 +504,7 @@ class TwitchSource:
                 ``twitch.reconnect_max_s``.
         """
         self._sink = sink
+        self._wanted = sink.wanted_events() if isinstance(sink, ChannelEventSink) else frozenset()
         ready = await readiness(self.cfg, self.store)
         if not ready.ready or ready.token is None:
             raise TwitchSetupError(ready.message)
@@ -648,11 +700,125 @@ class TwitchSource:
 
         Remembering happens here, before anything else runs, so a message still on the data
         path (or arriving later) that this event removes is dropped (:class:`Tombstones`).
+        A deletion naming a shared-chat message by its id in the channel it was sent in
+        also removes the copy shown here.
         """
         if self._closed.is_set():
             return
-        self._tombstones.record(event, next(self._seq))
+        seq = next(self._seq)
+        self._tombstones.record(event, seq)
         self._moderation.put_nowait(event)
+        if isinstance(event, MessageDeleted):
+            local = self._source_ids.get(event.message_id)
+            if local is not None and local != event.message_id:
+                copy = MessageDeleted(message_id=local)
+                self._tombstones.record(copy, seq)
+                self._moderation.put_nowait(copy)
+
+    # -- optional subscriptions and AutoMod -----------------------------------------------
+    def warn_once(self, key: str, text: str) -> None:
+        """Log a feature that cannot work once per run, not on every reconnect."""
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning("Twitch: %s", text)
+
+    def optional_subscriptions(self, session: _Session) -> list[tuple[str, Any]]:
+        """What the bot subscribes to beyond chat, for the events the sink wants.
+
+        Each needs its scope, and some an account that moderates or owns the channel; one
+        that cannot work is named once in the log and left out, and chat goes on.
+        """
+        broadcaster, bot = session.broadcaster_id, session.bot_id
+        scopes = set(self.token.scopes)
+        wanted = self._wanted
+        relogin = "run `ishowtts login` again"
+        subs: list[tuple[str, Any]] = []
+        if wanted & _NOTICE_KINDS:
+            subs.append(
+                (
+                    "sub, gift and raid notices",
+                    eventsub.ChatNotificationSubscription(
+                        broadcaster_user_id=broadcaster, user_id=bot
+                    ),
+                )
+            )
+        if ChannelEventKind.FOLLOW in wanted:
+            if FOLLOW_SCOPE in scopes:
+                subs.append(
+                    (
+                        "follow announcements",
+                        eventsub.ChannelFollowSubscription(
+                            broadcaster_user_id=broadcaster, moderator_user_id=bot
+                        ),
+                    )
+                )
+            else:
+                self.warn_once(
+                    "follow",
+                    f"follows are not announced: the sign-in lacks {FOLLOW_SCOPE}; {relogin}",
+                )
+        if ChannelEventKind.REDEMPTION in wanted:
+            if bot != broadcaster:
+                self.warn_once(
+                    "redemption",
+                    f"redemptions are not announced: Twitch tells them only to the broadcaster "
+                    f"of #{self.channel}, and the bot is signed in as {session.bot_login}",
+                )
+            elif "channel:read:redemptions" not in scopes:
+                self.warn_once(
+                    "redemption",
+                    "redemptions are not announced: the sign-in lacks channel:read:redemptions; "
+                    + relogin,
+                )
+            else:
+                subs.append(
+                    (
+                        "redemption announcements",
+                        eventsub.ChannelPointsRedeemAddSubscription(
+                            broadcaster_user_id=broadcaster
+                        ),
+                    )
+                )
+        if self.cfg.automod.watch:
+            if AUTOMOD_SCOPE in scopes:
+                condition = {"broadcaster_user_id": broadcaster, "moderator_user_id": bot}
+                subs.append(("AutoMod holds", eventsub.AutomodMessageHoldSubscription(**condition)))
+                subs.append(
+                    ("AutoMod decisions", eventsub.AutomodMessageUpdateSubscription(**condition))
+                )
+            else:
+                self.warn_once(
+                    "automod",
+                    f"AutoMod holds are not watched: the sign-in lacks {AUTOMOD_SCOPE}; {relogin}",
+                )
+        return subs
+
+    def automod_hold(self, payload: Any) -> None:
+        """AutoMod held a message: it is not spoken while held (called in arrival order)."""
+        try:
+            message_id = str(payload.message_id)
+        except Exception as exc:
+            self.warn_once("bad-automod", f"skipped an AutoMod hold that could not be read: {exc}")
+            return
+        log.info("Twitch: AutoMod held message %s", message_id)
+        self._held.hold(message_id)
+
+    def automod_decided(self, session: _Session, payload: Any) -> None:
+        """A moderator approved or denied a held message; a parked chat line goes on or not."""
+        try:
+            message_id = str(payload.message_id)
+            fate = decision(str(payload.status))
+        except Exception as exc:
+            self.warn_once(
+                "bad-automod", f"skipped an AutoMod decision that could not be read: {exc}"
+            )
+            return
+        log.info("Twitch: AutoMod message %s was %s", message_id, fate.value)
+        if fate is Held.DENIED:
+            self._tombstones.record(MessageDeleted(message_id=message_id), next(self._seq))
+        parked = self._held.decide(message_id, fate)
+        if parked is not None and fate is Held.APPROVED:
+            self.post(session, IncomingKind.MESSAGE, parked.payload)
 
     async def _deliver_moderation(self) -> None:
         """The control path: moderation in Twitch's order, never behind a chat line."""
@@ -672,10 +838,62 @@ class TwitchSource:
                 log.debug("unreadable %s event", item.kind.value, exc_info=True)
 
     async def _handle(self, item: Incoming) -> None:
-        if item.kind is IncomingKind.MESSAGE:
-            message = await self.to_chat_message(item.session, item.payload)
-            if message is not None:
-                await self._deliver_unless_removed(message, item)
+        kind = item.kind
+        if kind is IncomingKind.MESSAGE:
+            await self._handle_message(item)
+            return
+        broadcaster = item.session.broadcaster_id
+        event: ChannelEvent | None = None
+        if kind is IncomingKind.NOTIFICATION:
+            event = events.from_notification(
+                item.payload, broadcaster, shared=self.cfg.shared_chat == "all"
+            )
+        elif kind is IncomingKind.FOLLOW:
+            follower = str(item.payload.user.id)
+            event = events.from_follow(item.payload, broadcaster, f"follow:{follower}")
+        elif kind is IncomingKind.REDEMPTION:
+            event = events.from_redemption(item.payload, broadcaster)
+        if event is not None:
+            await self._deliver_event(event, item)
+
+    async def _handle_message(self, item: Incoming) -> None:
+        """A chat line: AutoMod's word first, then normalization, its cheer, delivery."""
+        payload = item.payload
+        message_id = str(payload.id)
+        held = self._held.state(message_id)
+        if held is Held.HELD:
+            log.debug("Twitch: message %s is held by AutoMod; waiting for a moderator", message_id)
+            self._held.park(message_id, item)
+            return
+        if held is Held.DENIED or (held is Held.APPROVED and self.cfg.automod.approved == "drop"):
+            log.debug("Twitch: message %s was held by AutoMod (%s); not spoken", message_id, held)
+            return
+        message = await self.to_chat_message(item.session, payload)
+        if message is None:
+            return
+        bits = max(0, int(getattr(getattr(payload, "cheer", None), "bits", 0) or 0))
+        if bits and ChannelEventKind.CHEER in self._wanted:
+            await self._deliver_event(
+                events.cheer(message.id, message.user, bits, message.text), item
+            )
+        await self._deliver_unless_removed(message, item)
+
+    async def _deliver_event(self, event: ChannelEvent, item: Incoming) -> None:
+        """Hand a channel event to the sink once, unless moderation removed its author."""
+        sink = self._sink
+        if event.kind not in self._wanted or not isinstance(sink, ChannelEventSink):
+            return
+        if not self._events_seen.add(f"{event.kind.value}:{event.id}", None):
+            log.debug("Twitch: %s %s delivered again; ignored", event.kind.value, event.id)
+            return
+        user_id = event.user.id if event.user is not None else None
+        if self._tombstones.removes(event.id, user_id, item.seq, item.at):
+            log.debug("Twitch: %s %s was removed by a moderator", event.kind.value, event.id)
+            return
+        try:
+            await sink.on_channel_event(event)
+        except Exception:
+            log.exception("the bot failed on Twitch %s %s", event.kind.value, event.id)
 
     async def _deliver_unless_removed(self, message: ChatMessage, item: Incoming) -> None:
         """Deliver ``message`` unless moderation removed it; remove it again if that came meanwhile.
@@ -733,13 +951,24 @@ class TwitchSource:
         if not self._seen.add(message_id, None):
             log.debug("Twitch: message %s delivered again; ignored", message_id)
             return None
+        source_id = str(getattr(m, "source_id", None) or "")
+        if source_id and source_id != message_id:
+            # A shared-chat message: one message, whichever channel's copy comes.
+            if not self._seen.add(source_id, None):
+                log.debug("Twitch: shared-chat message %s seen already; ignored", source_id)
+                return None
+            self._source_ids.put(source_id, message_id)
         chatter = m.chatter
         chatter_id = str(chatter.id)
         if self._is_own(session, chatter_id, message_id, str(m.text or "")):
             log.debug("Twitch: ignoring the bot's own message %s", message_id)
             return None
         source = getattr(m, "source_broadcaster", None)
-        if source is not None and str(source.id) != session.broadcaster_id:
+        if (
+            source is not None
+            and str(source.id) != session.broadcaster_id
+            and self.cfg.shared_chat == "own"
+        ):
             log.debug("Twitch: message %s comes from a shared chat; ignored", message_id)
             return None
         text = speakable_text(m.fragments)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from bot.config import parse_config
-from bot.core.messages import ChatMessage
+from bot.core.messages import ChannelEvent, ChannelEventKind, ChatMessage
 from bot.sources.twitch.auth import StoredToken, TokenStore, token_path
 from bot.sources.twitch.settings import TwitchConfig
 from bot.sources.twitch.source import ConnectionChange, ConnectionState, TwitchSource
@@ -73,6 +73,27 @@ class Sink(Recorder):
     async def wait_text(self, text: str, timeout: float = 10.0) -> ChatMessage:
         await self.wait(lambda _e: text in self.texts(), timeout)
         return next(m for m in self.messages if m.text == text)
+
+
+EVERY_KIND = frozenset(ChannelEventKind)
+
+
+class EventSink(Sink):
+    """A sink that wants channel events too."""
+
+    def __init__(self, wanted: frozenset[ChannelEventKind] = EVERY_KIND) -> None:
+        super().__init__()
+        self.wanted = wanted
+
+    def wanted_events(self) -> frozenset[ChannelEventKind]:
+        return self.wanted
+
+    async def on_channel_event(self, event: ChannelEvent) -> None:
+        self.add(event)
+
+    @property
+    def channel_events(self) -> list[ChannelEvent]:
+        return [e for e in self.events if isinstance(e, ChannelEvent)]
 
 
 class Changes(Recorder):
