@@ -38,6 +38,7 @@ import resource
 import sys
 import time
 import urllib.parse
+import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from itertools import accumulate
@@ -46,7 +47,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +186,8 @@ class _ServerLogger(logging.Logger):
     def debug(self, msg: object, *args: object, **kwargs: Any) -> None:
         if log.isEnabledFor(logging.DEBUG):
             text = str(msg) % args if args else str(msg)
-            log.debug("aiohttp: %s %s", text[:200], self._describe(kwargs.get("exc_info")))
+            detail = f"{text} {self._describe(kwargs.get('exc_info'))}"
+            log.debug("aiohttp: %s", " ".join(detail.split())[:300])
 
 
 # -- the connection cap -----------------------------------------------------------------------
@@ -497,6 +499,13 @@ def parse_json(text: str, limits: HttpLimits) -> Any:
         raise BadBody("the JSON is nested too deeply") from None
 
 
+def _first_line(exc: BaseException) -> str:
+    """An exception's message without aiohttp's "400, message:" prefix, cut short."""
+    text = " ".join(str(exc).split())
+    text = text.removeprefix("400, message: ").removeprefix("400, message:")
+    return text[:80] or type(exc).__name__
+
+
 def _charset(request: web.Request) -> str:
     charset = request.charset or "utf-8"
     try:
@@ -531,7 +540,9 @@ async def read_body(request: web.Request, limits: HttpLimits) -> bytes:
         raise BadBody(
             f"the body did not arrive within {limits.body_timeout_s:.0f} s", 408
         ) from None
-    except (HttpProcessingError, ConnectionError, ValueError) as exc:
+    except RequestPayloadError as exc:  # bad chunked framing, undecodable Content-Encoding
+        raise BadBody(f"the body cannot be read ({_first_line(exc)})") from None
+    except (HttpProcessingError, ConnectionError, ValueError, zlib.error) as exc:
         raise BadBody(f"the body is cut off or badly framed ({type(exc).__name__})") from None
     return b"".join(chunks)
 
@@ -619,6 +630,15 @@ async def _multipart(request: web.Request, limits: HttpLimits) -> dict[str, Any]
         raise BadBody(
             f"the body did not arrive within {limits.body_timeout_s:.0f} s", 408
         ) from None
-    except (HttpProcessingError, ConnectionError, ValueError, AssertionError, KeyError) as exc:
+    except RequestPayloadError as exc:
+        raise BadBody(f"the body cannot be read ({_first_line(exc)})") from None
+    except (
+        HttpProcessingError,
+        ConnectionError,
+        ValueError,
+        AssertionError,
+        KeyError,
+        zlib.error,
+    ) as exc:
         raise BadBody(f"the form is malformed ({type(exc).__name__})") from None
     return fields

@@ -809,18 +809,24 @@ def test_any_body_with_any_content_type_gets_json_and_never_a_500(
         @given(
             path=st.sampled_from(["/api/ingest", "/api/say", "/api/mute", "/api/volume"]),
             ctype=_CTYPES,
+            encoding=st.sampled_from(
+                ["", "identity", "gzip", "deflate", "br", "zstd", "x-bogus", "gzip, br"]
+            ),
             body=_BODIES,
         )
-        def probe(path: str, ctype: str, body: bytes) -> None:
+        def probe(path: str, ctype: str, encoding: str, body: bytes) -> None:
+            coding = f"Content-Encoding: {encoding}\r\n" if encoding else ""
             head = (
                 f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {bot.token}"
-                f"\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+                f"\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n{coding}"
                 "Connection: close\r\n\r\n"
             ).encode()
             status, answer = _json_status(_raw(bot.port, head + body, half_close=False))
             statuses[status] = statuses.get(status, 0) + 1
             assert status is not None
             assert status < 500, (status, answer)
+            if status == 400 and answer is None:
+                return  # refused by aiohttp's parser (an encoding it cannot decode at all)
             assert isinstance(answer, dict), answer
             if status >= 400:
                 assert answer["ok"] is False
@@ -832,6 +838,7 @@ def test_any_body_with_any_content_type_gets_json_and_never_a_500(
             bot.port,
             f"POST /api/clear HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {bot.token}"
             "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode(),
+            half_close=False,
         )
         assert _status(clear) == 200
     assert not _tracebacks(caplog), [r.getMessage()[:300] for r in _tracebacks(caplog)]
@@ -895,6 +902,7 @@ def test_any_request_bytes_give_a_4xx_or_a_close_and_at_most_one_log_line(
             bot.port,
             f"GET /api/state HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {bot.token}"
             "\r\nConnection: close\r\n\r\n".encode(),
+            half_close=False,
         )
         assert _status(state) == 200
     records = list(caplog.records)
