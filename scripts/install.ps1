@@ -18,8 +18,10 @@ function Invoke-Step([string]$what) {
 
 if (-not (Test-Path $py)) {
     # The py launcher (python.org installer) picks the newest Python 3; plain python otherwise.
-    $launcher = if (Get-Command py -ErrorAction SilentlyContinue) { @("py", "-3") } else { @("python") }
-    $exe, $rest = $launcher
+    # @(...) keeps a one-element list a list (PowerShell would unwrap it to a string).
+    $launcher = @(if (Get-Command py -ErrorAction SilentlyContinue) { "py", "-3" } else { "python" })
+    $exe = $launcher[0]
+    $rest = @($launcher | Select-Object -Skip 1)
     & $exe @rest -c "import sys; sys.exit(sys.version_info < (3, 11))"
     if ($LASTEXITCODE -ne 0) {
         throw "ishowtts needs Python 3.11 or newer: install it from https://www.python.org/downloads/ and run this again"
