@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from pydantic import BaseModel
 
 from bot.app import App
 from bot.chat.announcements import AnnouncementsConfig, Announcer, template_fields
@@ -208,3 +210,38 @@ async def test_tts_off_announces_nothing(tmp_path: Path) -> None:
         assert bot.started() == []
     finally:
         await bot.close()
+
+
+def _leaf_keys(prefix: str, model: type[BaseModel]) -> list[str]:
+    out: list[str] = []
+    for name, field in model.model_fields.items():
+        kind = field.annotation
+        if isinstance(kind, type) and issubclass(kind, BaseModel) and name != "templates":
+            out += _leaf_keys(f"{prefix}.{name}", kind)
+        else:
+            out.append(f"{prefix}.{name}")
+    return out
+
+
+@pytest.mark.parametrize("key", _leaf_keys("announcements", AnnouncementsConfig))
+def test_every_announcement_key_has_a_readme_row(key: str) -> None:
+    readme = (Path(__file__).parents[3] / "README.md").read_text(encoding="utf-8")
+    assert f"| `{key}` |" in readme, f"README's configuration reference lacks {key}"
+
+
+def test_the_shipped_announcements_example_is_valid(tmp_path: Path) -> None:
+    """Uncommenting config.yaml's twitch and announcements examples gives a valid config."""
+    lines = (Path(__file__).parents[3] / "config.yaml").read_text(encoding="utf-8").splitlines()
+    wanted, taking = [], False
+    for line in lines:
+        if line.startswith(("# twitch:", "# announcements:")):
+            taking = True
+        elif not line.startswith("#   "):
+            taking = False
+        if taking:
+            wanted.append(line[2:])
+    data = yaml.safe_load("\n".join(wanted))
+    cfg = parse_config(data, tmp_path)
+    assert cfg.announcements.wants_follows
+    assert cfg.announcements.raid.templates[1].weight == 3
+    assert cfg.twitch.shared_chat == "own"
