@@ -15,7 +15,8 @@ Why it works this way:
   streamer's own (README, "YouTube"); since a secret on a streamer's PC is not secret anyway,
   it is stored with the tokens, so ``ishowtts run`` needs nothing in the environment.
 * The tokens live in the user's state folder, mode 0600, replaced atomically whenever google-auth
-  refreshes them (:class:`YouTubeTokenStore`), exactly like the Twitch tokens.
+  refreshes them (:class:`YouTubeTokenStore`, through :mod:`bot.core.platform`), exactly like
+  the Twitch tokens.
 """
 
 from __future__ import annotations
@@ -25,13 +26,13 @@ import contextlib
 import datetime
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bot.core.platform import make_private_dir, tighten, write_private_file
 from bot.sources.youtube.settings import YouTubeConfig
 
 if TYPE_CHECKING:
@@ -194,30 +195,6 @@ class YouTubeToken:
         )
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    """Replace ``path`` atomically with ``data``, readable only by the owner (0600 from creation).
-
-    Temporary file created 0600 in the same folder, flushed, then renamed over the old one: a
-    crash leaves the old or the new file, never half of one.
-    """
-    folder = path.parent
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = folder / f".{path.name}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)  # an old temp file keeps its mode through O_TRUNC
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.replace(tmp, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 class YouTubeTokenStore:
     """The YouTube token file: JSON, mode 0600, replaced atomically on every change.
 
@@ -236,7 +213,6 @@ class YouTubeTokenStore:
             YouTubeAuthError: The file exists but cannot be used (the message says what to do).
         """
         try:
-            st = self.path.stat()
             raw = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return None
@@ -244,10 +220,9 @@ class YouTubeTokenStore:
             raise YouTubeAuthError(
                 f"cannot read the YouTube token file {self.path}: {exc}"
             ) from None
-        if st.st_mode & 0o077:
-            log.warning("the YouTube token file %s was readable by others; now 0600", self.path)
-            with contextlib.suppress(OSError):
-                os.chmod(self.path, 0o600)
+        with contextlib.suppress(OSError):
+            if tighten(self.path):
+                log.warning("the YouTube token file %s was readable by others; now 0600", self.path)
         try:
             return YouTubeToken.from_json(json.loads(raw))
         except (ValueError, json.JSONDecodeError) as exc:
@@ -257,8 +232,9 @@ class YouTubeTokenStore:
             ) from None
 
     def write(self, token: YouTubeToken) -> None:
-        """Replace the file atomically with mode 0600 (blocking)."""
-        _write_private(self.path, json.dumps(token.to_json(), indent=2).encode("utf-8"))
+        """Replace the file atomically, mode 0600 from creation, in a 0700 folder (blocking)."""
+        make_private_dir(self.path.parent)
+        write_private_file(self.path, json.dumps(token.to_json(), indent=2).encode("utf-8"))
 
     async def load(self) -> YouTubeToken | None:
         """Read the file without blocking the event loop (see :meth:`read`)."""
@@ -383,7 +359,7 @@ def device_login(
                 "token_uri": token_url(cfg),
             },
         )
-        granted = tuple(str(session.token.get("scope") or "").split()) or SCOPES
+        granted = _scopes(session.token.get("scope")) or SCOPES
         if not READ_SCOPES & set(granted):
             raise YouTubeAuthError("Google did not grant access to YouTube; sign in again")
         channel_id, title = _own_channel(cfg, creds)
@@ -402,6 +378,13 @@ def device_login(
         scopes=granted,
     )
     return signed_in.with_credentials(creds)
+
+
+def _scopes(value: Any) -> tuple[str, ...]:
+    """Granted scopes as oauthlib hands them over: a list, or Google's space-separated text."""
+    if isinstance(value, list | tuple):
+        return tuple(str(v) for v in value if v)
+    return tuple(str(value or "").split())
 
 
 def _json(answer: Any) -> dict[str, Any]:
