@@ -113,3 +113,60 @@ async def test_source_and_doctor_give_the_same_reason(
     assert judged.reason in str(refused.value)
     assert judged.reason in doctor.summary
     assert doctor.fix == judged.fix
+
+
+def _login_requests(tmp_path: Path, extra: dict[str, Any]) -> set[str]:
+    """Run ``ishowtts login`` against the double (on its own loop); the scopes it asked for."""
+    import asyncio
+    import threading
+
+    from bot.setup.login import login_command
+    from tests.support.twitch_double import TwitchDouble, running_double
+
+    loop = asyncio.new_event_loop()
+    started, stop = threading.Event(), threading.Event()
+    box: dict[str, TwitchDouble] = {}
+
+    async def serve() -> None:
+        async with running_double() as d:
+            box["double"] = d
+            started.set()
+            while not stop.is_set():
+                for entry in list(d.device_codes.values()):
+                    if entry["approved"] is None:  # approve exactly what was asked for
+                        d.approve_device(entry["user_code"], d.bot, entry["scopes"].split())
+                await asyncio.sleep(0.05)
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),))
+    thread.start()
+    try:
+        assert started.wait(10)
+        double = box["double"]
+        twitch = {"channel": "streamer", "client_id": double.client_id, **extra.pop("twitch", {})}
+        data = {"storage": {"dir": str(tmp_path / "state")}, "twitch": twitch, **extra}
+        cfg = parse_config(data, tmp_path)
+        assert login_command(cfg) == 0
+    finally:
+        stop.set()
+        thread.join(10)
+        loop.close()
+    (entry,) = double.device_codes.values()
+    saved = TokenStore(token_path(state_dir(cfg.storage))).read()
+    assert saved is not None
+    assert set(saved.scopes) == set(entry["scopes"].split())
+    return set(entry["scopes"].split())
+
+
+def test_login_asks_for_the_scopes_the_config_uses(tmp_path: Path, capsys: Any) -> None:
+    from bot.sources.twitch.auth import SCOPES
+
+    assert _login_requests(tmp_path / "plain", {}) == set(SCOPES)  # unchanged by default
+    asked = _login_requests(
+        tmp_path / "features",
+        {
+            "announcements": {"enabled": True, "follow": {"enabled": True}},
+            "twitch": {"automod": {"watch": True}},
+        },
+    )
+    assert asked == {*SCOPES, "moderator:read:followers", "moderator:manage:automod"}
+    capsys.readouterr()
