@@ -59,6 +59,10 @@ class _Unreachable(Exception):
         """A fault only the streamer can fix (the token): never waited for."""
 
 
+class _VoiceRefused(Exception):
+    """The server does not have (or cannot use) the voice asked for."""
+
+
 def read_token(remote: RemoteConfig, state_dir: Path | None) -> tuple[str | None, str]:
     """The token for the server: the environment variable, else the state folder's file.
 
@@ -284,6 +288,8 @@ class RemoteEngine(Engine):
             raise _Unreachable(f"busy: {message}", retry_after_s=retry)
         if status >= 500:
             raise _Unreachable(f"server error {status}: {message}")
+        if _error_code(response) in ("voice_not_found", "voice_unusable"):
+            raise _VoiceRefused(message)
         raise EngineError(f"the voice server refused this message: {message}")
 
     # -- the contract -------------------------------------------------------------------
@@ -312,7 +318,12 @@ class RemoteEngine(Engine):
         while not should_stop():
             if self._should_try():
                 try:
-                    yield from self._from_server(text, voice, should_stop)
+                    try:
+                        yield from self._from_server(text, voice, should_stop)
+                    except _VoiceRefused as refused:
+                        # Like every engine: an unknown voice speaks in the default one.
+                        log.warning("%s; using the server's default voice", refused)
+                        yield from self._from_server(text, None, should_stop)
                     self._mark_up()
                     return
                 except _Unreachable as exc:
@@ -327,9 +338,11 @@ class RemoteEngine(Engine):
         while not should_stop() and not self._should_try():
             self._sleep(0.05)
 
-    def _from_server(self, text: str, voice: str, should_stop: StopCheck) -> Iterator[Audio]:
+    def _from_server(self, text: str, voice: str | None, should_stop: StopCheck) -> Iterator[Audio]:
         client = self._http()
-        body = {"model": "ishowtts", "input": text, "voice": voice, "response_format": "pcm"}
+        body = {"model": "ishowtts", "input": text, "response_format": "pcm"}
+        if voice is not None:
+            body["voice"] = voice
         try:
             with client.stream("POST", "/v1/audio/speech", json=body) as response:
                 self._check(response)
@@ -387,6 +400,14 @@ def _error_message(response: httpx.Response) -> str:
     except (ValueError, KeyError, TypeError):
         status = response.status_code
         return f"HTTP {status} (not an ishowtts serve answer)"
+
+
+def _error_code(response: httpx.Response) -> str | None:
+    try:
+        code = json.loads(response.content)["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return str(code) if code is not None else None
 
 
 def _retry_after(response: httpx.Response) -> float | None:

@@ -66,6 +66,8 @@ LIMITS = HttpLimits(max_body_bytes=256 * 1024, max_connections=256)
 """Connection, header, body and JSON bounds (``bot.web.protect``)."""
 _WARMING = (EngineState.STOPPED, EngineState.LOADING, EngineState.WARMING)
 _SPEEDS = (0.25, 4.0)
+VOICES_MAX_AGE_S = 60.0
+"""Age after which the cached voice list is refreshed (in the background)."""
 
 
 class ApiError(Exception):
@@ -172,6 +174,7 @@ class ServeServer:
         self._per_token: Counter[str] = Counter()
         self._voices: dict[str, VoiceInfo] = {}
         self._voices_at = 0.0
+        self._refreshing = False
         self._runner: web.AppRunner | None = None
         self._site: GuardedSite | None = None
         self._tasks = TaskSet("serve")
@@ -202,9 +205,10 @@ class ServeServer:
         context = await asyncio.to_thread(self._tls) if self.settings.cert is not None else None
         await self.worker.start()
         app = web.Application(
-            middlewares=[self.connections.middleware, self._errors, self._cors, self._auth],
+            middlewares=[self.connections.middleware, self._errors, self._auth],
             client_max_size=LIMITS.max_body_bytes,
         )
+        app.on_response_prepare.append(self._add_cors)
         app.router.add_post("/v1/audio/speech", self._speech)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/v1/models/{model}", self._model)
@@ -275,7 +279,7 @@ class ServeServer:
     def _on_state(self, state: EngineState, detail: str) -> None:
         if state is EngineState.READY:
             log.info("%s", detail)
-            self._voices_at = 0.0
+            self._voices = {}
             self._tasks.spawn(self._load_voices(), "serve voice list")
         elif state is EngineState.ERROR:
             log.error("the voice engine is unavailable: %s", detail)
@@ -283,12 +287,31 @@ class ServeServer:
             self._observer(state, detail)
 
     async def _load_voices(self) -> dict[str, VoiceInfo]:
-        """The engine's voices, asked on the engine thread (cached for a minute)."""
-        if self._voices and time.monotonic() - self._voices_at < 60.0:
-            return self._voices
+        """Ask the engine thread for its voices and cache them."""
         infos = await self.worker.call(lambda engine: engine.voices())
         self._voices = {info.name.lower(): info for info in infos}
         self._voices_at = time.monotonic()
+        return self._voices
+
+    async def _known_voices(self) -> dict[str, VoiceInfo]:
+        """The cached voice list; a stale one is refreshed in the background.
+
+        Asking the engine thread waits behind every queued synthesis, so a request never
+        waits for that once a list is known (voices change rarely: an added folder shows
+        up within a minute).
+        """
+        if not self._voices:
+            return await self._load_voices()
+        if time.monotonic() - self._voices_at > VOICES_MAX_AGE_S and not self._refreshing:
+            self._refreshing = True
+
+            async def refresh() -> None:
+                try:
+                    await self._load_voices()
+                finally:
+                    self._refreshing = False
+
+            self._tasks.spawn(refresh(), "serve voice list")
         return self._voices
 
     # -- middlewares ------------------------------------------------------------------
@@ -309,26 +332,29 @@ class ServeServer:
             kind = "not_found_error" if exc.status == 404 else "invalid_request_error"
             return ApiError(exc.status, exc.reason, kind=kind).response()
 
-    @web.middleware
-    async def _cors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """Browser-based tools (Social Stream Ninja) call from a web page: allow their origin.
-
-        The API's auth is a bearer header, never a cookie, so an allowed origin gains
-        nothing without the token.
-        """
+    def _allowed_origin(self, request: web.Request) -> str | None:
+        """The Access-Control-Allow-Origin value for this request (None: no CORS headers)."""
         origin = request.headers.get("Origin")
         allowed = self.settings.cors_origins
         if origin is None or not ("*" in allowed or origin in allowed):
-            return await handler(request)
-        try:
-            response = await handler(request)
-        except ApiError as exc:
-            response = exc.response()
-        if not response.prepared:
-            response.headers["Access-Control-Allow-Origin"] = "*" if "*" in allowed else origin
-            response.headers["Access-Control-Expose-Headers"] = "Retry-After"
-            response.headers["Vary"] = "Origin"
-        return response
+            return None
+        return "*" if "*" in allowed else origin
+
+    async def _add_cors(self, request: web.BaseRequest, response: web.StreamResponse) -> None:
+        """Browser-based tools (Social Stream Ninja) call from a web page: allow their origin.
+
+        Runs as the headers leave (``on_response_prepare``), so streamed answers get them
+        too. The API's auth is a bearer header, never a cookie, so an allowed origin gains
+        nothing without the token.
+        """
+        if not isinstance(request, web.Request):
+            return
+        origin = self._allowed_origin(request)
+        if origin is None or "Access-Control-Allow-Origin" in response.headers:
+            return
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Expose-Headers"] = "Retry-After"
+        response.headers["Vary"] = "Origin"
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -354,14 +380,13 @@ class ServeServer:
 
     # -- small endpoints ----------------------------------------------------------------
     async def _preflight(self, request: web.Request) -> web.Response:
-        origin = request.headers.get("Origin")
-        allowed = self.settings.cors_origins
-        if origin is None or not ("*" in allowed or origin in allowed):
+        origin = self._allowed_origin(request)
+        if origin is None:
             raise ApiError(403, "this origin may not call the API (serve.cors_origins)")
         return web.Response(
             status=204,
             headers={
-                "Access-Control-Allow-Origin": "*" if "*" in allowed else origin,
+                "Access-Control-Allow-Origin": origin,
                 "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
                 "Access-Control-Allow-Headers": "Authorization, Content-Type",
                 "Access-Control-Max-Age": "600",
@@ -388,7 +413,7 @@ class ServeServer:
 
     async def _voice_list(self, _request: web.Request) -> web.Response:
         self._check_ready()
-        voices = await self._load_voices()
+        voices = await self._known_voices()
         return web.json_response(
             {
                 "object": "list",
@@ -549,7 +574,7 @@ class ServeServer:
         if not isinstance(given, str) or not given.strip():
             raise ApiError(400, "voice must be a voice name (a string)", param="voice")
         name = given.strip().lower()
-        voices = await self._load_voices()
+        voices = await self._known_voices()
         info = voices.get(name)
         if info is None:
             usable = sorted(n for n, v in voices.items() if v.problem is None)

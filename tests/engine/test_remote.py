@@ -84,6 +84,20 @@ async def test_streams_the_servers_chunks_and_voices(server: ServeProcess, tmp_p
         await worker.close()
 
 
+async def test_a_voice_the_server_lacks_speaks_in_its_default(
+    server: ServeProcess, tmp_path: Path
+) -> None:
+    served = server.status()["served"]
+    worker, engine, _seen = await start_worker(tmp_path, server.state_dir, url=server.url)
+    try:
+        audio = await asyncio.wait_for(worker.submit(LINE, "only-on-this-pc").collect(), 60)
+        assert audio.size > 24_000
+        assert engine.server_up
+        server.wait_status("served", served + 1)
+    finally:
+        await worker.close()
+
+
 async def test_cancel_closes_the_stream_and_the_server_stops(
     server: ServeProcess, tmp_path: Path
 ) -> None:

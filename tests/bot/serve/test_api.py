@@ -290,6 +290,26 @@ def test_hostile_clients_are_answered_and_bounded(server: ServeProcess) -> None:
     assert len(body) > 0
 
 
+def test_a_body_that_trickles_is_cut_off_while_others_are_served(server: ServeProcess) -> None:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as slow:
+        slow.sendall(
+            b"POST /v1/audio/speech HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {server.token}\r\nContent-Length: 400\r\n\r\n".encode()
+            + b'{"input": "'
+        )
+        body, _ = speak(server, "pcm", "Served while another client trickles.")
+        assert len(body) > 0
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            part = slow.recv(4096)
+            if not part:
+                break
+            answer += part
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+
+
 def test_cors_preflight_for_browser_clients(server: ServeProcess) -> None:
     pre = httpx.options(
         f"{server.url}/v1/audio/speech",
@@ -309,3 +329,14 @@ def test_cors_preflight_for_browser_clients(server: ServeProcess) -> None:
     )
     assert refused.status_code == 401
     assert refused.headers["access-control-allow-origin"] == "*"
+    with httpx.stream(
+        "POST",
+        f"{server.url}/v1/audio/speech",
+        json={"input": "From a web page.", "voice": "default", "response_format": "wav"},
+        headers={"Origin": "https://socialstream.ninja", "Authorization": f"Bearer {server.token}"},
+    ) as streamed:  # a streamed answer carries them too, or the browser drops the audio
+        assert streamed.status_code == 200
+        assert streamed.headers["access-control-allow-origin"] == "*"
+        assert len(streamed.read()) > 44
+    no_origin = httpx.get(f"{server.url}/health")
+    assert "access-control-allow-origin" not in no_origin.headers
