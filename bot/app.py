@@ -26,7 +26,7 @@ from bot.core.messages import (
     ModerationEvent,
     UserPurged,
 )
-from bot.sources.base import ChatSource
+from bot.sources.base import ChatSink, ChatSource
 from bot.speech.outputs import AudioFanout, FanoutPlayer
 from bot.speech.player import AudioPlayer
 from bot.speech.speaker import Speaker, SpeechEvent, SpeechEventKind, SpeechQueue
@@ -117,6 +117,7 @@ class App:
             self.speaker,
             default_voice=cfg.voices.default,
             filters=self.chat.filters,
+            known_voices=lambda: self.voices.cached,
         )
         self.web: WebServer | None = None
         if cfg.web.enabled:
@@ -353,3 +354,55 @@ class App:
         else:  # pragma: no cover - exhaustive over ModerationEvent
             return
         log.info("moderation %s removed %d item(s)", type(event).__name__, n)
+
+
+class SourceGroup:
+    """Several chat sources into one bot (``chat.source`` beside ``youtube.enabled``).
+
+    Every source delivers to the same sink, so Twitch and YouTube chat meet in one pipeline
+    and one speech queue; each message keeps its own platform, so identities never mix. One
+    source failing (a revoked YouTube sign-in) is logged and the others go on: the stream
+    keeps its voice. The group ends when every source has ended, raising the first failure.
+    """
+
+    def __init__(self, sources: list[ChatSource]) -> None:
+        self.sources = list(sources)
+        self.name = "+".join(s.name for s in self.sources)
+
+    async def run(self, sink: ChatSink) -> None:
+        """Run every source until all have ended (or :meth:`close`)."""
+        tasks = {asyncio.create_task(s.run(sink), name=f"source-{s.name}"): s for s in self.sources}
+        failure: BaseException | None = None
+        try:
+            pending = set(tasks)
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    exc = task.exception()
+                    name = tasks[task].name
+                    if exc is None:
+                        log.info("chat source %s ended", name)
+                        continue
+                    failure = failure or exc
+                    log.error(
+                        "chat source %s failed: %s%s",
+                        name,
+                        str(exc) or type(exc).__name__,
+                        "; the other sources go on" if pending else "",
+                    )
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        if failure is not None:
+            raise failure
+
+    async def close(self) -> None:
+        """Close every source."""
+        for source in self.sources:
+            try:
+                await source.close()
+            except Exception:
+                log.exception("closing chat source %s failed", source.name)

@@ -58,7 +58,14 @@ def _parser() -> argparse.ArgumentParser:
         "serve", help="serve the voices over HTTP (OpenAI-compatible speech API) for other PCs"
     )
     serve.add_argument("--print-token", action="store_true", help="print the token and exit")
-    sub.add_parser("login", help="sign in to Twitch (shows a code to enter at twitch.tv)")
+    login = sub.add_parser("login", help="sign in to Twitch or YouTube (shows a code to enter)")
+    login.add_argument(
+        "platform",
+        nargs="?",
+        choices=("twitch", "youtube"),
+        default="twitch",
+        help="default: twitch",
+    )
     return parser
 
 
@@ -90,12 +97,13 @@ def _load(path: Path | None) -> Config:
 
 
 async def _run_bot(cfg: Config) -> int:
-    from bot.app import App
+    from bot.app import App, SourceGroup
     from bot.core.platform import install_stop_handler
     from bot.setup.progress import load_progress
     from bot.sources.base import ChatSource
     from bot.sources.terminal import TerminalSource
     from bot.sources.twitch.source import TwitchSetupError, twitch_source_from_config
+    from bot.sources.youtube.source import YouTubeSetupError, youtube_source_from_config
     from bot.speech.devices import AudioDeviceError
     from bot.state.settings import state_dir
 
@@ -106,6 +114,18 @@ async def _run_bot(cfg: Config) -> int:
                 cfg.twitch, state_dir(cfg.storage), required=cfg.chat.source == "twitch"
             )
         except TwitchSetupError as exc:
+            log.error("%s", exc)
+            return 2
+    youtube: ChatSource | None = None
+    if cfg.youtube.enabled:
+        try:
+            youtube = await youtube_source_from_config(
+                cfg.youtube,
+                state_dir(cfg.storage),
+                required=True,
+                command_prefix=cfg.commands.prefix,
+            )
+        except YouTubeSetupError as exc:
             log.error("%s", exc)
             return 2
     progress = load_progress(cfg)
@@ -121,11 +141,12 @@ async def _run_bot(cfg: Config) -> int:
         await progress.close()
         remove_stop_handler()
         return 2
-    if source is None:
-        source = TerminalSource()
+    sources = [s for s in (source, youtube) if s is not None]
+    if cfg.chat.source == "terminal" or not sources:
+        sources.insert(0, TerminalSource())
         log.info("reading chat from the terminal: type a line and press Enter (Ctrl-C quits)")
     try:
-        return await app.run(source)
+        return await app.run(sources[0] if len(sources) == 1 else SourceGroup(sources))
     finally:
         await app.close()
         await progress.close()
@@ -261,6 +282,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if command == "run":
             return asyncio.run(_run_bot(cfg))
+        if command == "login" and args.platform == "youtube":
+            from bot.setup.login import youtube_login_command
+
+            return youtube_login_command(cfg)
         if command == "login":
             from bot.setup.login import login_command
 

@@ -28,6 +28,7 @@ from bot.chat.settings import (
     TtsConfig,
 )
 from bot.sources.twitch.settings import TwitchConfig
+from bot.sources.youtube.settings import YouTubeConfig
 from bot.speech.settings import AudioConfig, QueueConfig
 from bot.state.settings import StorageConfig
 from bot.web.settings import WebConfig
@@ -47,6 +48,7 @@ class Config(Section):
     chat: ChatConfig = ChatConfig()
     queue: QueueConfig = QueueConfig()
     twitch: TwitchConfig = TwitchConfig()
+    youtube: YouTubeConfig = YouTubeConfig()
     storage: StorageConfig = StorageConfig()
     commands: CommandsConfig = CommandsConfig()
     filters: FiltersConfig = FiltersConfig()

@@ -143,3 +143,42 @@ def login_command(cfg: Config) -> int:
             "twitch.rewards need the broadcaster's own sign-in; rewards listed by id always work."
         )
     return 0
+
+
+def youtube_login_command(cfg: Config) -> int:
+    """``ishowtts login youtube``: Google's device sign-in, tokens saved 0600; exit status.
+
+    The client is the streamer's own (README, "YouTube"); the flow for TVs and limited-input
+    devices grants the ``youtube`` scope, which reads live chat and posts replies.
+    """
+    from bot.sources.youtube import auth as youtube
+
+    yt = cfg.youtube
+    if not yt.client_id or not yt.client_secret:
+        print(
+            "ishowtts login youtube: no Google OAuth client. Set youtube.client_id and "
+            "youtube.client_secret in config.yaml (or ISHOWTTS_YOUTUBE_CLIENT_ID and "
+            "ISHOWTTS_YOUTUBE_CLIENT_SECRET); the README's YouTube section says how to make one.",
+            file=sys.stderr,
+        )
+        return 2
+    store = youtube.YouTubeTokenStore(youtube.token_path(state_dir(cfg.storage)))
+    try:
+        token = youtube.device_login(yt, show=print)
+        store.write(token)
+    except youtube.YouTubeAuthError as exc:
+        print(f"ishowtts login youtube: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(
+            f"ishowtts login youtube: signed in, but cannot write {store.path}: {exc}",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"Signed in to YouTube as {token.channel_title} ({token.channel_id}).")
+    print(f"Tokens saved to {store.path} (readable only by you).")
+    if not token.can_post:
+        print("This sign-in can read chat but not post replies.")
+    if not yt.enabled:
+        print("Set youtube.enabled: true in config.yaml to read YouTube Live chat.")
+    return 0

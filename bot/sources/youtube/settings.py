@@ -16,6 +16,15 @@ DEFAULT_OAUTH_URL = "https://oauth2.googleapis.com/"
 class YouTubeConfig(Section):
     """YouTube Live chat (``youtube``): the streamer's own Google OAuth client and quota budget."""
 
+    enabled: bool = Field(
+        default=False,
+        description="read YouTube Live chat too (beside chat.source's Twitch or terminal)",
+    )
+    messages: Literal["all", "paid"] = Field(
+        default="all",
+        description="paid: only Super Chats, Super Stickers and memberships are read out"
+        " (chat commands still work)",
+    )
     client_id: str | None = Field(
         default=None, description="OAuth client of type 'TVs and Limited Input devices'"
     )

@@ -27,6 +27,12 @@ What this source does, and why:
   work with the same permissions as on Twitch. Malformed items are logged and skipped.
 * **Replies** go back with ``liveChatMessages.insert`` (20 units) when the sign-in may post;
   the bot's own lines are recognised when they come back and are not spoken.
+* **Why the stream bypasses the discovery client.** google-api-python-client builds the
+  ``liveChatMessages.stream`` request from its discovery document (URI, parameters), but its
+  ``execute()`` reads the whole body through httplib2 before it parses anything, so a response
+  that stays open for hours would never return. The built URI is read instead with google-auth's
+  ``AuthorizedSession`` (requests, ``stream=True``, same credentials and refreshes), and the
+  growing JSON array is split into pages by :class:`JsonStream`.
 * **Off the loop.** The Google client is synchronous: unary calls run on one worker thread
   (httplib2 connections are not thread-safe), the stream is read on a thread of its own that
   hands pages to the loop with ``call_soon_threadsafe``. Token refreshes google-auth makes are
@@ -429,6 +435,7 @@ class YouTubeSource:
         cfg: YouTubeConfig,
         store: YouTubeTokenStore,
         *,
+        command_prefix: str = "!",
         dedupe_size: int = 8192,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], datetime.datetime] | None = None,
@@ -438,6 +445,8 @@ class YouTubeSource:
         Args:
             cfg: The ``youtube`` section.
             store: The saved sign-in (see ``ishowtts login youtube``).
+            command_prefix: ``commands.prefix``: with ``youtube.messages: paid`` free lines
+                that start with it still pass, so chat commands work from YouTube.
             dedupe_size: How many message ids to remember against repeats.
             clock: Monotonic clock for waits and the quota report.
             wall_clock: UTC "now", compared with YouTube's ``publishedAt`` (for history).
@@ -445,6 +454,7 @@ class YouTubeSource:
         self.cfg = cfg
         self.store = store
         self.quota = QuotaMeter(cfg.daily_quota, clock)
+        self._command_prefix = command_prefix
         self._clock = clock
         self._wall = wall_clock or (lambda: datetime.datetime.now(datetime.UTC))
         self._seen: LRU[str, None] = LRU(dedupe_size)
@@ -940,8 +950,16 @@ class YouTubeSource:
             )
         else:
             message = self._message(message_id, kind, snippet, author)
-            if message is not None:
-                await self._deliver(message)
+            if message is None:
+                return
+            if (
+                self.cfg.messages == "paid"
+                and not message.paid
+                and not message.text.startswith(self._command_prefix)
+            ):
+                log.debug("YouTube: %s is free chat (youtube.messages: paid)", message_id)
+                return
+            await self._deliver(message)
 
     def _message(
         self, message_id: str, kind: str, snippet: dict[str, Any], author: dict[str, Any]
@@ -1175,11 +1193,11 @@ def _http_error(status: int, content: bytes, uri: str) -> Exception:
 
 
 async def youtube_source_from_config(
-    youtube: YouTubeConfig, state_folder: Path, *, required: bool
+    youtube: YouTubeConfig, state_folder: Path, *, required: bool, command_prefix: str = "!"
 ) -> YouTubeSource | None:
     """The YouTube source, when someone has signed in with ``ishowtts login youtube``.
 
-    ``required`` (``chat.sources`` names youtube) turns a missing sign-in into a
+    ``required`` (``youtube.enabled`` is on) turns a missing sign-in into a
     :class:`YouTubeSetupError` that says how to fix it; otherwise the reason is logged and
     None returned.
     """
@@ -1199,7 +1217,7 @@ async def youtube_source_from_config(
             )
     if problem is not None:
         if required:
-            raise YouTubeSetupError(f"chat.sources lists youtube, but {problem}")
+            raise YouTubeSetupError(f"youtube.enabled is on, but {problem}")
         log.info("YouTube chat is not used: %s", problem)
         return None
-    return YouTubeSource(youtube, store)
+    return YouTubeSource(youtube, store, command_prefix=command_prefix)
