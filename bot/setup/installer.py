@@ -158,8 +158,9 @@ class TorchPlan:
     cuda: bool
     banner: str | None = None
     gpu: NvidiaGpu | None = None
-    fallback: tuple[str | None, ...] = field(default=(CPU_INDEX,))
-    """Where to go when every index above fails: the CPU build (and the eSpeak NG banner)."""
+    fallback: tuple[str | None, ...] = field(default=(CPU_INDEX, None))
+    """Where to go when every index above fails: the CPU build (and the eSpeak NG banner),
+    then PyPI's build, for machines that reach only a PyPI mirror."""
 
 
 def cuda_indexes(cuda: tuple[int, int], limit: int = CANDIDATES) -> tuple[str, ...]:
@@ -285,7 +286,9 @@ def install_torch(
             return 0
         say(f"==> no torch for this Python on {index or 'PyPI'}")
     for index in plan.fallback:
-        say(f"==> falling back to the CPU build ({index})")
+        if index in plan.indexes:
+            continue  # tried above
+        say(f"==> falling back to {index or 'PyPI'}")
         if run(pip_command(python, index)) == 0:
             why = "no CUDA build of torch could be installed (see pip's messages above)"
             say(_framed(plan.banner or ESPEAK_BANNER.format(why=why, fix="")))

@@ -152,8 +152,17 @@ def test_install_tries_older_cuda_builds_then_the_cpu_build() -> None:
     assert pip.indexes() == [*plan.indexes, CPU_INDEX]
     assert any("eSpeak NG" in line for line in said)  # the banner, even though a GPU exists
 
-    pip = Pip(*plan.indexes, CPU_INDEX)
+    pip = Pip(*plan.indexes, CPU_INDEX)  # only a PyPI mirror is reachable
+    assert installer.install_torch(plan, "py", pip, said.append) == 0
+    assert pip.indexes() == [*plan.indexes, CPU_INDEX, None]
+
+    pip = Pip(*plan.indexes, CPU_INDEX, None)
     assert installer.install_torch(plan, "py", pip, said.append) == 1
+
+    cpu = plan_torch(OS.LINUX, "x86_64", None)  # the CPU index is not tried twice
+    pip = Pip(CPU_INDEX)
+    assert installer.install_torch(cpu, "py", pip, said.append) == 0
+    assert pip.indexes() == [CPU_INDEX, None]
 
 
 def test_the_doctor_fix_names_the_exact_command() -> None:
