@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import random
 import string
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from pydantic import Field, field_validator
@@ -260,14 +260,27 @@ class Announcer:
         *,
         default_voice: str,
         filters: FilterChain,
+        known_voices: Callable[[], Sequence[str] | None] = lambda: None,
         rng: random.Random | None = None,
     ) -> None:
-        """Announce on ``speaker``; ``filters`` clean what viewers wrote."""
+        """Announce on ``speaker``; ``filters`` clean what viewers wrote.
+
+        Args:
+            cfg: The ``announcements`` section.
+            speaker: Where announcements are queued.
+            default_voice: The voice of events that name none (``voices.default``).
+            filters: The chat filters, for what viewers wrote.
+            known_voices: The engine's voice names when known (never waits; None: not yet);
+                a configured voice it lacks falls back to ``default_voice``, said once.
+            rng: Picks among weighted variants.
+        """
         self.cfg = cfg
         self._speaker = speaker
         self._default_voice = default_voice
         self._filters = filters
+        self._known_voices = known_voices
         self._rng = rng or random.Random()
+        self._warned: set[str] = set()
 
     def wanted(self) -> frozenset[ChannelEventKind]:
         """The kinds that are announced."""
@@ -305,12 +318,31 @@ class Announcer:
             "reward": event.reward,
         }
 
+    def voice_for(self, kind: ChannelEventKind) -> str:
+        """The voice of ``kind``: its own, the section's, or the default if the engine lacks it."""
+        voice = self.cfg.of(kind).voice or self.cfg.voice or self._default_voice
+        known = self._known_voices()
+        if voice == self._default_voice or known is None:
+            return voice
+        lowered = {name.casefold(): name for name in known}
+        if voice.casefold() in lowered:
+            return lowered[voice.casefold()]
+        if voice not in self._warned:
+            self._warned.add(voice)
+            log.warning(
+                "announcements: the engine has no voice %r; %s events use %r",
+                voice,
+                kind.value,
+                self._default_voice,
+            )
+        return self._default_voice
+
     def announce(self, event: ChannelEvent) -> bool:
         """Queue ``event``'s announcement; whether it was queued."""
         line = self.render(event)
         if line is None:
             return False
-        voice = self.cfg.of(event.kind).voice or self.cfg.voice or self._default_voice
+        voice = self.voice_for(event.kind)
         user = event.user or ChatUser(
             id="anonymous", login="", display_name=self.cfg.anonymous, platform=event.platform
         )

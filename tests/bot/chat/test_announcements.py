@@ -245,3 +245,20 @@ def test_the_shipped_announcements_example_is_valid(tmp_path: Path) -> None:
     assert cfg.announcements.wants_follows
     assert cfg.announcements.raid.templates[1].weight == 3
     assert cfg.twitch.shared_chat == "own"
+
+
+async def test_a_voice_the_engine_lacks_falls_back_to_the_default(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = make_config(
+        tmp_path, announcements={"enabled": True, "voice": "nobody", "raid": {"voice": "NARRATOR"}}
+    )
+    bot = await start_bot(cfg)
+    try:
+        await bot.app.voices.names()  # the engine has answered once
+        assert bot.app.announcer.voice_for(K.SUBSCRIPTION) == cfg.voices.default
+        assert bot.app.announcer.voice_for(K.GIFT) == cfg.voices.default
+        assert bot.app.announcer.voice_for(K.RAID) == "Narrator"  # any case: the engine's name
+        assert caplog.text.count("no voice 'nobody'") == 1
+    finally:
+        await bot.close()
