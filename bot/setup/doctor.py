@@ -719,6 +719,61 @@ def check_twitch(
     return CheckResult(name, "ok", f"{who}, scopes {', '.join(token.scopes)}{online}")
 
 
+# -- YouTube --------------------------------------------------------------------------------
+
+
+def check_youtube(
+    cfg: Config, *, online: bool = True, timeout_s: float = NETWORK_TIMEOUT_S
+) -> CheckResult:
+    """The YouTube sign-in and its scopes; online, whether Google accepts it and what is live.
+
+    The YouTube source judges the saved files (``bot.sources.youtube.readiness``), so the doctor
+    and the bot agree; the online part is one ``liveBroadcasts.list`` call (1 quota unit).
+
+    Args:
+        cfg: The configuration.
+        online: Whether to ask YouTube (False: the files only).
+        timeout_s: Longest wait for Google to answer.
+    """
+    from bot.sources.youtube.readiness import probe, read_readiness
+
+    name = "YouTube"
+    yt = cfg.youtube
+    if not yt.enabled:
+        return CheckResult(
+            name,
+            "skip",
+            "youtube.enabled is off: YouTube Live chat is not read",
+            None,
+        )
+    ready = read_readiness(yt, state_dir(cfg.storage))
+    token = ready.token
+    if token is None or not ready.ready:
+        return CheckResult(name, "fail", ready.reason, ready.fix)
+    who = f"signed in as {token.channel_title or token.channel_id}"
+    scopes = f"scopes {', '.join(token.scopes)}"
+    live = ""
+    if online:
+        seen = probe(yt, token, timeout_s)
+        if seen.fatal:
+            return CheckResult(name, "fail", f"{who}, but {seen.problem}", "see docs/youtube.md")
+        if not seen.reached:
+            live = f"; YouTube could not be reached to check it ({seen.problem})"
+        elif seen.live_title is not None:
+            live = f"; Google accepts it; live now: {seen.live_title!r}"
+        else:
+            what = f"video {yt.video_id}" if yt.video_id else "the channel"
+            live = f"; Google accepts it; nothing is live on {what} (the bot waits for it)"
+    if not token.can_post:
+        return CheckResult(
+            name,
+            "warn",
+            f"{who}, {scopes}{live}; this sign-in cannot post replies",
+            "run `ishowtts login youtube` again to allow posting (the youtube scope)",
+        )
+    return CheckResult(name, "ok", f"{who}, {scopes}{live}")
+
+
 # -- database -------------------------------------------------------------------------------
 
 
@@ -1055,6 +1110,7 @@ def run_checks(
             "voices",
             "audio output",
             "Twitch",
+            "YouTube",
             "database",
             "secrets",
             "web panel",
@@ -1075,6 +1131,10 @@ def run_checks(
     run(
         "Twitch",
         lambda: check_twitch(ready, validate_url=twitch_validate_url, timeout_s=timeout_s),
+    )
+    run(  # no Twitch URL means no network at all (the tests), so YouTube stays offline too
+        "YouTube",
+        lambda: check_youtube(ready, online=twitch_validate_url is not None, timeout_s=timeout_s),
     )
     run("database", lambda: check_database(ready))
     run("secrets", lambda: check_secrets(ready))

@@ -71,12 +71,12 @@ from bot.core.messages import (
 from bot.core.tasks import TaskSet
 from bot.sources.base import ChatSink
 from bot.sources.youtube.auth import (
-    YouTubeAuthError,
     YouTubeToken,
     YouTubeTokenStore,
     build_youtube,
     token_path,
 )
+from bot.sources.youtube.readiness import items_of, read_readiness, title_of
 from bot.sources.youtube.settings import YouTubeConfig
 
 log = logging.getLogger(__name__)
@@ -238,7 +238,7 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _fatal(exc: BaseException) -> str | None:
+def fatal_reason(exc: BaseException) -> str | None:
     """The user-facing reason when ``exc`` means retrying cannot help, else None."""
     relogin = "run `ishowtts login youtube` to sign in again"
     from google.auth.exceptions import RefreshError
@@ -610,22 +610,11 @@ class YouTubeSource:
 
     # -- sign-in --------------------------------------------------------------------------------
     async def _load_token(self) -> YouTubeToken:
-        try:
-            token = await self.store.load()
-        except YouTubeAuthError as exc:
-            raise YouTubeSetupError(str(exc)) from None
-        if token is None:
-            raise YouTubeSetupError("not signed in to YouTube: run `ishowtts login youtube` first")
-        if self.cfg.client_id and token.client_id != self.cfg.client_id:
-            raise YouTubeSetupError(
-                "the saved YouTube sign-in was made for another youtube.client_id; "
-                "run `ishowtts login youtube` again"
-            )
-        if not token.can_read:
-            raise YouTubeSetupError(
-                "the saved YouTube sign-in lacks the youtube scope; run `ishowtts login youtube`"
-            )
-        return token
+        folder = self.store.path.parent
+        readiness = await asyncio.to_thread(read_readiness, self.cfg, folder)
+        if readiness.token is None or not readiness.ready:
+            raise YouTubeSetupError(f"{readiness.reason}; {readiness.fix}")
+        return readiness.token
 
     # -- finding the chat -----------------------------------------------------------------------
     async def _find_chat(self) -> _Chat | None:
@@ -669,11 +658,11 @@ class YouTubeSource:
                     api.videos().list(part="snippet,liveStreamingDetails", id=video_id).execute()
                 ),
             )
-            for item in _items(answer):
+            for item in items_of(answer):
                 details = item.get("liveStreamingDetails") or {}
                 chat_id = details.get("activeLiveChatId") if isinstance(details, dict) else None
                 if isinstance(chat_id, str) and chat_id:
-                    return chat_id, _title(item)
+                    return chat_id, title_of(item)
             return None
         answer = await self._call(
             "liveBroadcasts.list",
@@ -683,11 +672,11 @@ class YouTubeSource:
                 .execute()
             ),
         )
-        for item in _items(answer):
+        for item in items_of(answer):
             snippet = item.get("snippet") or {}
             chat_id = snippet.get("liveChatId") if isinstance(snippet, dict) else None
             if isinstance(chat_id, str) and chat_id:
-                return chat_id, _title(item)
+                return chat_id, title_of(item)
         return None
 
     # -- reading the chat -----------------------------------------------------------------------
@@ -1105,7 +1094,7 @@ class YouTubeSource:
     # -- waiting --------------------------------------------------------------------------------
     async def _failed(self, exc: BaseException, doing: str) -> None:
         """Wait out a failed call, or raise when waiting cannot help."""
-        reason = _fatal(exc)
+        reason = fatal_reason(exc)
         if reason is not None:
             raise YouTubeSetupError(reason) from None
         reasons = error_reasons(exc)
@@ -1150,17 +1139,6 @@ class YouTubeSource:
             await asyncio.wait_for(self._closed.wait(), seconds)
 
 
-def _items(answer: Any) -> list[dict[str, Any]]:
-    items = answer.get("items") if isinstance(answer, dict) else None
-    return [i for i in items if isinstance(i, dict)] if isinstance(items, list) else []
-
-
-def _title(item: dict[str, Any]) -> str:
-    snippet = item.get("snippet") or {}
-    title = snippet.get("title") if isinstance(snippet, dict) else None
-    return str(title or item.get("id") or "the live broadcast")[:200]
-
-
 def _amount(details: dict[str, Any]) -> str:
     """The paid amount as YouTube shows it ("$5.00"), else from micros and currency."""
     shown = details.get("amountDisplayString")
@@ -1201,23 +1179,13 @@ async def youtube_source_from_config(
     :class:`YouTubeSetupError` that says how to fix it; otherwise the reason is logged and
     None returned.
     """
-    store = YouTubeTokenStore(token_path(state_folder))
-    problem: str | None = None
-    try:
-        token = await store.load()
-    except YouTubeAuthError as exc:
-        problem = str(exc)
-    else:
-        if token is None:
-            problem = "not signed in to YouTube: run `ishowtts login youtube` once"
-        elif youtube.client_id and token.client_id != youtube.client_id:
-            problem = (
-                "the saved YouTube sign-in was made for another youtube.client_id: "
-                "run `ishowtts login youtube` again"
-            )
-    if problem is not None:
+    readiness = await asyncio.to_thread(read_readiness, youtube, state_folder)
+    if not readiness.ready:
         if required:
-            raise YouTubeSetupError(f"youtube.enabled is on, but {problem}")
-        log.info("YouTube chat is not used: %s", problem)
+            raise YouTubeSetupError(
+                f"youtube.enabled is on, but {readiness.reason}: {readiness.fix}"
+            )
+        log.info("YouTube chat is not used: %s", readiness.reason)
         return None
+    store = YouTubeTokenStore(token_path(state_folder))
     return YouTubeSource(youtube, store, command_prefix=command_prefix)
