@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+from bot.core.platform import OS, preferred_hostapis
+
 log = logging.getLogger(__name__)
 
 _HINT = "run `ishowtts devices` to see the output devices and set `audio.device` in config.yaml"
@@ -152,6 +154,18 @@ def list_output_devices(*, rescan: bool = False) -> list[OutputDevice]:
     return found
 
 
+def _by_hostapi_preference(devices: list[OutputDevice], system: OS | None) -> list[OutputDevice]:
+    """``devices`` with the preferred host APIs' entries first, else in PortAudio's order."""
+    preferred = preferred_hostapis(system)
+    if not preferred:
+        return devices
+
+    def rank(device: OutputDevice) -> int:
+        return preferred.index(device.hostapi) if device.hostapi in preferred else len(preferred)
+
+    return sorted(devices, key=rank)
+
+
 def _listing(devices: list[OutputDevice]) -> str:
     if not devices:
         return "no output devices were found"
@@ -159,7 +173,9 @@ def _listing(devices: list[OutputDevice]) -> str:
     return f"the output devices are {names}"
 
 
-def resolve_output_device(spec: str | int | None, *, rescan: bool = False) -> OutputDevice:
+def resolve_output_device(
+    spec: str | int | None, *, rescan: bool = False, system: OS | None = None
+) -> OutputDevice:
     """Find the device that ``audio.device`` names.
 
     Args:
@@ -167,12 +183,28 @@ def resolve_output_device(spec: str | int | None, *, rescan: bool = False) -> Ou
             index; any other string for a case-insensitive part of a device name. When several
             names contain it, an exact (case-insensitive) name wins, then the first in order.
         rescan: Re-initialise PortAudio first (see :func:`rescan_devices`).
+        system: The OS whose host-API preference applies (default: this one's).
 
     Raises:
         AudioDeviceError: When nothing matches or no output exists; the message lists what
             exists and names ``ishowtts devices``.
     """
-    devices = list_output_devices(rescan=rescan)
+    return pick_output_device(list_output_devices(rescan=rescan), spec, system=system)
+
+
+def pick_output_device(
+    devices: list[OutputDevice], spec: str | int | None, *, system: OS | None = None
+) -> OutputDevice:
+    """The device of ``devices`` that ``spec`` names (see :func:`resolve_output_device`).
+
+    Where one device is listed under several host APIs (Windows lists each under MME,
+    DirectSound, WASAPI and WDM-KS), a name matches the entry of the preferred API first
+    (``bot.core.platform.preferred_hostapis``: WASAPI on Windows, the API OBS uses, whose names
+    MME cuts at 31 characters), so ``audio.device: CABLE Input`` means the WASAPI entry.
+
+    Raises:
+        AudioDeviceError: When nothing matches or ``devices`` is empty.
+    """
     if not devices:
         raise AudioDeviceError(
             "no audio output device was found (is a sound server or sound card available?); "
@@ -197,10 +229,11 @@ def resolve_output_device(spec: str | int | None, *, rescan: bool = False) -> Ou
     needle = spec.strip().casefold()
     if not needle:
         raise AudioDeviceError(f"audio.device is an empty name; {_HINT}")
-    exact = [d for d in devices if d.name.casefold() == needle]
+    ranked = _by_hostapi_preference(devices, system)
+    exact = [d for d in ranked if d.name.casefold() == needle]
     if exact:
         return exact[0]
-    partial = [d for d in devices if needle in d.name.casefold()]
+    partial = [d for d in ranked if needle in d.name.casefold()]
     if not partial:
         raise AudioDeviceError(
             f"no output device name contains {spec!r}; {_listing(devices)}; {_HINT}"

@@ -9,10 +9,12 @@ import sys
 
 import pytest
 
+from bot.core.platform import OS
 from bot.speech.devices import (
     AudioDeviceError,
     OutputDevice,
     list_output_devices,
+    pick_output_device,
     resolve_output_device,
 )
 from tests.support import REPO
@@ -113,3 +115,44 @@ def test_devices_command_lists_the_sink_in_a_fresh_process(pulse_server: PulseSe
         check=True,
     )
     assert f" {pulse_server.device_name}  (" in done.stdout
+
+
+def _windows_listing() -> list[OutputDevice]:
+    """How Windows lists one virtual cable and the speakers: once per host API, MME first."""
+    rows = [
+        (0, "Microsoft Sound Mapper - Output", "MME", True),
+        (1, "CABLE Input (VB-Audio Virtual C", "MME", False),
+        (2, "Speakers (Realtek(R) Audio)", "MME", False),
+        (5, "CABLE Input (VB-Audio Virtual Cable)", "Windows DirectSound", False),
+        (6, "Speakers (Realtek(R) Audio)", "Windows DirectSound", False),
+        (9, "CABLE Input (VB-Audio Virtual Cable)", "Windows WASAPI", False),
+        (10, "Speakers (Realtek(R) Audio)", "Windows WASAPI", False),
+        (12, "CABLE Input (VB-Audio Virtual Cable)", "Windows WDM-KS", False),
+    ]
+    return [
+        OutputDevice(index=i, name=n, hostapi=api, default_rate=48_000, channels=2, is_default=d)
+        for i, n, api, d in rows
+    ]
+
+
+@pytest.mark.parametrize(
+    ("spec", "index"),
+    [
+        ("CABLE Input", 9),
+        ("cable input (vb-audio virtual cable)", 9),
+        ("Speakers", 10),
+        ("realtek", 10),
+        ("Sound Mapper", 0),  # only MME has it
+        (12, 12),  # an index is an index
+    ],
+)
+def test_on_windows_a_name_means_its_wasapi_entry(spec: str | int, index: int) -> None:
+    chosen = pick_output_device(_windows_listing(), spec, system=OS.WINDOWS)
+    assert chosen.index == index
+
+
+def test_elsewhere_portaudios_order_stands() -> None:
+    # The same listing on Linux or macOS (where each device is listed once per API that
+    # matters) keeps the first match in order, as before.
+    for system in (OS.LINUX, OS.MACOS):
+        assert pick_output_device(_windows_listing(), "CABLE Input", system=system).index == 1
