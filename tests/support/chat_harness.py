@@ -65,13 +65,22 @@ class ToneEngine(Engine):
 
 
 class RecordingPlayer:
-    """Plays by consuming chunks one 2 ms block at a time; stop() ends the clip at once."""
+    """Plays by consuming chunks one 2 ms block at a time; stop() ends the clip at once.
+
+    The one fake player of the tests. Besides each clip's length (``clips``) and samples
+    (``audio``), it records ``(label, samples)`` in ``played``, where ``label`` is whatever
+    the test set last (the speaker tests set the text of the item that started), and
+    ``fail_after_chunks`` makes it raise like an unplugged device after that many chunks.
+    """
 
     def __init__(self) -> None:
         self.volume = 1.0
         self.volumes: list[float] = []
         self.clips: list[int] = []
         self.audio: list[Audio] = []  # each clip's samples, as played
+        self.label = ""
+        self.played: list[tuple[str, int]] = []
+        self.fail_after_chunks: int | None = None
         self.started = False
         self.hold = asyncio.Event()
         self.hold.set()
@@ -105,9 +114,13 @@ class RecordingPlayer:
                 on_started()
             samples += len(chunk)
             played.append(chunk)
+            if self.fail_after_chunks is not None:
+                self.fail_after_chunks -= 1
+                if self.fail_after_chunks <= 0:
+                    self.fail_after_chunks = None
+                    raise RuntimeError("device unplugged")
             if self._stop.is_set():
-                self.clips.append(samples)
-                self.audio.append(_joined(played))
+                self._record(played)
                 return False
             await asyncio.sleep(0.002)
         # Keep "playing" until released or stopped (tests use this to act mid-message).
@@ -116,9 +129,14 @@ class RecordingPlayer:
         await asyncio.wait({holder, stopper}, return_when=asyncio.FIRST_COMPLETED)
         holder.cancel()
         stopper.cancel()
-        self.clips.append(samples)
-        self.audio.append(_joined(played))
+        self._record(played)
         return not self._stop.is_set()
+
+    def _record(self, chunks: list[Audio]) -> None:
+        audio = _joined(chunks)
+        self.clips.append(len(audio))
+        self.audio.append(audio)
+        self.played.append((self.label, len(audio)))
 
 
 def _joined(chunks: list[Audio]) -> Audio:

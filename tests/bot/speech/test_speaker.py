@@ -2,14 +2,17 @@
 
 The engine here is a small deterministic Engine subclass (tones whose length follows the text),
 so the tests control timing; the worker, queue and speaker are the production classes. The
-player records what reached it and honours stop() the way the real one does.
+player is the tests' one fake player (tests/support/chat_harness.py): it records what reached
+it and honours stop() the way the real one does. Tests wait on speech events (or on the
+engine saying it synthesised a text), never for a fixed time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections import defaultdict
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -26,6 +29,7 @@ from bot.speech.speaker import (
 )
 from engine.base import Audio, Engine, EngineError, EngineState, StopCheck, VoiceInfo
 from engine.worker import EngineWorker
+from tests.support.chat_harness import RecordingPlayer
 
 RATE = 8000
 
@@ -42,6 +46,8 @@ class ToneEngine(Engine):
         self.calls: list[str] = []
         self.gate = threading.Event()
         self.gate.set()
+        self.entered: defaultdict[str, threading.Event] = defaultdict(threading.Event)
+        self.synthesised: defaultdict[str, threading.Event] = defaultdict(threading.Event)
 
     def load(self, progress: Callable[[EngineState, str], None]) -> None:
         progress(EngineState.WARMING, "warming tones")
@@ -51,6 +57,7 @@ class ToneEngine(Engine):
 
     def synthesize(self, text: str, voice: str, should_stop: StopCheck) -> Iterator[Audio]:
         self.calls.append(text)
+        self.entered[text].set()
         if text == "fail":
             raise EngineError("this text cannot be spoken")
         for i in range(self.chunks):
@@ -60,59 +67,15 @@ class ToneEngine(Engine):
             if self.delay:
                 threading.Event().wait(self.delay)
             yield np.full(RATE // 100, (i + 1) / 10, dtype=np.float32)
+        self.synthesised[text].set()
 
+    async def wait_entered(self, text: str, timeout: float = 10) -> None:
+        """Wait until the engine thread started on ``text``."""
+        assert await asyncio.to_thread(self.entered[text].wait, timeout)
 
-class RecordingPlayer:
-    """Consumes chunks like a real player (one 10 ms block at a time) and logs them."""
-
-    def __init__(self, block_s: float = 0.01) -> None:
-        self.block_s = block_s
-        self.played: list[tuple[str, int]] = []
-        self._stop = asyncio.Event()
-        self.current = ""
-        self.fail_after_blocks: int | None = None
-
-    async def play(
-        self,
-        chunks: AsyncIterator[Audio],
-        sample_rate: int,
-        *,
-        on_started: Callable[[], None] | None = None,
-    ) -> bool:
-        self._stop.clear()
-        samples = 0
-        started = False
-        async for chunk in chunks:
-            if not started and on_started is not None:
-                on_started()
-                started = True
-            samples += len(chunk)
-            if self.fail_after_blocks is not None:
-                self.fail_after_blocks -= 1
-                if self.fail_after_blocks <= 0:
-                    self.fail_after_blocks = None
-                    raise RuntimeError("device unplugged")
-            try:
-                await asyncio.wait_for(self._stop.wait(), self.block_s)
-            except TimeoutError:
-                continue
-            self.played.append((self.current, samples))
-            return False
-        self.played.append((self.current, samples))
-        return True
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    # The rest of AudioPlayer's surface, for tests that run a whole App.
-    async def start(self) -> None:
-        self.started = True
-
-    async def close(self) -> None:
-        self.started = False
-
-    def set_volume(self, volume: float) -> None:
-        self.volume = volume
+    async def wait_synthesised(self, text: str, timeout: float = 10) -> None:
+        """Wait until the engine thread produced all of ``text``'s audio."""
+        assert await asyncio.to_thread(self.synthesised[text].wait, timeout)
 
 
 def msg(text: str, user: str = "alice", mid: str | None = None, bits: int = 0) -> ChatMessage:
@@ -150,15 +113,21 @@ class Harness:
         self.events: list[tuple[str, str, str | None]] = []
         self.speaker.add_listener(self._record)
         self.task: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
 
     async def _recover(self, error: Exception) -> None:
         self.recoveries.append(str(error))
+        self._changed.set()
         await self.device_back.wait()
 
     def _record(self, ev: SpeechEvent) -> None:
         self.events.append((ev.kind.value, ev.item.text, ev.outcome.value if ev.outcome else None))
         if ev.kind is SpeechEventKind.STARTED:
-            self.player.current = ev.item.text
+            self.player.label = ev.item.text
+        self._changed.set()
+
+    def started(self) -> list[str]:
+        return [text for kind, text, _ in self.events if kind == "started"]
 
     async def __aenter__(self) -> Harness:
         await self.worker.start()
@@ -175,10 +144,12 @@ class Harness:
     def finished(self) -> list[tuple[str, str | None]]:
         return [(text, outcome) for kind, text, outcome in self.events if kind == "finished"]
 
-    async def until(self, predicate: Callable[[], bool], timeout: float = 10) -> None:
+    async def wait_for(self, condition: Callable[[], bool], timeout: float = 10) -> None:
+        """Wait until ``condition()`` holds, checking it after every speech event or recovery."""
         async with asyncio.timeout(timeout):
-            while not predicate():
-                await asyncio.sleep(0.005)
+            while not condition():
+                self._changed.clear()
+                await self._changed.wait()
 
 
 async def test_messages_are_spoken_in_order_with_full_audio() -> None:
@@ -195,24 +166,27 @@ async def test_messages_are_spoken_in_order_with_full_audio() -> None:
 async def test_next_message_is_synthesised_while_the_current_one_plays() -> None:
     engine = ToneEngine(chunks=20)
     async with Harness(engine) as h:
+        h.player.hold.clear()  # "first" keeps playing until released
         h.speaker.enqueue(item("first"))
         h.speaker.enqueue(item("second"))
-        await h.until(lambda: h.speaker.current is not None)
+        await h.wait_for(lambda: h.started() == ["first"])
         second = h.queue.peek()
         assert second is not None
         assert second.job is not None
-        await h.until(lambda: second.job is not None and second.job.done)
+        await engine.wait_synthesised("second")
         # "second" finished synthesising while "first" was still playing
         assert h.speaker.current is not None
         assert h.speaker.current.text == "first"
+        h.player.hold.set()
         await asyncio.wait_for(h.speaker.wait_idle(), 10)
+        assert h.player.played == [("first", 20 * 80), ("second", 20 * 80)]
 
 
 async def test_skip_stops_the_current_message_and_the_next_one_plays() -> None:
     async with Harness(ToneEngine(chunks=200)) as h:
         h.speaker.enqueue(item("long"))
         h.speaker.enqueue(item("next"))
-        await h.until(lambda: bool(h.speaker.current) and h.player.current == "long")
+        await h.wait_for(lambda: h.started() == ["long"])
         skipped = h.speaker.skip()
         assert skipped is not None
         assert skipped.text == "long"
@@ -232,7 +206,7 @@ async def test_deleted_message_is_dropped_while_queued_and_stopped_while_playing
         h.speaker.enqueue(item("playing", mid="m1"))
         h.speaker.enqueue(item("queued", mid="m2"))
         h.speaker.enqueue(item("kept", mid="m3"))
-        await h.until(lambda: h.player.current == "playing")
+        await h.wait_for(lambda: h.started() == ["playing"])
         assert h.speaker.remove_message("m2") == 1
         assert h.speaker.remove_message("m1") == 1
         await asyncio.wait_for(h.speaker.wait_idle(), 10)
@@ -246,7 +220,7 @@ async def test_purge_removes_every_message_of_a_user_playing_or_queued() -> None
         h.speaker.enqueue(item("troll 1", user="troll"))
         h.speaker.enqueue(item("nice", user="bob"))
         h.speaker.enqueue(item("troll 2", user="troll"))
-        await h.until(lambda: h.player.current == "troll 1")
+        await h.wait_for(lambda: h.started() == ["troll 1"])
         assert h.speaker.purge_user("id-troll") == 2
         await asyncio.wait_for(h.speaker.wait_idle(), 10)
         assert [t for t, _ in h.player.played] == ["troll 1", "nice"]
@@ -255,9 +229,10 @@ async def test_purge_removes_every_message_of_a_user_playing_or_queued() -> None
 
 async def test_clear_empties_the_queue_and_can_include_the_current_message() -> None:
     async with Harness(ToneEngine(chunks=200)) as h:
+        h.player.hold.clear()  # m0 keeps playing until stopped
         for i in range(5):
             h.speaker.enqueue(item(f"m{i}", user=f"u{i}"))
-        await h.until(lambda: h.player.current == "m0")
+        await h.wait_for(lambda: h.started() == ["m0"])
         assert h.speaker.clear() == 4
         assert len(h.queue) == 0
         assert h.speaker.current is not None  # still playing
@@ -272,7 +247,7 @@ async def test_removed_items_cancel_their_engine_jobs() -> None:
     async with Harness(engine) as h:
         h.speaker.enqueue(item("a", mid="a"))
         h.speaker.enqueue(item("b", mid="b"))
-        await h.until(lambda: h.speaker.current is not None)
+        await engine.wait_entered("a")  # taken from the queue, so "b" was prefetched
         queued = h.queue.peek()
         assert queued is not None
         assert queued.job is not None
@@ -292,11 +267,14 @@ async def test_a_failing_synthesis_is_reported_and_the_next_message_plays() -> N
 
 
 async def test_pause_holds_the_queue_and_resume_releases_it() -> None:
-    async with Harness(ToneEngine()) as h:
+    engine = ToneEngine()
+    async with Harness(engine) as h:
         h.speaker.pause()
         h.speaker.enqueue(item("held"))
-        await asyncio.sleep(0.2)
-        assert h.player.played == []
+        await engine.wait_synthesised("held")  # prefetched; an unpaused speaker takes it at once
+        assert h.speaker.current is None
+        assert [it.text for it in h.queue.snapshot()] == ["held"]
+        assert h.started() == []
         h.speaker.resume()
         await asyncio.wait_for(h.speaker.wait_idle(), 10)
         assert h.player.played == [("held", 240)]
@@ -372,7 +350,7 @@ async def test_a_hung_synthesis_times_out_and_the_next_message_plays() -> None:
         h.speaker._timeout_s = 0.3
         engine.gate.clear()  # the engine hangs on the first message
         h.speaker.enqueue(item("hangs"))
-        await h.until(lambda: h.finished() == [("hangs", "failed")])
+        await h.wait_for(lambda: h.finished() == [("hangs", "failed")])
         engine.gate.set()  # the engine recovers; its late output for "hangs" is discarded
         h.speaker.enqueue(item("after"))
         await asyncio.wait_for(h.speaker.wait_idle(), 10)
@@ -383,10 +361,10 @@ async def test_a_hung_synthesis_times_out_and_the_next_message_plays() -> None:
 async def test_a_lost_audio_device_keeps_the_queue_and_replays_the_interrupted_message() -> None:
     async with Harness(ToneEngine(chunks=5)) as h:
         h.device_back.clear()
-        h.player.fail_after_blocks = 2
+        h.player.fail_after_chunks = 2
         h.speaker.enqueue(item("interrupted"))
         h.speaker.enqueue(item("waiting", user="bob"))
-        await h.until(lambda: h.recoveries == ["device unplugged"])
+        await h.wait_for(lambda: h.recoveries == ["device unplugged"])
         # While the device is away nothing is lost: both messages wait, in order.
         assert [it.text for it in h.queue.snapshot()] == ["interrupted", "waiting"]
         h.device_back.set()
