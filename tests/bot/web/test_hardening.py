@@ -693,8 +693,8 @@ class _BotThread:
     """The real App (eSpeak NG, the test sink, its web server) on an event loop of its own, so
     that synchronous hypothesis tests can throw raw sockets and bodies at it."""
 
-    def __init__(self, tmp_path: Path, pulse: PulseServer) -> None:
-        self._config = espeak_config(tmp_path, pulse)
+    def __init__(self, tmp_path: Path, pulse: PulseServer, **web: Any) -> None:
+        self._config = espeak_config(tmp_path, pulse, **web)
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
@@ -933,3 +933,124 @@ def test_parse_json_raises_only_bad_body_on_any_text(text: str) -> None:
         reason = exc.reason
         assert reason
     assert len(reason) < 200
+
+
+_URL_BYTES = st.binary(max_size=60).map(
+    lambda b: "".join(
+        chr(c) if chr(c).isascii() and chr(c).isalnum() else f"%{c:02X}" for c in b
+    ).encode()
+)
+_HEADER_NAMES = st.sampled_from(
+    [
+        b"Host",
+        b"Authorization",
+        b"X-Ishowtts-Token",
+        b"Origin",
+        b"Cookie",
+        b"Content-Type",
+        b"Accept-Charset",
+        b"Upgrade",
+        b"Connection",
+        b"Sec-WebSocket-Key",
+        b"Sec-WebSocket-Version",
+        b"Sec-WebSocket-Extensions",
+        b"Range",
+        b"If-Modified-Since",
+        b"X-Forwarded-For",
+    ]
+) | st.from_regex(rb"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,20}", fullmatch=True)
+_HEADER_VALUES = st.one_of(
+    st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF), max_size=80).map(
+        lambda t: t.encode("latin-1")
+    ),
+    st.binary(max_size=40).filter(lambda b: b"\r" not in b and b"\n" not in b),
+)
+
+
+@pytest.mark.audio
+@pytest.mark.slow
+def test_well_framed_requests_with_any_url_headers_and_websocket_frames_never_fail_inside(
+    tmp_path: Path, pulse_server: PulseServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Structured requests (a valid request line around any percent-encoded path and query,
+    any headers, then for WebSockets any frames) reach the handlers: still no 5xx, no
+    traceback, one log line."""
+    caplog.set_level(logging.DEBUG)
+    with _BotThread(tmp_path, pulse_server, browser_audio="also") as bot:
+        statuses: dict[int | None, int] = {}
+
+        @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(
+            method=st.sampled_from([b"GET", b"POST", b"PUT", b"DELETE", b"HEAD", b"OPTIONS"]),
+            path=st.sampled_from(
+                [
+                    b"/",
+                    b"/overlay",
+                    b"/api/state",
+                    b"/api/voices",
+                    b"/api/skip",
+                    b"/api/say",
+                    b"/static/",
+                    b"/static/panel.js",
+                    b"/ws/overlay",
+                    b"/ws/panel",
+                    b"/ws/audio",
+                ]
+            ),
+            extra=st.just(b"") | _URL_BYTES,
+            query=_URL_BYTES,
+            headers=st.lists(st.tuples(_HEADER_NAMES, _HEADER_VALUES), max_size=8),
+            websocket=st.booleans(),
+            frames=st.binary(max_size=300),
+            token=st.booleans(),
+        )
+        def probe(
+            method: bytes,
+            path: bytes,
+            extra: bytes,
+            query: bytes,
+            headers: list[tuple[bytes, bytes]],
+            websocket: bool,
+            frames: bytes,
+            token: bool,
+        ) -> None:
+            lines = [
+                b"%s %s%s?%s HTTP/1.1" % (method, path, extra, query),
+                b"Host: 127.0.0.1",
+            ]
+            if not websocket:
+                lines.append(b"Connection: close")
+            if token:
+                lines.append(b"Authorization: Bearer " + bot.token.encode())
+            if websocket:
+                lines += [
+                    b"Upgrade: websocket",
+                    b"Connection: Upgrade",
+                    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+                    b"Sec-WebSocket-Version: 13",
+                ]
+            lines += [name + b": " + value for name, value in headers]
+            # a masked close frame after the random ones, so a WebSocket that survived them ends
+            close = b"\x88\x80\x01\x02\x03\x04"
+            request = b"\r\n".join(lines) + b"\r\n\r\n" + (frames + close if websocket else b"")
+            reply = _raw(bot.port, request, timeout_s=5, half_close=False)
+            status = _status(reply)
+            statuses[status] = statuses.get(status, 0) + 1
+            assert status is None or status < 500 or status == 503, reply[:300]
+
+        caplog.clear()
+        started = time.monotonic()
+        probe()
+        print(f"structured requests: statuses {sorted(statuses.items(), key=str)}")
+        state = _raw(
+            bot.port,
+            f"GET /api/state HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {bot.token}"
+            "\r\nConnection: close\r\n\r\n".encode(),
+            half_close=False,
+        )
+        assert _status(state) == 200
+    loud = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not _tracebacks(caplog), [r.getMessage()[:300] for r in _tracebacks(caplog)]
+    # one line per minute at most (a slow machine may take more than one)
+    minutes = 1 + int((time.monotonic() - started) // 60)
+    assert len([m for m in loud if "control panel" in m or "aiohttp" in m]) <= minutes, loud
