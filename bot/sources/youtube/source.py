@@ -19,8 +19,10 @@ What this source does, and why:
   (the quota resets at midnight Pacific time) and tries again every ``youtube.quota_retry_s``;
   ``rateLimitExceeded`` and network trouble back off exponentially.
 * **Normalization.** Text messages, Super Chats and Super Stickers (paid, with the amount and
-  currency), memberships, milestones and gifted memberships become
-  :class:`~bot.core.messages.ChatMessage`; ``messageDeletedEvent`` and
+  currency, so they are spoken ahead of free chat) become
+  :class:`~bot.core.messages.ChatMessage`; new members, milestones and gifted memberships
+  become :class:`~bot.core.messages.ChannelEvent` (sub, resub, gift: announced like Twitch
+  subs when ``announcements`` asks for them); ``messageDeletedEvent`` and
   ``messageRetractedEvent`` become :class:`MessageDeleted` (the speech stops at once),
   ``userBannedEvent`` becomes :class:`UserPurged`. Owner, moderator, member and verified
   authors get the bot's broadcaster, moderator, subscriber and VIP roles, so chat commands
@@ -59,6 +61,9 @@ from typing import Any, TypeVar
 
 from bot.core.lru import LRU
 from bot.core.messages import (
+    ChannelEvent,
+    ChannelEventKind,
+    ChannelEventSink,
     ChatMessage,
     ChatUser,
     MessageDeleted,
@@ -109,6 +114,9 @@ _GIVE_UP_REASONS = frozenset(
     {"liveStreamingNotEnabled", "insufficientPermissions", "forbidden", "accessNotConfigured"}
 )
 _CHAT_GONE_REASONS = frozenset({"liveChatEnded", "liveChatNotFound", "liveChatDisabled"})
+_MILESTONE = "memberMilestoneChatEvent"
+_GIFTING = "membershipGiftingEvent"
+_MEMBERSHIP_KINDS = frozenset({"newSponsorEvent", _MILESTONE, _GIFTING})
 
 
 class YouTubeSetupError(RuntimeError):
@@ -386,6 +394,17 @@ def _published(snippet: dict[str, Any]) -> datetime.datetime | None:
     return when if when.tzinfo is not None else when.replace(tzinfo=datetime.UTC)
 
 
+def _count(value: Any, default: int) -> int:
+    """A positive whole number from a payload (YouTube sends some as text), else ``default``."""
+    if isinstance(value, bool):
+        return default
+    try:
+        number = int(str(value))
+    except ValueError:
+        return default
+    return number if 0 < number <= 1_000_000 else default
+
+
 def _micros(value: Any) -> int:
     try:
         micros = int(str(value))
@@ -463,6 +482,7 @@ class YouTubeSource:
         self._creds: Any = None
         self._api: Any = None
         self._sink: ChatSink | None = None
+        self._wanted: frozenset[ChannelEventKind] = frozenset()
         self._closed = asyncio.Event()
         self._tasks = TaskSet("youtube")
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
@@ -496,6 +516,7 @@ class YouTubeSource:
                 never raise: they are waited out.
         """
         self._sink = sink
+        self._wanted = sink.wanted_events() if isinstance(sink, ChannelEventSink) else frozenset()
         token = await self._load_token()
         self._token = token
         self._can_post = token.can_post
@@ -937,6 +958,10 @@ class YouTubeSource:
             await self._moderate(
                 UserPurged(banned["channelId"], login_for(name, banned["channelId"]))
             )
+        elif kind in _MEMBERSHIP_KINDS:
+            event = self._membership(message_id, kind, snippet, author)
+            if event is not None:
+                await self._deliver_event(event)
         else:
             message = self._message(message_id, kind, snippet, author)
             if message is None:
@@ -958,20 +983,10 @@ class YouTubeSource:
         if text is None:
             log.debug("YouTube: %s item %s has nothing to say", kind, message_id)
             return None
-        channel_id = author.get("channelId") or snippet.get("authorChannelId")
-        if not isinstance(channel_id, str) or not channel_id:
-            raise ValueError("no author channel id")
-        if self._is_own(channel_id, message_id, text, author):
+        user = self._author(author, snippet)
+        if self._is_own(user.id, message_id, text, author):
             log.debug("YouTube: ignoring the bot's own message %s", message_id)
             return None
-        display = str(author.get("displayName") or "")[:100]
-        user = ChatUser(
-            id=channel_id,
-            login=login_for(display, channel_id),
-            display_name=display.lstrip("@") or channel_id,
-            roles=roles_from_author(author),
-            platform=Platform.YOUTUBE,
-        )
         return ChatMessage(
             id=message_id,
             user=user,
@@ -1012,33 +1027,80 @@ class YouTubeSource:
             alt = _text(meta.get("altText")) if isinstance(meta, dict) else ""
             sticker = f"a {alt} Super Sticker" if alt else "a Super Sticker"
             return f"sent {sticker} of {amount}", f"Super Sticker {amount}"
-        if kind == "memberMilestoneChatEvent":
-            ms = details("memberMilestoneChatDetails")
-            months = ms.get("memberMonth")
-            said = _text(ms.get("userComment"))
-            if not said:
-                said = f"has been a member for {months} months" if months else "is a member"
-            return said, "membership milestone"
-        if kind == "newSponsorEvent":
-            ns = details("newSponsorDetails")
-            level = _text(ns.get("memberLevelName"))
-            verb = "upgraded to" if ns.get("isUpgrade") is True else "became a member"
-            if ns.get("isUpgrade") is True:
-                return f"{verb} {level or 'a higher level'}", "membership"
-            return verb + (f" at {level}" if level else ""), "membership"
-        if kind == "membershipGiftingEvent":
-            gift = details("membershipGiftingDetails")
-            count = gift.get("giftMembershipsCount")
-            n = count if isinstance(count, int) and not isinstance(count, bool) and count > 0 else 1
-            return (
-                f"gifted {n} membership{'s' if n != 1 else ''}",
-                "gifted memberships",
-            )
-        # giftMembershipReceivedEvent (one per recipient: the gifting event already said it),
-        # polls, members-only mode, tombstones: nothing to speak.
+        # Memberships are channel events (:meth:`_membership`); giftMembershipReceivedEvent
+        # (one per recipient: the gifting event already said it), polls, members-only mode,
+        # tombstones: nothing to speak.
         return None, None
 
+    def _membership(
+        self, message_id: str, kind: str, snippet: dict[str, Any], author: dict[str, Any]
+    ) -> ChannelEvent | None:
+        """A membership, milestone or gift as the platform-neutral :class:`ChannelEvent`.
+
+        A new member is a ``SUBSCRIPTION`` (``tier``: the membership level's name), a
+        milestone a ``RESUBSCRIPTION`` with its months and comment, a gift a ``GIFT`` of
+        ``count`` memberships: the announcements speak them like Twitch subs (or not at all,
+        unless ``announcements`` asks for that kind).
+        """
+        if kind == _MILESTONE:
+            key = "memberMilestoneChatDetails"
+        elif kind == _GIFTING:
+            key = "membershipGiftingDetails"
+        else:
+            key = "newSponsorDetails"
+        details = snippet.get(key) or {}
+        if not isinstance(details, dict):
+            raise ValueError(f"{key} is not an object")
+        user = self._author(author, snippet)
+        level = _text(details.get("memberLevelName") or details.get("giftMembershipsLevelName"))
+        common: dict[str, Any] = {
+            "id": message_id,
+            "user": user,
+            "source": self.name,
+            "platform": Platform.YOUTUBE,
+            "tier": level[:60],
+        }
+        if kind == _MILESTONE:
+            return ChannelEvent(
+                kind=ChannelEventKind.RESUBSCRIPTION,
+                months=_count(details.get("memberMonth"), 0),
+                message=_text(details.get("userComment")),
+                **common,
+            )
+        if kind == _GIFTING:
+            return ChannelEvent(
+                kind=ChannelEventKind.GIFT,
+                count=_count(details.get("giftMembershipsCount"), 1),
+                **common,
+            )
+        return ChannelEvent(kind=ChannelEventKind.SUBSCRIPTION, **common)
+
+    def _author(self, author: dict[str, Any], snippet: dict[str, Any]) -> ChatUser:
+        """The author of an item as a YouTube :class:`ChatUser` (identity: the channel id)."""
+        channel_id = author.get("channelId") or snippet.get("authorChannelId")
+        if not isinstance(channel_id, str) or not channel_id:
+            raise ValueError("no author channel id")
+        display = str(author.get("displayName") or "")[:100]
+        return ChatUser(
+            id=channel_id,
+            login=login_for(display, channel_id),
+            display_name=display.lstrip("@") or channel_id,
+            roles=roles_from_author(author),
+            platform=Platform.YOUTUBE,
+        )
+
     # -- delivery -------------------------------------------------------------------------------
+    async def _deliver_event(self, event: ChannelEvent) -> None:
+        """Hand a channel event to the sink, when it announces that kind."""
+        sink = self._sink
+        if not isinstance(sink, ChannelEventSink) or event.kind not in self._wanted:
+            log.debug("YouTube: %s %s is not announced", event.kind.value, event.id)
+            return
+        try:
+            await sink.on_channel_event(event)
+        except Exception:
+            log.exception("the bot failed on YouTube %s %s", event.kind.value, event.id)
+
     async def _deliver(self, message: ChatMessage) -> None:
         sink = self._sink
         if sink is None:

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from bot.core.messages import ChatMessage
+from bot.core.messages import ChannelEvent, ChannelEventKind, ChatMessage
 from bot.sources.youtube.auth import YouTubeToken, YouTubeTokenStore, token_path
 from bot.sources.youtube.settings import YouTubeConfig
 from bot.sources.youtube.source import YouTubeSource
@@ -76,6 +76,20 @@ class Sink:
     async def wait_text(self, text: str, timeout: float = 15.0) -> ChatMessage:
         await self.wait(lambda _e: text in self.texts(), timeout)
         return next(m for m in self.messages if m.text == text)
+
+
+class EventSink(Sink):
+    """A sink that also takes every kind of channel event (as the App does when announcing)."""
+
+    def wanted_events(self) -> frozenset[ChannelEventKind]:
+        return frozenset(ChannelEventKind)
+
+    async def on_channel_event(self, event: ChannelEvent) -> None:
+        await self._add(event)
+
+    @property
+    def channel_events(self) -> list[ChannelEvent]:
+        return [e for e in self.events if isinstance(e, ChannelEvent)]
 
 
 def youtube_cfg(double: YouTubeDouble, **overrides: Any) -> YouTubeConfig:

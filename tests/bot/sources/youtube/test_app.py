@@ -153,6 +153,19 @@ async def test_paid_only_reads_super_chats_and_still_takes_commands(
     assert speech.of(free) == []
 
 
+async def test_a_new_member_is_announced_when_announcements_are_on(
+    youtube_double: YouTubeDouble, tmp_path: Path
+) -> None:
+    double = youtube_double
+    fan = double.add_channel("Fan", "fan")
+    config = {"announcements": {"enabled": True}}
+    async with running_app(double, tmp_path, config=config) as (_app, player, speech, chat):
+        player.release.set()
+        joined = await double.new_member(chat, fan, "Fans")
+        await speech.wait(lambda _e: ("finished", "played") in speech.of(joined))
+    assert speech.texts[joined] == ["fan just subscribed!"]  # YouTube shows the handle
+
+
 @pytest.mark.audio
 async def test_a_youtube_message_is_heard_at_the_sink(
     youtube_double: YouTubeDouble,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.core.messages import MessageDeleted, Platform, Role, UserPurged
+from bot.core.messages import ChannelEventKind, MessageDeleted, Platform, Role, UserPurged
 from bot.sources.youtube.auth import YouTubeTokenStore, token_path
 from bot.sources.youtube.settings import YouTubeConfig
 from bot.sources.youtube.source import (
@@ -25,6 +25,7 @@ from bot.sources.youtube.source import (
     youtube_source_from_config,
 )
 from tests.bot.sources.youtube.harness import (
+    EventSink,
     Sink,
     eventually,
     running_source,
@@ -151,14 +152,13 @@ async def test_an_ended_chat_goes_back_to_waiting_for_the_next_broadcast(
 # -- what chat carries ------------------------------------------------------------------------
 
 
-async def test_roles_paid_messages_and_memberships_are_translated(
+async def test_roles_and_paid_messages_are_translated(
     youtube_double: YouTubeDouble, tmp_path: Path
 ) -> None:
     double = youtube_double
     chat = double.go_live()
     fan = double.add_channel("Fan", "fan")
     star = double.add_channel("Verified Star", "star")
-    gifted = double.add_channel("Lucky", "lucky")
     store, _ = sign_in(double, tmp_path)
     sink = Sink()
     async with running_source(double, store, sink) as (_source, task):
@@ -168,9 +168,7 @@ async def test_roles_paid_messages_and_memberships_are_translated(
         yen = await double.super_chat(chat, star, "", micros=500_000_000, currency="JPY")
         await double.say(chat, star, "verified here", verified=True)
         await double.say(chat, double.streamer, "streamer here")
-        joined = await double.new_member(chat, fan, "Fans")
-        months = await double.milestone(chat, fan, 6, "half a year")
-        gift = await double.gift_memberships(chat, star, 3, recipients=[gifted])
+        await double.new_member(chat, fan, "Fans")  # a channel event: this sink takes none
         await double.say(chat, fan, "the end")
         await sink.wait_text("the end")
     by_id = {m.id: m for m in sink.messages}
@@ -187,14 +185,39 @@ async def test_roles_paid_messages_and_memberships_are_translated(
     assert not verified.paid
     owner = next(m for m in sink.messages if m.text == "streamer here")
     assert owner.user.role is Role.BROADCASTER
-    assert by_id[joined].reward == "membership"
-    assert by_id[joined].text == "became a member at Fans"
-    assert by_id[months].text == "half a year"
-    assert by_id[months].reward == "membership milestone"
-    assert by_id[gift].text == "gifted 3 memberships"
-    assert by_id[gift].reward == "gifted memberships"
-    # one line for the gift, none per recipient
-    assert [m.user.id for m in sink.messages].count(gifted.id) == 0
+    assert len(sink.messages) == 6
+
+
+async def test_memberships_are_channel_events(
+    youtube_double: YouTubeDouble, tmp_path: Path
+) -> None:
+    double = youtube_double
+    chat = double.go_live()
+    fan = double.add_channel("Fan", "fan")
+    star = double.add_channel("Star", "star")
+    lucky = double.add_channel("Lucky", "lucky")
+    store, _ = sign_in(double, tmp_path)
+    sink = EventSink()
+    async with running_source(double, store, sink) as (_source, task):
+        await until(double, task, lambda: len(double.calls(STREAM)) >= 1)
+        joined = await double.new_member(chat, fan, "Fans")
+        months = await double.milestone(chat, fan, 6, "half a year")
+        gift = await double.gift_memberships(chat, star, 3, recipients=[lucky])
+        await double.say(chat, fan, "the end")
+        await sink.wait_text("the end")
+    events = {e.id: e for e in sink.channel_events}
+    assert list(events) == [joined, months, gift]  # none per gift recipient
+    assert events[joined].kind is ChannelEventKind.SUBSCRIPTION
+    assert events[joined].tier == "Fans"
+    assert events[joined].platform is Platform.YOUTUBE
+    assert events[joined].user is not None
+    assert events[joined].user.identity == (Platform.YOUTUBE, fan.id)
+    assert events[months].kind is ChannelEventKind.RESUBSCRIPTION
+    assert events[months].months == 6
+    assert events[months].message == "half a year"
+    assert events[gift].kind is ChannelEventKind.GIFT
+    assert events[gift].count == 3
+    assert sink.texts() == ["the end"]  # memberships are not chat lines
 
 
 async def test_deletions_and_bans_become_moderation_events(
