@@ -18,6 +18,15 @@ What this source adds on top of twitchio, and why:
   frame without metadata. The source watches for a token with no live socket (on every
   ``websocket_closed`` event and on a short timer) and then rebuilds the whole client with
   exponential backoff. Every transition is logged in plain words.
+* **Moderation first.** Deletions, timeouts/bans and clears go to the bot on their own path
+  the moment twitchio hands them over, never behind a chat line the bot is still handling;
+  tombstones (``inbox.Tombstones``) drop or withdraw the lines they removed.
+* **Channel events.** Subs, resubs, gifts and raids (``channel.chat.notification``), cheers,
+  redemptions and follows become :class:`~bot.core.messages.ChannelEvent` for a sink that
+  wants them (``ChannelEventSink``); nothing is subscribed for one that does not.
+* **AutoMod and shared chat.** Held messages are never spoken while held
+  (``twitch.automod``); other channels of a shared chat are read by setting
+  (``twitch.shared_chat``), each message once.
 * **Never twice.** Message ids pass a bounded LRU, so a redelivery after a reconnect (Twitch
   may send an event more than once) is not spoken again.
 * **Not its own echo.** The bot's own replies come back as chat messages; they are dropped. When
@@ -943,9 +952,10 @@ class TwitchSource:
     async def to_chat_message(self, session: _Session, m: Any) -> ChatMessage | None:
         """Normalize one ``channel.chat.message``; None when there is nothing to speak.
 
-        Dropped: repeats of a message id, the bot's own messages, messages shown here from
-        another channel of a shared chat, and messages with no text once emotes and
-        cheermotes are removed.
+        Dropped: repeats of a message id (or of a shared-chat message's id in its own
+        channel), the bot's own messages, messages shown here from another channel of a
+        shared chat unless ``twitch.shared_chat`` is ``all``, and messages with no text once
+        emotes and cheermotes are removed.
         """
         message_id = str(m.id)
         if not self._seen.add(message_id, None):
