@@ -14,10 +14,13 @@ restart or on another machine.
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import ctypes
 import difflib
 import hashlib
 import logging
+import os
 import re
 import threading
 import unicodedata
@@ -130,7 +133,7 @@ class _Library:
             # The data path must always be passed: the built-in default is the folder of the
             # machine that built the wheel. Without DONT_EXIT a bad path kills the process.
             rate = lib.espeak_Initialize(
-                _AUDIO_OUTPUT_SYNCHRONOUS, 0, data_path.encode(), _INITIALIZE_DONT_EXIT
+                _AUDIO_OUTPUT_SYNCHRONOUS, 0, c_path(data_path), _INITIALIZE_DONT_EXIT
             )
             if rate <= 0:
                 raise EngineError(
@@ -352,6 +355,54 @@ def _check_installed(key: str, spec: str) -> None:
         f"voices are the files under {_LIBRARY.data_path}/lang, the variants those in "
         "voices/!v"
     )
+
+
+def c_path(path: str, *, ansi_codec: str = "mbcs") -> bytes:
+    r"""``path`` as the bytes eSpeak NG's C library opens with ``fopen``.
+
+    Windows' ``fopen`` reads a ``char*`` in the ANSI code page, not UTF-8, so a data folder
+    under ``C:\Users\José`` must be encoded with it (Python's "mbcs" codec, which exists only
+    on Windows); a name the code page cannot spell goes by its 8.3 short name, plain ASCII.
+    Elsewhere (no such codec) the file system encoding is what ``fopen`` takes. Detecting the
+    codec rather than the OS keeps this the engine's own decision (it cannot ask the bot).
+
+    Args:
+        path: The folder.
+        ansi_codec: The codec of the ANSI code page (tests pass another to simulate one).
+
+    Raises:
+        EngineError: On Windows, when neither form exists (8.3 names switched off).
+    """
+    try:
+        codecs.lookup(ansi_codec)
+    except LookupError:
+        return os.fsencode(path)
+    try:
+        return path.encode(ansi_codec, "strict")
+    except UnicodeEncodeError:
+        short = _short_path(path)
+        if short is not None:
+            with contextlib.suppress(UnicodeEncodeError):
+                return short.encode("ascii")
+    raise EngineError(
+        f"eSpeak NG cannot open its data at {path}: the folder's name has characters this "
+        "Windows code page cannot write and it has no short name; install the bot in a folder "
+        "with a plain name (for example C:\\ishowtts)"
+    )
+
+
+def _short_path(path: str) -> str | None:
+    """Windows' 8.3 short form of ``path`` (None where there is none or off Windows)."""
+    windll = getattr(ctypes, "windll", None)
+    if windll is None:
+        return None
+    size = windll.kernel32.GetShortPathNameW(path, None, 0)
+    if not size:
+        return None
+    buffer = ctypes.create_unicode_buffer(size)
+    if not windll.kernel32.GetShortPathNameW(path, buffer, size):
+        return None
+    return str(buffer.value)
 
 
 class EspeakEngine(Engine):

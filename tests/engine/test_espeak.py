@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engine import espeak
 from engine.base import EngineError, EngineState
 from engine.config import EspeakConfig, VoicesConfig
 from engine.espeak import VARIANT_POOL, EspeakEngine, map_voice, split_sentences
@@ -388,3 +389,23 @@ async def test_through_the_engine_worker(voices_dir: Path) -> None:
         assert names == ["default", "alice", "bob"]
     finally:
         await worker.close()
+
+
+def test_the_data_path_is_handed_to_c_in_the_file_system_encoding() -> None:
+    # No "mbcs" codec off Windows: fopen takes what Python's file system encoding makes.
+    assert espeak.c_path("/opt/données/espeak-ng-data", ansi_codec="no-such-codec") == (
+        os.fsencode("/opt/données/espeak-ng-data")
+    )
+
+
+def test_on_windows_the_code_page_spells_the_path_or_its_short_name_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A code page is simulated by a codec that exists here: cp1252 spells "José", ASCII not.
+    long_name = "C:\\Users\\José\\ishowtts\\.venv\\espeak-ng-data"
+    assert espeak.c_path(long_name, ansi_codec="cp1252") == long_name.encode("cp1252")
+    monkeypatch.setattr(espeak, "_short_path", lambda _p: "C:\\Users\\JOS~1\\ISHOWT~1")
+    assert espeak.c_path(long_name, ansi_codec="ascii") == b"C:\\Users\\JOS~1\\ISHOWT~1"
+    monkeypatch.setattr(espeak, "_short_path", lambda _p: None)
+    with pytest.raises(EngineError, match="plain name"):
+        espeak.c_path(long_name, ansi_codec="ascii")
