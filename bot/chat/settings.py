@@ -11,7 +11,7 @@ import itertools
 import re
 from typing import TYPE_CHECKING, Literal, Protocol
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from bot.chat.arguments import MAX_SPOKEN_CHARS, PRONOUNCED_WORD_RE
 from bot.chat.commands.config import CommandsConfig, CommandSpec
@@ -250,6 +250,15 @@ class RaidStep(Section):
     )
     paid_only: bool = Field(default=False, description="read only cheers and rewards")
 
+    @model_validator(mode="after")
+    def _changes_something(self) -> RaidStep:
+        unchanged = (self.say_names, self.max_chars, self.cooldown_s) == (None, None, None)
+        if unchanged and not self.paid_only:
+            raise ValueError(
+                "a step must change something: say_names, max_chars, cooldown_s or paid_only"
+            )
+        return self
+
 
 DEFAULT_RAID_STEPS: tuple[RaidStep, ...] = (
     RaidStep(queue=10, say_names=False),
@@ -320,9 +329,15 @@ class PronunciationConfig(Section):
         if not isinstance(value, dict):
             return value  # pydantic reports the type
         out: dict[str, str] = {}
+        seen: dict[str, str] = {}
         for word, spoken in value.items():
             if not isinstance(word, str) or not PRONOUNCED_WORD_RE.match(word):
                 raise ValueError(f"{word!r} is not a word (1-40 characters, no spaces)")
+            if word.casefold() in seen:
+                raise ValueError(
+                    f"{seen[word.casefold()]!r} and {word!r} are the same word (any case matches)"
+                )
+            seen[word.casefold()] = word
             out[word] = check_spoken(spoken, repr(word))
         return out
 

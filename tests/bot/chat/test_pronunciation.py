@@ -168,6 +168,7 @@ async def test_say_is_off_by_default(tmp_path: Path) -> None:
         ),
         ({"patterns": [{"match": "a"}]}, ["pronunciation.patterns[0].say"]),
         ({"words": {"two words": "x"}}, ["pronunciation.words", "is not a word"]),
+        ({"words": {"GG": "x", "gg": "y"}}, ["pronunciation.words", "'GG' and 'gg' are the same"]),
         ({"words": {"gg": ""}}, ["pronunciation.words", "the spoken form must be text"]),
         ({"words": {"gg": "x" * 201}}, ["pronunciation.words", "over 200 characters"]),
         ({"words": ["gg"]}, ["pronunciation.words"]),

@@ -144,6 +144,27 @@ async def test_each_step_is_announced_once_and_a_drained_queue_ends_raid_mode(
         await bot.close()
 
 
+async def test_raid_mode_can_stay_quiet_in_chat(tmp_path: Path) -> None:
+    raid = {"enabled": True, "announce": False, "steps": [{"queue": 2, "say_names": False}]}
+    bot = await start_bot(make_config(tmp_path, raid=raid))
+    chat = Chat(bot)
+    try:
+        bot.app.speaker.pause()
+        texts = []
+        for n, name in enumerate(NAMES[:4]):
+            decision = await chat.send(f"message {n}", person(name))
+            assert decision.item is not None
+            texts.append(decision.item.text)
+        assert texts == ["ann says message 0", "bob says message 1", "message 2", "message 3"]
+        bot.app.speaker.resume()
+        await bot.idle()
+        await bot.app.chat.settled()
+        assert bot.app.chat.raid.rules.level == 0
+        assert chat.lines == []
+    finally:
+        await bot.close()
+
+
 async def test_without_raid_mode_a_long_queue_changes_nothing(tmp_path: Path) -> None:
     bot = await start_bot(make_config(tmp_path))
     chat = Chat(bot)
@@ -191,8 +212,12 @@ async def test_a_message_past_the_longest_speaking_time_is_cut_with_a_fade(tmp_p
 @pytest.mark.parametrize(
     ("data", "expected"),
     [
-        ({"raid": {"steps": [{"queue": 10}, {"queue": 5}]}}, ["raid.steps", "longer queue"]),
-        ({"raid": {"steps": [{"queue": 0}]}}, ["raid.steps[0].queue"]),
+        (
+            {"raid": {"steps": [{"queue": 10, "paid_only": True}, {"queue": 5, "max_chars": 50}]}},
+            ["raid.steps", "longer queue"],
+        ),
+        ({"raid": {"steps": [{"queue": 0, "paid_only": True}]}}, ["raid.steps[0].queue"]),
+        ({"raid": {"steps": [{"queue": 5}]}}, ["raid.steps[0]", "must change something"]),
         ({"raid": {"enabled": True, "steps": []}}, ["raid.steps", "at least one step"]),
         ({"raid": {"steps": [{"queue": 5, "names": False}]}}, ["raid.steps[0].names", "unknown"]),
         ({"raid": {"steps": [{"queue": 5, "max_chars": 2}]}}, ["raid.steps[0].max_chars"]),
