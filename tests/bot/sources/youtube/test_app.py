@@ -290,3 +290,54 @@ def test_cli_refuses_youtube_enabled_without_a_sign_in(
     )
     assert main(["--config", str(config), "run"]) == 2
     assert any("ishowtts login youtube" in r.getMessage() for r in caplog.records)
+
+
+class _Failing:
+    name = "youtube"
+
+    async def run(self, sink: Any) -> None:
+        raise RuntimeError("the saved YouTube sign-in was revoked")
+
+    async def close(self) -> None:
+        pass
+
+
+class _Lines:
+    """A source that says a few lines, then waits to be closed."""
+
+    name = "twitch"
+
+    def __init__(self) -> None:
+        self.closed = asyncio.Event()
+        self.said = asyncio.Event()
+
+    async def run(self, sink: Any) -> None:
+        from bot.core.messages import ChatMessage, ChatUser
+
+        user = ChatUser("1", "alice", "alice", platform=Platform.TWITCH)
+        await asyncio.sleep(0)  # after the other source has failed
+        await sink.on_message(ChatMessage("m1", user, "still here", "twitch"))
+        self.said.set()
+        await self.closed.wait()
+
+    async def close(self) -> None:
+        self.closed.set()
+
+
+async def test_one_failing_source_leaves_the_others_running(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from tests.bot.sources.youtube.harness import Sink
+
+    lines = _Lines()
+    group = SourceGroup([lines, _Failing()])
+    sink = Sink()
+    task = asyncio.create_task(group.run(sink))
+    await sink.wait_text("still here")
+    await eventually(
+        lambda: any("the other sources go on" in r.getMessage() for r in caplog.records)
+    )
+    assert not task.done()
+    await group.close()
+    with pytest.raises(RuntimeError, match="revoked"):
+        await asyncio.wait_for(task, 5)

@@ -507,3 +507,29 @@ async def test_a_read_only_sign_in_reads_but_never_posts(
         await message.reply("not posted")
         assert not await source.send("not posted either")
     assert double.posted == []
+
+
+def test_the_quota_meter_counts_costs_and_projects_four_hours() -> None:
+    from bot.sources.youtube.source import QuotaMeter
+
+    now = [0.0]
+    meter = QuotaMeter(10_000, clock=lambda: now[0])
+    meter.spend("liveBroadcasts.list")
+    meter.spend("liveChatMessages.stream")
+    meter.spend("liveChatMessages.insert")
+    now[0] = 3600.0
+    assert meter.used == 26
+    assert meter.per_hours(4) == 104
+    line = meter.summary()
+    assert "26 units in 1h00m" in line
+    assert "liveChatMessages.insert 1x20" in line
+    assert "4 hours cost 104 of the 10,000" in line
+    assert meter.due(900.0)
+    assert not meter.due(900.0)
+
+
+def test_the_quota_resets_at_pacific_midnight() -> None:
+    from bot.sources.youtube.source import until_quota_reset
+
+    noon_utc = datetime.datetime(2026, 1, 15, 20, 0, tzinfo=datetime.UTC)  # 12:00 in LA (PST)
+    assert until_quota_reset(noon_utc) == pytest.approx(12 * 3600)
