@@ -3,8 +3,9 @@
 Weights come from the Hugging Face hub (``hf://owner/repo/path``) or local paths, and are
 loaded through f5-tts's own ``load_checkpoint``/``load_vocoder`` code, so tiny test
 checkpoints exercise exactly the path the real ones take. The sampling step sits behind a
-small sampler interface (``StockSampler`` here; ``engine.f5_fast.FastSampler`` on CUDA) so the
-accelerated path can be swapped in without touching the rest.
+small sampler contract (``engine.sampling.Sampler``: ``StockSampler``, or
+``engine.f5fast.FastSampler`` on CUDA) so the accelerated path can be swapped in without
+touching the rest.
 
 Each voice's reference (decoded, mixed to mono, loudness-normalised, resampled to 24 kHz,
 turned into a mel spectrogram on the device) is computed once and cached under a hash of the
@@ -13,6 +14,7 @@ clip's content and transcript; a stat check per request notices edited files che
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import importlib.resources
@@ -28,7 +30,6 @@ import numpy as np
 import soxr
 import torch
 import yaml
-from torch.overrides import TorchFunctionMode
 
 from engine.base import (
     Audio,
@@ -40,6 +41,7 @@ from engine.base import (
     VoiceInfo,
 )
 from engine.config import BUILTIN_VOICE, F5Config, VoicesConfig
+from engine.sampling import Sampler, StockSampler
 from engine.text import (
     HOP_LENGTH,
     SAMPLE_RATE,
@@ -65,105 +67,6 @@ SPLIT_ABOVE_CHARS = 120
 """Only messages longer than this get a separate leading piece."""
 CACHE_ENTRIES = 32
 WARMUP_TEXT = "Warming up the voice."
-
-
-# -- sampling -------------------------------------------------------------------------------
-
-
-class _FixedNoise(TorchFunctionMode):
-    """Hands a given tensor to CFM.sample's one ``torch.randn`` call (its initial noise).
-
-    A torch function mode is scoped to this thread and this ``with`` block, so f5-tts's
-    sampler runs unmodified while the caller chooses the noise (needed to compare samplers).
-    """
-
-    def __init__(self, noise: torch.Tensor) -> None:
-        super().__init__()
-        self._noise = noise
-        self.used = False
-
-    def __torch_function__(
-        self,
-        func: Any,
-        types: Any,
-        args: tuple[Any, ...] = (),
-        kwargs: dict[str, Any] | None = None,
-    ) -> Any:
-        kwargs = kwargs or {}
-        if func is torch.randn and not self.used:
-            shape = tuple(int(a) for a in args)
-            if shape != tuple(self._noise.shape[1:]):
-                raise ValueError(
-                    f"noise has shape {tuple(self._noise.shape)}, the sampler needs "
-                    f"[1, {', '.join(map(str, shape))}]"
-                )
-            self.used = True
-            return self._noise[0].to(device=kwargs.get("device"), dtype=kwargs.get("dtype"))
-        return func(*args, **kwargs)
-
-
-class StockSampler:
-    """f5-tts's own flow-matching sampler (``CFM.sample``), behind the sampler interface.
-
-    ``engine.f5_fast.FastSampler`` offers the same constructor and ``sample`` signature; the
-    engine uses whichever applies and does the rest (vocoder, trimming) itself.
-    """
-
-    def __init__(
-        self, cfm: Any, *, nfe_step: int, cfg_strength: float, sway_sampling_coef: float
-    ) -> None:
-        """Wrap a loaded ``f5_tts.model.CFM``.
-
-        Args:
-            cfm: The model, already on its device and in its dtype.
-            nfe_step: Number of ODE steps (function evaluations).
-            cfg_strength: Classifier-free guidance strength.
-            sway_sampling_coef: Sway sampling coefficient for the time steps.
-        """
-        self.cfm = cfm
-        self.nfe_step = nfe_step
-        self.cfg_strength = cfg_strength
-        self.sway_sampling_coef = sway_sampling_coef
-
-    def sample(
-        self,
-        cond: torch.Tensor,
-        text_ids: torch.Tensor,
-        duration: int,
-        noise: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Generate the mel spectrogram of reference + new speech.
-
-        Args:
-            cond: Reference mel, [1, T_ref, n_mel], in the model's dtype on its device.
-            text_ids: Reference + new text as f5's ``list_str_to_idx`` ids, [1, T_text] long.
-            duration: Total frames including the reference. CFM.sample raises it to at
-                least ``max(T_text, T_ref) + 1``; callers pass at least that.
-            noise: Initial noise [1, duration, n_mel] (or [duration, n_mel]); drawn from
-                torch's global RNG, exactly as CFM.sample does, when None.
-
-        Returns:
-            The mel [1, duration, n_mel] whose first T_ref frames equal ``cond``.
-        """
-        kwargs: dict[str, Any] = {
-            "cond": cond,
-            "text": text_ids,
-            "duration": duration,
-            "steps": self.nfe_step,
-            "cfg_strength": self.cfg_strength,
-            "sway_sampling_coef": self.sway_sampling_coef,
-        }
-        if noise is None:
-            out, trajectory = self.cfm.sample(**kwargs)
-        else:
-            mode = _FixedNoise(noise if noise.ndim == 3 else noise.unsqueeze(0))
-            with mode:
-                out, trajectory = self.cfm.sample(**kwargs)
-            if not mode.used:
-                raise RuntimeError("CFM.sample drew no noise; f5-tts changed, update _FixedNoise")
-        del trajectory
-        result: torch.Tensor = out
-        return result
 
 
 # -- model description and weights ----------------------------------------------------------
@@ -367,7 +270,7 @@ class F5Engine(Engine):
         self.dtype: torch.dtype | None = None
         self.cfm: Any = None
         self.vocoder: Any = None
-        self.sampler: Any = None
+        self.sampler: Sampler | None = None
         self.chunks_generated = 0
         self._cache = _ReferenceCache(self._prepare_reference)
         self._to_ids: Callable[[str], torch.Tensor] | None = None
@@ -415,7 +318,7 @@ class F5Engine(Engine):
         progress(EngineState.LOADING, f"loading F5-TTS on {device.type} ({_dtype_name(dtype)})")
         self.cfm = _load_cfm(backbone, arch, files, device, dtype)
         self.vocoder = _load_vocoder(files.vocoder, device)
-        self._to_ids = _text_to_ids(self.cfm.vocab_char_map, device)
+        self._to_ids = _text_to_ids(self.cfm.vocab_char_map)
         self.device, self.dtype = device, dtype
         self.sampler = self._make_sampler(device)
         self._cache.clear()
@@ -423,7 +326,7 @@ class F5Engine(Engine):
         self._warm_up_sampler(lambda msg: progress(EngineState.WARMING, msg))
         self._warm_up()
 
-    def _make_sampler(self, device: torch.device) -> Any:
+    def _make_sampler(self, device: torch.device) -> Sampler:
         kwargs: dict[str, Any] = {
             "nfe_step": self._f5.nfe_step,
             "cfg_strength": self._f5.cfg_strength,
@@ -431,11 +334,9 @@ class F5Engine(Engine):
         }
         if device.type == "cuda" and self._f5.fast:
             try:
-                from engine.f5_fast import FastSampler  # type: ignore[import-not-found,unused-ignore]
+                from engine.f5fast import FastSampler
 
-                if self._compile_cache is not None:
-                    kwargs["cache_dir"] = self._compile_cache
-                return FastSampler(self.cfm, **kwargs)
+                return FastSampler(self.cfm, **kwargs, cache_dir=self._compile_cache)
             except ImportError:
                 log.info("the accelerated sampler is not available; using f5-tts's own")
             except Exception:
@@ -443,16 +344,14 @@ class F5Engine(Engine):
         return StockSampler(self.cfm, **kwargs)
 
     def _warm_up_sampler(self, report: Callable[[str], None]) -> None:
-        """Let a sampler with a ``warmup(progress=...)`` method prepare itself.
+        """Let the sampler prepare itself (``Sampler.warmup``).
 
         The fast sampler compiles and captures CUDA graphs there; if that fails, the engine
         falls back to f5-tts's own sampler rather than failing to start.
         """
-        warmup = getattr(self.sampler, "warmup", None)
-        if not callable(warmup):
-            return
+        assert self.sampler is not None
         try:
-            warmup(progress=report)
+            self.sampler.warmup(progress=report)
         except Exception:
             log.exception("the accelerated sampler failed to warm up; using f5-tts's own")
             self.sampler = StockSampler(
@@ -595,6 +494,7 @@ class F5Engine(Engine):
     ) -> Iterator[Audio]:
         assert self._to_ids is not None
         assert self.dtype is not None
+        assert self.sampler is not None
         for plan in plans:
             if should_stop():
                 return
@@ -641,13 +541,19 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return "fp16" if dtype == torch.float16 else "fp32"
 
 
-def _text_to_ids(vocab: dict[str, int], device: torch.device) -> Callable[[str], torch.Tensor]:
-    """f5-tts's own text front end: pinyin/char conversion, then ``list_str_to_idx``."""
+def _text_to_ids(vocab: dict[str, int]) -> Callable[[str], torch.Tensor]:
+    """f5-tts's own text front end: pinyin/char conversion, then ``list_str_to_idx``.
+
+    The ids stay in host memory (the samplers read their length there without a device
+    sync, and copy them once), and the last few texts are remembered: planning a piece
+    counts its tokens, and rendering it needs the same ids again.
+    """
     from f5_tts.model.utils import convert_char_to_pinyin, list_str_to_idx
 
+    @functools.lru_cache(maxsize=64)
     def to_ids(text: str) -> torch.Tensor:
         ids: torch.Tensor = list_str_to_idx(convert_char_to_pinyin([text]), vocab)
-        return ids.to(device)
+        return ids
 
     return to_ids
 

@@ -17,7 +17,8 @@ from safetensors.torch import load_file
 
 from engine.base import EngineError, EngineState, VoiceError
 from engine.config import F5Config, VoicesConfig
-from engine.f5 import F5Engine, StockSampler, model_architecture
+from engine.f5 import F5Engine, model_architecture
+from engine.sampling import StockSampler
 from engine.text import MIN_SPEECH_S, duration_frames
 from tests.support.f5 import BUILTIN_TRANSCRIPT, TINY_DIT, builtin_clip, write_alice, write_voice
 
@@ -491,7 +492,7 @@ def test_fp16_on_cpu_falls_back_to_fp32(
 def test_the_fast_sampler_is_chosen_only_for_cuda_with_fast_on(
     tiny_f5: dict[str, Any], tmp_path: Path
 ) -> None:
-    fast = pytest.importorskip("engine.f5_fast")
+    fast = pytest.importorskip("engine.f5fast")
     engine = F5Engine(F5Config(**tiny_f5), VoicesConfig(dir=tmp_path), device="cpu")
     engine.load(lambda *_: None)
     assert type(engine.sampler) is StockSampler  # CPU: always f5-tts's own

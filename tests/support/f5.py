@@ -12,6 +12,8 @@ Fixtures:
 
 Helpers for other tests:
     build_tiny_f5(folder) -> dict: create the files and return the ``engine.f5`` mapping.
+    tiny_cfm(seed, **dit) -> CFM: a tiny model built in memory with f5-tts's own classes
+        (the sampler tests, which need several architectures and no files).
     write_tiny_f5_config(tmp_path) -> Path: a complete config.yaml using the tiny model on
         the CPU, with a voices folder holding ``alice``.
 """
@@ -201,3 +203,55 @@ def tiny_voices_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     voices = tmp_path_factory.mktemp("voices")
     write_alice(voices)
     return voices
+
+
+SAMPLER_VOCAB = {c: i for i, c in enumerate(" abcdefghijklmnopqrstuvwxyz,.!?'")}
+"""The character map of :func:`tiny_cfm` models (index 0, the space, also takes unknowns)."""
+
+
+def tiny_cfm(seed: int = 0, **dit_kwargs: Any) -> Any:
+    """A tiny ``CFM`` with a ``DiT`` backbone, built with f5-tts's own classes, in eval mode.
+
+    Every layer is re-drawn by its own ``reset_parameters`` (f5 zero-initialises some, which
+    would make the model ignore its inputs), and parameters still all zero after that (the
+    text ConvNeXt's GRN, which has no ``reset_parameters``, and norm biases) get small normal
+    values, so every part of the model does something the tests can see. ``dit_kwargs``
+    override the architecture (``qk_norm="rms_norm"``, ``long_skip_connection=True``,
+    ``text_mask_padding=False``...).
+    """
+    import torch
+    from f5_tts.model.backbones.dit import DiT
+    from f5_tts.model.cfm import CFM
+
+    torch.manual_seed(seed)
+    arch: dict[str, Any] = {
+        "dim": 64,
+        "depth": 2,
+        "heads": 2,
+        "ff_mult": 2,
+        "text_dim": 32,
+        "conv_layers": 1,
+    }
+    arch.update(dit_kwargs)
+    dit = DiT(**arch, text_num_embeds=len(SAMPLER_VOCAB), mel_dim=N_MEL)
+    for module in dit.modules():
+        if module is not dit and hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+    with torch.no_grad():
+        for param in dit.parameters():
+            if not param.any():
+                param.normal_(0.0, 0.1)
+    cfm = CFM(
+        transformer=dit,
+        mel_spec_kwargs={
+            "n_fft": 1024,
+            "hop_length": 256,
+            "win_length": 1024,
+            "n_mel_channels": N_MEL,
+            "target_sample_rate": 24000,
+            "mel_spec_type": "vocos",
+        },
+        odeint_kwargs={"method": "euler"},
+        vocab_char_map=SAMPLER_VOCAB,
+    )
+    return cfm.eval()
