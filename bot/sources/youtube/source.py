@@ -98,6 +98,8 @@ QUOTA_COSTS: dict[str, int] = {
 }
 """Quota units per call, as Google's quota table gives them (a failed call costs the same)."""
 
+REPLY_SHARE = 0.15
+"""Most of the daily quota replies may spend (1,500 units, 75 replies, of the default 10,000)."""
 MAX_TEXT = 5000
 """Longest text passed on (YouTube allows 200; this bounds a hostile or broken payload)."""
 MAX_SEND = 200
@@ -156,6 +158,15 @@ class QuotaMeter:
         self.used += cost
         self.calls[method] += 1
         return cost
+
+    def may_reply(self) -> bool:
+        """Whether one more reply stays within :data:`REPLY_SHARE` of the daily quota.
+
+        Reading chat is planned to spend at most 80 % of the quota (``youtube.quota_hours``);
+        replies at 20 units each could otherwise eat the rest and pause chat mid-stream.
+        """
+        spent = self.calls["liveChatMessages.insert"] * QUOTA_COSTS["liveChatMessages.insert"]
+        return spent + QUOTA_COSTS["liveChatMessages.insert"] <= REPLY_SHARE * self.daily_quota
 
     def per_hours(self, hours: float) -> int:
         """Units ``hours`` of streaming cost at the rate seen so far."""
@@ -495,6 +506,7 @@ class YouTubeSource:
         self._stream_works: bool | None = None
         self._can_post = False
         self._posting_refused = False
+        self._reply_budget_said = False
 
     # -- public -------------------------------------------------------------------------------
     @property
@@ -552,6 +564,16 @@ class YouTubeSource:
             return False
         line = " ".join(text.split())[:MAX_SEND]
         if not line:
+            return False
+        if not self.quota.may_reply():
+            if not self._reply_budget_said:
+                self._reply_budget_said = True
+                log.warning(
+                    "YouTube: replies used %d%% of the daily quota; no more replies this run, so "
+                    "reading chat keeps its share (%s)",
+                    round(REPLY_SHARE * 100),
+                    self.quota.summary(),
+                )
             return False
         entry = _Sent(self._clock(), line)
         self._sent.append(entry)

@@ -533,3 +533,17 @@ def test_the_quota_resets_at_pacific_midnight() -> None:
 
     noon_utc = datetime.datetime(2026, 1, 15, 20, 0, tzinfo=datetime.UTC)  # 12:00 in LA (PST)
     assert until_quota_reset(noon_utc) == pytest.approx(12 * 3600)
+
+
+async def test_replies_stop_before_they_eat_the_quota_reading_needs(
+    youtube_double: YouTubeDouble, tmp_path: Path
+) -> None:
+    double = youtube_double
+    double.go_live()
+    store, _ = sign_in(double, tmp_path)
+    # 1,000 units a day: replies may spend 150, i.e. 7 replies of 20 units
+    async with running_source(double, store, Sink(), daily_quota=1000) as (source, task):
+        await until(double, task, lambda: source.chat_id is not None)
+        posted = [await source.send(f"reply {i}") for i in range(9)]
+    assert posted == [True] * 7 + [False] * 2
+    assert len(double.posted) == 7
