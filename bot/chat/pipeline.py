@@ -519,7 +519,8 @@ class ChatPipeline:
         if len(split) == 1 and split[0].voice is None:
             pieces = [(shown, voice)]
         else:
-            head, tail = template.format(name=name, text="\x00").split("\x00", 1)
+            head, _, tail = template.format(name=name, text="\x00").partition("\x00")
+            tail = tail.replace("\x00", " ")  # a template may say {text} twice; parts once
             if not named:
                 head = tail = ""
             pieces = [(head, voice)] if head.strip() else []

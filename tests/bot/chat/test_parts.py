@@ -154,6 +154,22 @@ async def test_off_by_default_and_unknown_names_are_read_as_text(tmp_path: Path)
         await bot.close()
 
 
+async def test_the_template_is_said_around_the_parts_in_the_authors_voice(tmp_path: Path) -> None:
+    template = "{name} wrote {text} and again {text}"
+    cfg = make_config(tmp_path, tts={"template": template, "parts": {"enabled": True}})
+    bot = await start(cfg)
+    try:
+        await bot.send("alice: hi there")
+        await bot.idle()
+        assert bot.engine.calls == [
+            ("viewer wrote", "default"),
+            ("hi there", "alice"),
+            ("and again", "default"),  # the parts are said once
+        ]
+    finally:
+        await bot.close()
+
+
 async def test_the_role_setting_says_who_may_use_voices(tmp_path: Path) -> None:
     cfg = make_config(
         tmp_path, tts={"say_names": False, "parts": {"enabled": True, "min_role": "vip"}}
