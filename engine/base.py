@@ -1,15 +1,31 @@
-"""The engine contract: what the bot may ask of any text-to-speech backend.
+"""The engine contract: what the bot (or a server) may ask of any text-to-speech backend.
 
 Engines are plain synchronous objects. They never see asyncio: the engine worker thread
 (``engine.worker``) is the only caller, so an engine may hold torch state, CUDA graphs or a
 non-thread-safe C library without locks.
+
+Two ways to synthesise:
+
+* ``synthesize(text, voice, should_stop)``: one request, an iterator of audio chunks;
+* ``synthesize_batch(requests)``: several requests (different texts, voices and lengths)
+  at once, an iterator of :class:`BatchChunk` events saying which request each chunk
+  belongs to. An engine that can (F5 on CUDA) runs them through one sampling pass per
+  round: round 1 is every request's first piece, round 2 every second piece, and so on,
+  so a raid's first audio arrives for all messages together. Each request's audio equals
+  what ``synthesize`` gives it alone (same noise), up to fp16 rounding. Every request gets
+  exactly one event with ``last=True`` (its final chunk, or an end without audio when it
+  was stopped or failed). A request whose ``should_stop`` returns True is dropped at the
+  next round; the others go on. Engines without batching (eSpeak) run the requests one
+  after another through ``synthesize`` (the default below).
+
+``EngineWorker.submit_batch`` is the event-loop side of ``synthesize_batch``.
 """
 
 from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,16 +71,52 @@ class VoiceInfo:
     problem: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class SynthesisRequest:
+    """One request of a batch.
+
+    Attributes:
+        text: Already cleaned, non-empty text.
+        voice: A voice name (unknown names fall back to the default voice, logged).
+        should_stop: Polled between rounds; once True the request is dropped.
+    """
+
+    text: str
+    voice: str
+    should_stop: StopCheck
+
+
+@dataclass(frozen=True, slots=True)
+class BatchChunk:
+    """One event of ``Engine.synthesize_batch``.
+
+    Attributes:
+        index: Which request (its position in the list given).
+        audio: The request's next audio chunk, or None (an end without audio).
+        last: The request has nothing more after this event.
+        error: Why the request failed (then ``last`` is True and ``audio`` None); the other
+            requests of the batch carry on.
+    """
+
+    index: int
+    audio: Audio | None = None
+    last: bool = False
+    error: EngineError | None = None
+
+
 class Engine(abc.ABC):
     """A text-to-speech backend driven by the engine thread.
 
     Attributes:
         name: Short engine name for logs ("f5", "espeak").
         sample_rate: Rate of every chunk ``synthesize`` yields.
+        max_batch: Most requests ``synthesize_batch`` runs together (1: one after another;
+            known after ``load``).
     """
 
     name: str = "engine"
     sample_rate: int = 24_000
+    max_batch: int = 1
 
     @abc.abstractmethod
     def load(self, progress: Callable[[EngineState, str], None]) -> None:
@@ -94,6 +146,38 @@ class Engine(abc.ABC):
         Raises:
             EngineError: When this text cannot be spoken; the worker reports it and moves on.
         """
+
+    def synthesize_batch(self, requests: Sequence[SynthesisRequest]) -> Iterator[BatchChunk]:
+        """Speak several requests; see the module docstring for the order and the guarantees.
+
+        This default runs them one after another through ``synthesize``: correct for any
+        engine, batched for none. A request's ``EngineError`` ends that request only.
+        """
+        for index, request in enumerate(requests):
+            if request.should_stop():
+                yield BatchChunk(index, last=True)
+                continue
+            try:
+                pending: Audio | None = None
+                for chunk in self.synthesize(request.text, request.voice, request.should_stop):
+                    if pending is not None:
+                        yield BatchChunk(index, pending)
+                    pending = chunk
+            except EngineError as exc:
+                yield BatchChunk(index, last=True, error=exc)
+                continue
+            yield BatchChunk(index, pending, last=True)
+
+    def idle_work(self) -> bool:
+        """Do one short piece of deferred preparation while no job waits.
+
+        The worker calls it between jobs (never during one). The F5 engine captures the
+        CUDA graphs it left out of start-up here, one per call.
+
+        Returns:
+            Whether more remains (the worker calls again while the queue stays empty).
+        """
+        return False
 
     def close(self) -> None:  # noqa: B027 - optional hook, most engines need nothing
         """Release models and library handles."""

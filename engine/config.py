@@ -95,6 +95,29 @@ class F5Config(Section):
     fast: bool = Field(
         default=True, description="use the project's accelerated sampler on CUDA (issue 5)"
     )
+    max_batch: int = Field(
+        default=16,
+        ge=1,
+        le=64,
+        description="most requests one batched sampling pass holds (1: no batching)",
+    )
+    max_batch_frames: int = Field(
+        default=24576,
+        ge=2048,
+        le=131072,
+        description="longest batched pass in mel frames (bounds the batch graphs' GPU memory)",
+    )
+    ready_frames: int = Field(
+        default=1600,
+        ge=0,
+        le=3072,
+        description="single-request lengths (mel frames, reference included) whose CUDA "
+        "graphs are captured before the engine is ready; the rest while idle",
+    )
+    loop_graphs: bool = Field(
+        default=False,
+        description="one CUDA graph per length for all sampling steps instead of one per step",
+    )
 
     @field_validator("vocoder")
     @classmethod

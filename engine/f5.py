@@ -21,7 +21,7 @@ import importlib.resources
 import logging
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -33,15 +33,17 @@ import yaml
 
 from engine.base import (
     Audio,
+    BatchChunk,
     Engine,
     EngineError,
     EngineState,
     StopCheck,
+    SynthesisRequest,
     VoiceError,
     VoiceInfo,
 )
 from engine.config import BUILTIN_VOICE, F5Config, VoicesConfig
-from engine.sampling import Sampler, StockSampler
+from engine.sampling import Sampler, SampleRequest, StockSampler
 from engine.text import (
     HOP_LENGTH,
     SAMPLE_RATE,
@@ -236,6 +238,22 @@ class ChunkPlan(NamedTuple):
         return self.frames * HOP_LENGTH
 
 
+@dataclass(slots=True)
+class _Stream:
+    """One request of a batch in flight: its pieces and how far it got."""
+
+    index: int
+    ref: Reference
+    plans: list[ChunkPlan]
+    should_stop: StopCheck
+    generator: torch.Generator | None
+    next: int = 0
+
+    @property
+    def done(self) -> bool:
+        return self.next >= len(self.plans)
+
+
 class F5Engine(Engine):
     """F5-TTS behind the engine interface.
 
@@ -336,12 +354,31 @@ class F5Engine(Engine):
             try:
                 from engine.f5fast import FastSampler
 
-                return FastSampler(self.cfm, **kwargs, cache_dir=self._compile_cache)
+                return FastSampler(
+                    self.cfm,
+                    **kwargs,
+                    cache_dir=self._compile_cache,
+                    max_batch=self._f5.max_batch,
+                    max_batch_frames=self._f5.max_batch_frames,
+                    loop_graphs=self._f5.loop_graphs,
+                    ready_frames=self._f5.ready_frames,
+                )
             except ImportError:
                 log.info("the accelerated sampler is not available; using f5-tts's own")
             except Exception:
                 log.exception("the accelerated sampler failed to start; using f5-tts's own")
         return StockSampler(self.cfm, **kwargs)
+
+    @property
+    def max_batch(self) -> int:  # type: ignore[override]
+        """Requests one sampling pass holds (the sampler's; 1 before loading)."""
+        return self.sampler.max_batch if self.sampler is not None else 1
+
+    def idle_work(self) -> bool:
+        """Capture one more of the CUDA graphs left out of start-up (``ready_frames``)."""
+        if self.sampler is None:
+            return False
+        return self.sampler.prepare_more()
 
     def _warm_up_sampler(self, report: Callable[[str], None]) -> None:
         """Let the sampler prepare itself (``Sampler.warmup``).
@@ -479,11 +516,50 @@ class F5Engine(Engine):
             EngineError: The engine is not loaded.
         """
         ref = self.reference(voice)
-        generator = None
-        if self._f5.seed is not None:
-            assert self.device is not None
-            generator = torch.Generator(device=self.device).manual_seed(self._f5.seed)
-        yield from self._generate(ref, self._plan(ref, text), should_stop, generator)
+        yield from self._generate(ref, self._plan(ref, text), should_stop, self._generator())
+
+    def synthesize_batch(self, requests: Sequence[SynthesisRequest]) -> Iterator[BatchChunk]:
+        """Speak several requests in rounds of one sampling pass (see ``engine.base``).
+
+        Round ``r`` renders the ``r``-th piece of every request still going, all in one
+        ``Sampler.sample_batch`` call (up to ``engine.f5.max_batch`` per pass); a request's
+        audio equals its ``synthesize`` audio up to fp16 rounding, with the same seed. An
+        unusable voice fails that request alone; a request whose ``should_stop`` turns True
+        is dropped before the next round.
+
+        Raises:
+            EngineError: The engine is not loaded.
+        """
+        self._require_loaded()
+        streams: list[_Stream] = []
+        for index, request in enumerate(requests):
+            try:
+                ref = self.reference(request.voice)
+                plans = self._plan(ref, request.text)
+            except EngineError as exc:
+                yield BatchChunk(index, last=True, error=exc)
+                continue
+            streams.append(_Stream(index, ref, plans, request.should_stop, self._generator()))
+        while streams:
+            live = []
+            for stream in streams:
+                if stream.should_stop() or stream.done:
+                    yield BatchChunk(stream.index, last=True)
+                else:
+                    live.append(stream)
+            if not live:
+                return
+            pieces = [(s.ref, s.plans[s.next], s.generator) for s in live]
+            for stream, audio in zip(live, self._render(pieces), strict=True):
+                stream.next += 1
+                yield BatchChunk(stream.index, audio, last=stream.done)
+            streams = [s for s in live if not s.done]
+
+    def _generator(self) -> torch.Generator | None:
+        if self._f5.seed is None:
+            return None
+        assert self.device is not None
+        return torch.Generator(device=self.device).manual_seed(self._f5.seed)
 
     def _generate(
         self,
@@ -492,13 +568,21 @@ class F5Engine(Engine):
         should_stop: StopCheck,
         generator: torch.Generator | None,
     ) -> Iterator[Audio]:
-        assert self._to_ids is not None
-        assert self.dtype is not None
-        assert self.sampler is not None
         for plan in plans:
             if should_stop():
                 return
-            ids = self._to_ids(ref.text + plan.text)
+            (audio,) = self._render([(ref, plan, generator)])
+            yield audio
+
+    def _render(
+        self, pieces: Sequence[tuple[Reference, ChunkPlan, torch.Generator | None]]
+    ) -> list[Audio]:
+        """Sample and vocode pieces (of one or several requests) in one sampler call."""
+        assert self._to_ids is not None
+        assert self.dtype is not None
+        assert self.sampler is not None
+        requests = []
+        for ref, plan, generator in pieces:
             duration = ref.frames + plan.frames
             noise = None
             if generator is not None:
@@ -508,13 +592,21 @@ class F5Engine(Engine):
                     device=ref.cond.device,
                     dtype=self.dtype,
                 )
-            with torch.inference_mode():
-                mel = self.sampler.sample(ref.cond, ids, duration, noise)
-                generated = mel[:, ref.frames :, :].float().permute(0, 2, 1)
-                wave = self.vocoder.decode(generated)
+            requests.append(
+                SampleRequest(ref.cond, self._to_ids(ref.text + plan.text), duration, noise)
+            )
+        with torch.inference_mode():
+            mels = self.sampler.sample_batch(requests)
+            waves = [
+                self.vocoder.decode(mel[:, ref.frames :, :].float().permute(0, 2, 1))
+                for (ref, _, _), mel in zip(pieces, mels, strict=True)
+            ]
+        audios = []
+        for wave in waves:
             audio = wave.squeeze(0).float().cpu().numpy().astype(np.float32, copy=False)
             self.chunks_generated += 1
-            yield _fade(audio)
+            audios.append(_fade(audio))
+        return audios
 
     def close(self) -> None:
         """Drop the model, vocoder and cached tensors (freeing GPU memory)."""

@@ -14,10 +14,19 @@ Nothing here touches torch or the disk at import or construction time: the choic
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from engine.base import Audio, Engine, EngineError, EngineState, StopCheck, VoiceInfo
+from engine.base import (
+    Audio,
+    BatchChunk,
+    Engine,
+    EngineError,
+    EngineState,
+    StopCheck,
+    SynthesisRequest,
+    VoiceInfo,
+)
 from engine.config import EngineConfig, VoicesConfig
 from engine.espeak import EspeakEngine
 
@@ -198,6 +207,23 @@ class AutoEngine(Engine):
             EngineError: When not loaded, or when the chosen engine fails.
         """
         return self._require().synthesize(text, voice, should_stop)
+
+    @property
+    def max_batch(self) -> int:  # type: ignore[override]
+        """The chosen engine's batch size (1 until one is chosen)."""
+        return 1 if self.chosen is None else self.chosen.max_batch
+
+    def synthesize_batch(self, requests: Sequence[SynthesisRequest]) -> Iterator[BatchChunk]:
+        """Speak several requests through the chosen engine (batched where it can).
+
+        Raises:
+            EngineError: When not loaded.
+        """
+        return self._require().synthesize_batch(requests)
+
+    def idle_work(self) -> bool:
+        """The chosen engine's deferred preparation (F5: the CUDA graphs left for later)."""
+        return False if self.chosen is None else self.chosen.idle_work()
 
     def close(self) -> None:
         """Close the chosen engine."""

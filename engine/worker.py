@@ -4,6 +4,16 @@ A single background thread owns the engine (and so torch, CUDA and any non-threa
 library). It takes jobs from a ``queue.Queue`` in order and answers the event loop only through
 ``loop.call_soon_threadsafe``, so the loop never blocks on inference and the engine never
 touches asyncio objects from the wrong thread.
+
+Batches: ``submit_batch`` queues several jobs as one piece of work that the engine runs
+together (``Engine.synthesize_batch``); each job is still its own ``SynthesisJob`` with its
+own chunk stream and its own ``cancel()``, which drops that job only. With ``max_batch`` above
+1, jobs submitted one by one that are waiting in the queue together are also drained into one
+batch (dynamic batching), up to the engine's own ``max_batch``; once a batch holds two jobs
+(a burst is under way) the thread waits up to ``batch_wait_s`` for more to arrive. A lone job
+never waits and runs through ``Engine.synthesize`` exactly as before; the default,
+``max_batch=1``, keeps one job at a time. Between jobs, while the queue is empty, the thread
+lets the engine do deferred preparation (``Engine.idle_work``).
 """
 
 from __future__ import annotations
@@ -15,13 +25,13 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
 
-from engine.base import Audio, Engine, EngineError, EngineState
+from engine.base import Audio, BatchChunk, Engine, EngineError, EngineState, SynthesisRequest
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +129,7 @@ class SynthesisJob:
 @dataclass
 class _Work:
     job: SynthesisJob | None = None
+    batch: list[SynthesisJob] | None = None
     call: Callable[[Engine], Any] | None = None
     future: asyncio.Future[Any] | None = None
 
@@ -138,6 +149,8 @@ class EngineWorker:
         engine: Engine,
         on_state: Callable[[EngineState, str], None] | None = None,
         chunk_validator: Callable[[Audio], Audio] | None = None,
+        max_batch: int = 1,
+        batch_wait_s: float = 0.0,
     ) -> None:
         """Create a worker for ``engine``.
 
@@ -146,6 +159,10 @@ class EngineWorker:
             on_state: Called on the event loop whenever the engine state changes.
             chunk_validator: Checks/cleans each chunk on the engine thread (e.g. drops NaNs);
                 raising EngineError fails the job.
+            max_batch: Jobs waiting together in the queue are run as one batch, up to this
+                many (and up to the engine's own ``max_batch``); 1 runs one job at a time.
+            batch_wait_s: How long a batch of at least two jobs waits for more (a few ms
+                lets requests that arrive at the same moment meet); a lone job never waits.
         """
         self.engine = engine
         self._on_state = on_state
@@ -159,7 +176,9 @@ class EngineWorker:
         self._ready = asyncio.Event()
         self._stopped = asyncio.Event()
         self._closed = False
-        self._running: SynthesisJob | None = None
+        self._running: list[SynthesisJob] = []
+        self._max_batch = max(1, int(max_batch))
+        self._batch_wait_s = max(0.0, float(batch_wait_s))
 
     @property
     def sample_rate(self) -> int:
@@ -189,6 +208,23 @@ class EngineWorker:
         self._queue.put(_Work(job=job))
         return job
 
+    def submit_batch(self, requests: Sequence[tuple[str, str]]) -> list[SynthesisJob]:
+        """Queue several (text, voice) requests to be synthesised together; returns at once.
+
+        Each handle streams its own chunks and can be cancelled alone (the others go on).
+        The engine decides how many run in one pass (``Engine.max_batch``); engines that
+        cannot batch run them one after another.
+        """
+        if self._thread is None or self._closed:
+            raise RuntimeError("engine worker is not running")
+        jobs = [
+            SynthesisJob(next(self._ids), text, voice, self.engine.sample_rate)
+            for text, voice in requests
+        ]
+        if jobs:
+            self._queue.put(_Work(batch=jobs))
+        return jobs
+
     async def call(self, fn: Callable[[Engine], T]) -> T:
         """Run ``fn(engine)`` on the engine thread (after queued jobs) and return its result."""
         if self._thread is None or self._closed or self._loop is None:
@@ -214,12 +250,11 @@ class EngineWorker:
             except queue.Empty:
                 break
             if isinstance(work, _Work):
-                if work.job is not None:
-                    work.job.cancel()
+                for job in _jobs_of(work):
+                    job.cancel()
                 if work.future is not None and not work.future.done():
                     work.future.set_exception(RuntimeError("engine worker closed"))
-        running = self._running
-        if running is not None:
+        for running in list(self._running):
             running.cancel()
         self._queue.put(_STOP)
         # The thread announces its end through call_soon_threadsafe, so the loop never joins.
@@ -261,16 +296,28 @@ class EngineWorker:
             else:
                 log.exception("TTS engine failed to load")
             self._set_state(EngineState.ERROR, str(exc))
+        idle = load_error is None
         try:
             while True:
-                work = self._queue.get()
+                work = self._next_work(idle)
+                if work is None:  # the queue stayed empty: a piece of deferred preparation
+                    idle = self._idle_work()
+                    continue
                 if work is _STOP:
                     break
                 assert isinstance(work, _Work)
+                idle = load_error is None  # after any work, look for deferred work again
                 if work.call is not None:
                     self._run_call(work, load_error)
-                elif work.job is not None:
-                    self._run_job(work.job, load_error)
+                    continue
+                jobs = _jobs_of(work)
+                most = min(self._max_batch, max(1, self.engine.max_batch))
+                if work.job is not None and most > 1 and load_error is None:
+                    jobs += self._drain_jobs(most - 1)
+                if work.batch is not None or len(jobs) > 1:
+                    self._run_batch(jobs, load_error)
+                elif jobs:
+                    self._run_job(jobs[0], load_error)
         finally:
             try:
                 self.engine.close()
@@ -278,6 +325,47 @@ class EngineWorker:
                 log.exception("closing the TTS engine failed")
             self._set_state(EngineState.STOPPED, "engine stopped")
             self._post(self._stopped.set)
+
+    def _next_work(self, idle: bool) -> _Work | object | None:
+        """The next queued item; None when the queue is empty and idle work is wanted."""
+        if not idle:
+            return self._queue.get()
+        try:
+            return self._queue.get_nowait()
+        except queue.Empty:
+            return None
+
+    def _idle_work(self) -> bool:
+        try:
+            return bool(self.engine.idle_work())
+        except Exception:
+            log.exception("the engine's idle-time preparation failed; it is not retried")
+            return False
+
+    def _drain_jobs(self, most: int) -> list[SynthesisJob]:
+        """Single jobs waiting right behind the current one (stops at anything else).
+
+        Once one is found (a burst), waits up to ``batch_wait_s`` in all for more; a call
+        or a stop at the head of the queue keeps its place and ends the batch.
+        """
+        jobs: list[SynthesisJob] = []
+        deadline = time.monotonic() + self._batch_wait_s
+        # the queue's own lock and its "item added" condition: peek, take, or wait for more
+        with self._queue.not_empty:
+            while len(jobs) < most:
+                pending = self._queue.queue
+                if pending:
+                    head = pending[0]
+                    if not isinstance(head, _Work) or head.job is None:
+                        break
+                    pending.popleft()
+                    jobs.append(head.job)
+                    continue
+                remaining = deadline - time.monotonic()
+                if not jobs or remaining <= 0:
+                    break
+                self._queue.not_empty.wait(remaining)
+        return jobs
 
     def _run_call(self, work: _Work, load_error: BaseException | None) -> None:
         future = work.future
@@ -308,7 +396,7 @@ class EngineWorker:
         if load_error is not None:
             self._post(job._end, EngineError(f"engine unavailable: {load_error}"))
             return
-        self._running = job
+        self._running = [job]
         job.started_at = time.monotonic()
         # The rate is read when the job starts: an auto engine only knows it after loading.
         # Chunks reach the loop through call_soon_threadsafe, so the loop sees this write first.
@@ -328,8 +416,80 @@ class EngineWorker:
             self._post(job._end, exc)
             return
         finally:
-            self._running = None
+            self._running = []
         self._post(job._end, None)
+
+    def _run_batch(self, jobs: list[SynthesisJob], load_error: BaseException | None) -> None:
+        """Run jobs through ``Engine.synthesize_batch``; each ends on its own."""
+        jobs = [job for job in jobs if not job.cancelled]
+        if not jobs:
+            return
+        if load_error is not None:
+            for job in jobs:
+                self._post(job._end, EngineError(f"engine unavailable: {load_error}"))
+            return
+        self._running = list(jobs)
+        failed: set[int] = set()
+        ended: set[int] = set()
+        started = time.monotonic()
+        for job in jobs:
+            job.started_at = started
+            job.sample_rate = self.engine.sample_rate
+
+        def stop_check(index: int) -> Callable[[], bool]:
+            job = jobs[index]
+            return lambda: job.cancelled or index in failed
+
+        requests = [
+            SynthesisRequest(job.text, job.voice, stop_check(i)) for i, job in enumerate(jobs)
+        ]
+        try:
+            for event in self.engine.synthesize_batch(requests):
+                self._on_batch_chunk(jobs, event, failed, ended)
+        except Exception as exc:
+            log.exception("batch synthesis of jobs %s failed", [job.id for job in jobs])
+            for index, job in enumerate(jobs):
+                if index not in ended:
+                    self._post(job._end, exc)
+            return
+        finally:
+            self._running = []
+        for index, job in enumerate(jobs):  # an engine that forgot a request: end it anyway
+            if index not in ended:
+                self._post(job._end, None)
+
+    def _on_batch_chunk(
+        self, jobs: list[SynthesisJob], event: BatchChunk, failed: set[int], ended: set[int]
+    ) -> None:
+        index = event.index
+        if index in ended or not 0 <= index < len(jobs):
+            return
+        job = jobs[index]
+        if event.error is not None:
+            log.warning("synthesis of job %d failed: %s", job.id, event.error)
+            ended.add(index)
+            self._post(job._end, event.error)
+            return
+        if event.audio is not None and not job.cancelled:
+            try:
+                clean = self._validate(event.audio)
+            except EngineError as exc:
+                log.warning("synthesis of job %d failed: %s", job.id, exc)
+                failed.add(index)
+                ended.add(index)
+                self._post(job._end, exc)
+                return
+            if clean.size:
+                self._post(job._deliver, clean)
+        if event.last:
+            ended.add(index)
+            self._post(job._end, None)
+
+
+def _jobs_of(work: _Work) -> list[SynthesisJob]:
+    if work.batch is not None:
+        return list(work.batch)
+    return [work.job] if work.job is not None else []
 
 
 def _default_validator(chunk: Audio) -> Audio:

@@ -215,3 +215,27 @@ def test_auto_with_a_gpu_but_no_weights_says_which_files(
     assert engine.fallback_reason is not None
     assert "F5-TTS could not load" in engine.fallback_reason
     assert "engine.f5.checkpoint" in caplog.text
+
+
+def test_auto_passes_batches_and_idle_work_to_the_chosen_engine(tmp_path: Path) -> None:
+    from engine.base import SynthesisRequest
+
+    engine = create_engine(*_config(tmp_path, name="auto", device="cpu"))
+    assert isinstance(engine, AutoEngine)
+    with pytest.raises(EngineError, match="not loaded"):
+        engine.synthesize_batch([])
+    assert engine.max_batch == 1
+    assert engine.idle_work() is False
+    engine.load(_events()[1])
+    assert isinstance(engine.chosen, EspeakEngine)
+    assert engine.max_batch == engine.chosen.max_batch == 1
+    texts = ["hello chat", "and welcome"]
+    events = list(
+        engine.synthesize_batch([SynthesisRequest(t, "alice", lambda: False) for t in texts])
+    )
+    assert [e.index for e in events if e.last] == [0, 1]
+    for index, text in enumerate(texts):
+        got = [e.audio for e in events if e.index == index and e.audio is not None]
+        want = list(engine.synthesize(text, "alice", lambda: False))
+        assert [len(c) for c in got] == [len(c) for c in want]  # eSpeak's noise source varies
+    engine.close()

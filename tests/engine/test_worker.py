@@ -223,3 +223,124 @@ async def test_load_failure_is_reported_and_jobs_fail_clearly(tmp_path: Path) ->
     finally:
         await w.close()
     assert recorder.states == [EngineState.LOADING, EngineState.ERROR, EngineState.STOPPED]
+
+
+# -- batches ----------------------------------------------------------------------------------
+
+
+def _batching(engine: Any) -> None:
+    """Give the loaded engine a batching sampler (the fast sampler packs on the CPU too)."""
+    from engine.f5fast import FastSampler
+
+    cfg = engine._f5
+    engine.sampler = FastSampler(
+        engine.cfm,
+        nfe_step=cfg.nfe_step,
+        cfg_strength=cfg.cfg_strength,
+        sway_sampling_coef=cfg.sway_sampling_coef,
+        bucket_frames=32,
+        max_batch=4,
+        max_batch_frames=4096,
+    )
+
+
+async def _batching_worker(tiny_f5: dict[str, Any], voices_dir: Path, **kw: Any) -> EngineWorker:
+    w = EngineWorker(_engine(tiny_f5, voices_dir), **kw)
+    await w.start()
+    assert await w.wait_ready() is EngineState.READY
+    await w.call(_batching)
+    return w
+
+
+async def _hold(worker: EngineWorker) -> tuple[threading.Event, asyncio.Future[Any]]:
+    """Keep the engine thread busy in a call until the returned gate is set.
+
+    Returns once the thread is inside the call, so jobs submitted next queue up behind it.
+    """
+    entered, gate = threading.Event(), threading.Event()
+
+    def busy(_engine: Any) -> None:
+        entered.set()
+        gate.wait(60)
+
+    task = asyncio.ensure_future(worker.call(busy))
+    assert await asyncio.to_thread(entered.wait, 60)
+    return gate, task
+
+
+async def _packed(worker: EngineWorker) -> float:
+    return await worker.call(lambda e: e.sampler.stats.get("packed_requests", 0.0))  # type: ignore[attr-defined, no-any-return]
+
+
+async def test_submit_batch_streams_each_job_and_cancels_one_alone(
+    tiny_f5: dict[str, Any], voices_dir: Path
+) -> None:
+    w = await _batching_worker(tiny_f5, voices_dir)
+    try:
+        texts = [("one two three", "alice"), (LONG, "alice"), ("gg", "default")]
+        gate, blocked = await _hold(w)
+        jobs = w.submit_batch(texts)
+        jobs[1].cancel()  # before it starts: dropped, the others run together
+        gate.set()
+        await blocked
+        audios = await asyncio.gather(*(j.collect() for j in jobs))
+        assert audios[1].size == 0
+        for job, (text, voice), audio in zip(jobs, texts, audios, strict=True):
+            if job is not jobs[1]:
+                assert len(audio) == sum(await _planned(w, text, voice))
+                assert job.started_at is not None
+        assert jobs[0].started_at == jobs[2].started_at  # one batch
+        assert await _packed(w) == 2
+        assert w.submit_batch([]) == []
+    finally:
+        await w.close()
+
+
+async def test_queued_jobs_meet_in_one_batch_only_when_the_worker_batches(
+    tiny_f5: dict[str, Any], voices_dir: Path
+) -> None:
+    texts = ["first in the queue", "second one here", "and the third"]
+    for max_batch in (1, 4):
+        w = await _batching_worker(tiny_f5, voices_dir, max_batch=max_batch)
+        try:
+            # the engine thread is busy with a call while the jobs queue up behind it
+            gate, blocked = await _hold(w)
+            jobs = [w.submit(t, "alice") for t in texts]
+            gate.set()
+            await blocked
+            audios = await asyncio.gather(*(j.collect() for j in jobs))
+            for text, audio in zip(texts, audios, strict=True):
+                assert len(audio) == sum(await _planned(w, text))
+            starts = {j.started_at for j in jobs}
+            if max_batch == 1:
+                assert len(starts) == 3  # one at a time, as before
+                assert await _packed(w) == 0
+            else:
+                assert len(starts) == 1  # drained into one batch
+                assert await _packed(w) == 3
+        finally:
+            await w.close()
+
+
+async def test_a_batch_waits_for_more_but_a_lone_job_does_not(
+    tiny_f5: dict[str, Any], voices_dir: Path
+) -> None:
+    # A wait far longer than the test's timeout: a lone job that waited would time out, and
+    # a burst that did not wait would miss the job submitted after the gate opens.
+    w = await _batching_worker(tiny_f5, voices_dir, max_batch=3, batch_wait_s=600.0)
+    try:
+        lone = w.submit("just me", "alice")
+        assert len(await asyncio.wait_for(lone.collect(), 60)) == sum(await _planned(w, "just me"))
+        assert await _packed(w) == 0
+
+        gate, blocked = await _hold(w)
+        first = [w.submit(t, "alice") for t in ("a burst", "of chat")]
+        gate.set()
+        await blocked
+        late = w.submit("arrives late", "alice")  # joins the waiting batch, which is then full
+        jobs = [*first, late]
+        await asyncio.wait_for(asyncio.gather(*(j.collect() for j in jobs)), 60)
+        assert len({j.started_at for j in jobs}) == 1, [(j.text, j.started_at) for j in jobs]
+        assert await _packed(w) == 3
+    finally:
+        await w.close()
