@@ -41,6 +41,7 @@ from aiohttp import web
 from bot.core.tasks import TaskSet
 from bot.core.text import clean_for_speech
 from bot.serve.audio import OUTPUT_RATE, Encoder, Format
+from bot.serve.metrics import ServeMetrics
 from bot.serve.token import load_or_create_serve_token
 from bot.web.protect import (
     BadBody,
@@ -165,8 +166,13 @@ class ServeServer:
         self._default_voice = default_voice.lower()
         self._timeout_s = timeout_s
         self._observer = on_engine_state
-        self.worker = EngineWorker(engine, on_state=self._on_state, max_batch=settings.max_batch)
+        # max_batch > 1: requests waiting together are drained into one batch by the worker
+        batching: dict[str, Any] = (
+            {"max_batch": settings.max_batch} if settings.max_batch > 1 else {}
+        )
+        self.worker = EngineWorker(engine, on_state=self._on_state, **batching)
         self.stats = ServeStats()
+        self.metrics = ServeMetrics(lambda: self.stats.active)
         self._faults = ClientFaultLog(log, "serve", LIMITS.fault_log_interval_s)
         self.connections = ConnectionGuard(LIMITS, self._faults)
         self._token: str | None = None
@@ -215,6 +221,7 @@ class ServeServer:
         app.router.add_get("/v1/voices", self._voice_list)
         app.router.add_get("/v1/status", self._status)
         app.router.add_get("/health", self._health)
+        app.router.add_get("/metrics", self._metrics)
         app.router.add_route("OPTIONS", "/{tail:.*}", self._preflight)
         self._runner = make_runner(app, LIMITS, self._faults)
         await self._runner.setup()
@@ -277,6 +284,7 @@ class ServeServer:
         await self.worker.close()
 
     def _on_state(self, state: EngineState, detail: str) -> None:
+        self.metrics.state.state(state.value)
         if state is EngineState.READY:
             log.info("%s", detail)
             self._voices = {}
@@ -314,16 +322,20 @@ class ServeServer:
             self._tasks.spawn(refresh(), "serve voice list")
         return self._voices
 
+    def _count(self, outcome: str) -> None:
+        setattr(self.stats, outcome, getattr(self.stats, outcome) + 1)
+        self.metrics.requests.labels(outcome).inc()
+
     # -- middlewares ------------------------------------------------------------------
     @web.middleware
     async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             return await handler(request)
         except ApiError as exc:
-            self.stats.refused += 1
+            self._count("refused")
             return exc.response()
         except BadBody as body:
-            self.stats.refused += 1
+            self._count("refused")
             self._faults.note("bad body", body.reason)
             return ApiError(body.status, body.reason).response()
         except web.HTTPException as exc:
@@ -358,7 +370,9 @@ class ServeServer:
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.method == "OPTIONS" or not request.path.startswith("/v1/"):
+        if request.method == "OPTIONS" or not (
+            request.path.startswith("/v1/") or request.path == "/metrics"
+        ):
             return await handler(request)
         given = _bearer(request)
         assert self._token is not None
@@ -393,6 +407,12 @@ class ServeServer:
                 "Vary": "Origin",
             },
         )
+
+    async def _metrics(self, _request: web.Request) -> web.Response:
+        body, content_type = self.metrics.render()
+        response = web.Response(body=body)
+        response.headers["Content-Type"] = content_type
+        return response
 
     async def _health(self, _request: web.Request) -> web.Response:
         return web.json_response({"status": self.worker.state.value})
@@ -470,6 +490,7 @@ class ServeServer:
 
     # -- speech ---------------------------------------------------------------------------
     async def _speech(self, request: web.Request) -> web.StreamResponse:
+        arrived = time.monotonic()
         body = await read_json(request, LIMITS)
         if not isinstance(body, dict):
             raise ApiError(400, 'send a JSON object, e.g. {"input": "hi", "voice": "default"}')
@@ -498,7 +519,7 @@ class ServeServer:
         self._per_token[token] += 1
         job = self.worker.submit(speech.text, speech.voice)
         try:
-            return await self._stream(request, job, speech)
+            return await self._stream(request, job, speech, arrived)
         finally:
             job.cancel()  # a no-op when it ended; stops it at its next chunk otherwise
             self.stats.active -= 1
@@ -597,23 +618,23 @@ class ServeServer:
         return name
 
     async def _stream(
-        self, request: web.Request, job: SynthesisJob, speech: SpeechRequest
+        self, request: web.Request, job: SynthesisJob, speech: SpeechRequest, arrived: float
     ) -> web.StreamResponse:
         chunks = aiter(job)
         try:
             first = await asyncio.wait_for(anext(chunks), self._timeout_s)
         except StopAsyncIteration:
-            self.stats.failed += 1
+            self._count("failed")
             raise ApiError(
                 500, "the engine produced no audio", kind="server_error", code="no_audio"
             ) from None
         except SynthesisFailed as exc:
-            self.stats.failed += 1
+            self._count("failed")
             raise ApiError(
                 500, f"synthesis failed: {exc}", kind="server_error", code="synthesis_failed"
             ) from None
         except TimeoutError:
-            self.stats.failed += 1
+            self._count("failed")
             raise ApiError(
                 504,
                 f"no audio within {self._timeout_s:.0f} s (engine.timeout_s)",
@@ -645,6 +666,8 @@ class ServeServer:
         try:
             await response.prepare(request)
             await send(await encode(first))
+            if speech.format.streamed:
+                self.metrics.first_audio.observe(time.monotonic() - arrived)
             async for chunk in chunks:
                 await send(await encode(chunk))
             tail = await asyncio.to_thread(encoder.finish) if slow else encoder.finish()
@@ -662,7 +685,7 @@ class ServeServer:
             await response.write_eof()
         except (ConnectionError, asyncio.CancelledError) as exc:
             job.cancel()  # the client went away: the engine stops at its next chunk
-            self.stats.cancelled += 1
+            self._count("cancelled")
             log.debug("request for job %d ended by the client", job.id)
             encoder.close()
             if isinstance(exc, asyncio.CancelledError):
@@ -671,14 +694,27 @@ class ServeServer:
         except SynthesisFailed as exc:
             # Headers are gone: end the body without its final chunk so the client sees a
             # cut response (and the bot speaks the message again) rather than a short one.
-            self.stats.failed += 1
+            self._count("failed")
             log.warning("synthesis failed mid-response: %s", exc)
             encoder.close()
             if request.transport is not None:
                 request.transport.abort()
             return response
-        self.stats.served += 1
+        self._count("served")
+        self._observe(job, encoder.samples / OUTPUT_RATE, arrived, speech.format.streamed)
         return response
+
+    def _observe(self, job: SynthesisJob, audio_s: float, arrived: float, streamed: bool) -> None:
+        """Latency and real-time factor of one whole answer."""
+        now = time.monotonic()
+        if not streamed:  # flac, mp3: the first bytes are the whole file
+            self.metrics.first_audio.observe(now - arrived)
+        self.metrics.whole.observe(now - arrived)
+        self.metrics.audio_seconds.inc(audio_s)
+        if job.first_chunk_at is not None:
+            self.metrics.engine_first.observe(job.first_chunk_at - job.submitted_at)
+        if job.started_at is not None and job.finished_at is not None and audio_s > 0:
+            self.metrics.realtime_factor.observe((job.finished_at - job.started_at) / audio_s)
 
 
 class ServeSetupError(RuntimeError):

@@ -340,3 +340,26 @@ def test_cors_preflight_for_browser_clients(server: ServeProcess) -> None:
         assert len(streamed.read()) > 44
     no_origin = httpx.get(f"{server.url}/health")
     assert "access-control-allow-origin" not in no_origin.headers
+
+
+def test_metrics_for_prometheus(server: ServeProcess) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    assert httpx.get(f"{server.url}/metrics").status_code == 401
+    before = server.status()["served"]
+    speak(server, "pcm", "Counted once.")
+    text = httpx.get(
+        f"{server.url}/metrics", headers={"Authorization": f"Bearer {server.token}"}
+    ).text
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert samples[("ishowtts_serve_requests_total", (("outcome", "served"),))] == before + 1
+    assert samples[("ishowtts_serve_first_audio_seconds_count", ())] >= 1
+    assert samples[("ishowtts_serve_realtime_factor_count", ())] >= 1
+    assert samples[("ishowtts_serve_audio_seconds_total", ())] > 0.5
+    assert samples[("ishowtts_serve_active_requests", ())] == 0
+    state = ("ishowtts_serve_engine_state", (("ishowtts_serve_engine_state", "ready"),))
+    assert samples[state] == 1
