@@ -435,7 +435,13 @@ class _Sent:
 
 @dataclass
 class _Chat:
-    """The chat being read: where to resume, and what counts as history."""
+    """The chat being read: where to resume, and what counts as history.
+
+    Only the first page of a chat (read before any ``nextPageToken``) holds history: YouTube
+    sends the recent messages first. Its items older than ``history_before`` are not read;
+    every later page is new whatever its timestamps say, so a PC clock that runs fast can at
+    most hide part of that first page.
+    """
 
     id: str
     title: str
@@ -926,9 +932,10 @@ class YouTubeSource:
         if not isinstance(items, list):
             log.warning("YouTube: skipped a chat response whose items are not a list")
             items = []
+        first = chat.page_token is None
         for item in items:
             try:
-                await self._item(chat, item)
+                await self._item(chat, item, first_page=first)
             except Exception as exc:
                 log.warning("YouTube: skipped a chat item that could not be read: %s", exc)
                 log.debug("unreadable YouTube chat item %r", item, exc_info=True)
@@ -938,7 +945,7 @@ class YouTubeSource:
         if page.get("offlineAt"):
             chat.ended = True
 
-    async def _item(self, chat: _Chat, item: Any) -> None:
+    async def _item(self, chat: _Chat, item: Any, *, first_page: bool = False) -> None:
         if not isinstance(item, dict):
             raise ValueError("not an object")
         message_id = item.get("id")
@@ -955,7 +962,7 @@ class YouTubeSource:
             log.debug("YouTube: item %s delivered again; ignored", message_id)
             return
         published = _published(snippet)
-        if published is not None and published < chat.history_before:
+        if first_page and published is not None and published < chat.history_before:
             log.debug("YouTube: %s from before the bot joined; not read", message_id)
             return
         if kind == "chatEndedEvent":

@@ -128,6 +128,24 @@ async def test_history_from_before_the_bot_joined_is_not_read(
     assert sink.texts() == ["said now"]
 
 
+async def test_later_pages_are_read_whatever_their_timestamps_say(
+    youtube_double: YouTubeDouble, tmp_path: Path
+) -> None:
+    """A PC clock that runs fast only ever filters the first page (the history)."""
+    double = youtube_double
+    chat = double.go_live()
+    viewer = double.add_channel("Viewer")
+    store, _ = sign_in(double, tmp_path)
+    sink = Sink()
+    async with running_source(double, store, sink) as (_source, task):
+        await until(double, task, lambda: len(double.calls(STREAM)) >= 1)
+        await double.say(chat, viewer, "first")
+        await sink.wait_text("first")
+        stamped = datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=1)
+        await double.say(chat, viewer, "stamped an hour ago", published=stamped)
+        await sink.wait_text("stamped an hour ago")
+
+
 async def test_an_ended_chat_goes_back_to_waiting_for_the_next_broadcast(
     youtube_double: YouTubeDouble, tmp_path: Path
 ) -> None:
@@ -298,14 +316,15 @@ async def test_a_dropped_stream_resumes_from_the_last_page_without_repeats(
     async with running_source(double, store, sink) as (_source, task):
         await until(double, task, lambda: len(double.calls(STREAM)) >= 1)
         await double.say(chat, viewer, "one")
-        await double.say(chat, viewer, "two")
+        two = await double.say(chat, viewer, "two")
         await sink.wait(lambda _e: sink.texts() == ["one", "two"])
         assert await double.drop_streams() == 1
         await double.say(chat, viewer, "three")  # said while no stream was open
+        await double.add_raw(chat, next(i for i in chat.items if i["id"] == two))  # sent again
         await until(double, task, lambda: len(double.calls(STREAM)) >= 2)
         await double.say(chat, viewer, "four")
         await sink.wait_text("four")
-    assert sink.texts() == ["one", "two", "three", "four"]
+    assert sink.texts() == ["one", "two", "three", "four"]  # "two" once, though sent twice
     resumed = double.calls(STREAM)[1]
     assert resumed.get("pageToken") == "p2"  # after "one" and "two", before "three"
 
