@@ -24,7 +24,7 @@ from bot.core.messages import ChannelEventKind, MessageDeleted, UserPurged
 from bot.setup.doctor import check_twitch
 from bot.sources.twitch.auth import TokenStore, token_path
 from bot.state.settings import state_dir
-from tests.bot.sources.twitch.harness import EventSink, Sink, running_source, sign_in
+from tests.bot.sources.twitch.harness import EventSink, Sink, running_app, running_source, sign_in
 from tests.support.twitch_double import (
     ALL_SCOPES,
     AUTOMOD_HOLD,
@@ -199,3 +199,24 @@ async def test_shared_chat_notices_follow_the_setting(
             await sink.wait(arrived(sink, line))
             assert len(sink.channel_events) == expected, setting
         store, _ = sign_in(double, tmp_path / f"{setting}.json")
+
+
+async def test_the_app_never_speaks_a_held_or_denied_message(
+    double: TwitchDouble, alice: User, tmp_path: Path
+) -> None:
+    double.moderators.add(double.bot.id)
+    async with running_app(
+        double, tmp_path, scopes=MOD_SCOPES, types=WATCHED, automod={"watch": True}
+    ) as (_app, player, speech):
+        player.release.set()
+        held = await double.automod_hold(alice, "held line")
+        await double.chat(alice, "held line", message_id=held)  # early: parked
+        denied = await double.automod_hold(alice, "denied line")
+        await double.automod_resolve(denied, "Denied")
+        free = await double.chat(alice, "free line")
+        await speech.until(free, "finished", "played")
+        assert speech.of(held) == []
+        await double.automod_resolve(held, "Approved")
+        await speech.until(held, "finished", "played")
+        assert speech.texts[held] == ["held line"]  # once, though Twitch showed it twice
+        assert speech.of(denied) == []
