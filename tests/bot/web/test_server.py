@@ -67,7 +67,7 @@ async def _next_state(
             raise TimeoutError("no matching state was pushed")
         msg = await ws.receive(timeout=left)
         assert msg.type is aiohttp.WSMsgType.TEXT, msg
-        data = json.loads(msg.data)
+        data: dict[str, Any] = json.loads(msg.data)
         if check(data):
             return data
 
@@ -176,12 +176,14 @@ async def test_requests_without_the_right_token_are_refused(
         assert len(app.speaker.queue) == 0
         # The token works in the header, the X-Ishowtts-Token header and the query string.
         token = app.web.token
-        for kwargs in (
-            {"headers": {"Authorization": f"Bearer {token}"}},
-            {"headers": {"X-Ishowtts-Token": token}},
-            {"params": {"token": token}},
-        ):
-            async with http.get(_url(app, "/api/state"), **kwargs) as res:
+        assert token is not None
+        ways: list[tuple[dict[str, str], dict[str, str]]] = [
+            ({"Authorization": f"Bearer {token}"}, {}),
+            ({"X-Ishowtts-Token": token}, {}),
+            ({}, {"token": token}),
+        ]
+        for headers, params in ways:
+            async with http.get(_url(app, "/api/state"), headers=headers, params=params) as res:
                 assert res.status == 200
                 assert (await res.json())["type"] == "state"
         # The pages themselves hold no secret and need no token.
