@@ -657,9 +657,11 @@ def check_twitch(
         validate_url: Twitch's token validation endpoint, or None to stay offline.
         timeout_s: Longest wait for Twitch to answer.
     """
+    from bot.core.messages import ChannelEventKind
     from bot.sources.twitch.readiness import (
         Problem,
         describe_missing,
+        features_off,
         read_readiness,
         wanted_scopes,
     )
@@ -709,12 +711,32 @@ def check_twitch(
             online = f"; Twitch could not be reached to check it ({body})"
         else:
             online = f"; Twitch answered {status} when checking it"
+    announced = cfg.announcements.wanted
+    # Features the account itself cannot serve (a scope would not help): said besides.
+    account = [
+        o.message
+        for o in features_off(
+            tw,
+            token,
+            follows=ChannelEventKind.FOLLOW in announced,
+            redemptions=ChannelEventKind.REDEMPTION in announced,
+        )
+        if o.scope is None
+    ]
+    notes = "".join(f"; {line}" for line in account)
     if ready.missing:
         return CheckResult(
             name,
             "warn",
-            f"{who}{online}; scopes missing: {', '.join(ready.missing)}",
+            f"{who}{online}; scopes missing: {', '.join(ready.missing)}{notes}",
             f"run `ishowtts login` again to grant them ({describe_missing(ready.missing)})",
+        )
+    if account:
+        return CheckResult(
+            name,
+            "warn",
+            f"{who}{online}{notes}",
+            "sign in as the broadcaster (`ishowtts login`), or turn that announcement off",
         )
     return CheckResult(name, "ok", f"{who}, scopes {', '.join(token.scopes)}{online}")
 

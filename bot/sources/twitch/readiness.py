@@ -103,6 +103,72 @@ def describe_missing(missing: Iterable[str]) -> str:
     return "; ".join(f"{s} {SCOPE_USES.get(s, 'is used by a configured feature')}" for s in missing)
 
 
+class Feature(enum.Enum):
+    """Optional Twitch features a sign-in may be unable to serve."""
+
+    FOLLOWS = "follows are not announced"
+    REDEMPTIONS = "redemptions are not announced"
+    AUTOMOD = "AutoMod holds are not watched"
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureOff:
+    """A configured feature this sign-in cannot serve, and why.
+
+    Attributes:
+        feature: Which one.
+        reason: Why, with what to do.
+        scope: The scope whose grant would fix it (None: the account itself is the reason).
+    """
+
+    feature: Feature
+    reason: str
+    scope: str | None = None
+
+    @property
+    def message(self) -> str:
+        """One line for the log and the doctor."""
+        return f"{self.feature.value}: {self.reason}"
+
+
+def features_off(
+    twitch: TwitchConfig, token: StoredToken, *, follows: bool, redemptions: bool
+) -> tuple[FeatureOff, ...]:
+    """The configured optional features the saved sign-in cannot serve (no I/O).
+
+    Follows need ``moderator:read:followers`` (and an account that moderates the channel,
+    which only Twitch can tell); redemptions reach only the broadcaster's own sign-in with
+    ``channel:read:redemptions``; AutoMod holds need ``moderator:manage:automod``.
+
+    Args:
+        twitch: The ``twitch`` section.
+        token: The saved sign-in.
+        follows: Whether follows are announced.
+        redemptions: Whether redemptions are announced.
+    """
+    scopes = set(token.scopes)
+    again = f"{RELOGIN} again"
+    off: list[FeatureOff] = []
+    if follows and FOLLOW_SCOPE not in scopes:
+        reason = f"the sign-in lacks {FOLLOW_SCOPE}; {again}"
+        off.append(FeatureOff(Feature.FOLLOWS, reason, FOLLOW_SCOPE))
+    if redemptions:
+        channel = (twitch.channel or "").lower()
+        if token.login.lower() != channel:
+            reason = (
+                f"Twitch tells them only to the broadcaster of #{channel}, and the bot is "
+                f"signed in as {token.login}"
+            )
+            off.append(FeatureOff(Feature.REDEMPTIONS, reason))
+        elif "channel:read:redemptions" not in scopes:
+            reason = f"the sign-in lacks channel:read:redemptions; {again}"
+            off.append(FeatureOff(Feature.REDEMPTIONS, reason, "channel:read:redemptions"))
+    if twitch.automod.watch and AUTOMOD_SCOPE not in scopes:
+        reason = f"the sign-in lacks {AUTOMOD_SCOPE}; {again}"
+        off.append(FeatureOff(Feature.AUTOMOD, reason, AUTOMOD_SCOPE))
+    return tuple(off)
+
+
 def assess(
     twitch: TwitchConfig,
     token: StoredToken | None,

@@ -77,13 +77,7 @@ from bot.sources.twitch.auth import StoredToken, TokenStore, token_path
 from bot.sources.twitch.automod import Held, HeldMessages, decision
 from bot.sources.twitch.inbox import Incoming, IncomingKind, Tombstones
 from bot.sources.twitch.normalize import MAX_TEXT, roles_from_badges, speakable_text
-from bot.sources.twitch.readiness import (
-    AUTOMOD_SCOPE,
-    FOLLOW_SCOPE,
-    Problem,
-    assess,
-    readiness,
-)
+from bot.sources.twitch.readiness import Feature, Problem, assess, features_off, readiness
 from bot.sources.twitch.settings import TwitchConfig
 
 __all__ = [
@@ -738,9 +732,18 @@ class TwitchSource:
         that cannot work is named once in the log and left out, and chat goes on.
         """
         broadcaster, bot = session.broadcaster_id, session.bot_id
-        scopes = set(self.token.scopes)
         wanted = self._wanted
-        relogin = "run `ishowtts login` again"
+        off = {
+            o.feature: o
+            for o in features_off(
+                self.cfg,
+                self.token,
+                follows=ChannelEventKind.FOLLOW in wanted,
+                redemptions=ChannelEventKind.REDEMPTION in wanted,
+            )
+        }
+        for item in off.values():
+            self.warn_once(item.feature.name, item.message)
         subs: list[tuple[str, Any]] = []
         if wanted & _NOTICE_KINDS:
             subs.append(
@@ -751,55 +754,21 @@ class TwitchSource:
                     ),
                 )
             )
-        if ChannelEventKind.FOLLOW in wanted:
-            if FOLLOW_SCOPE in scopes:
-                subs.append(
-                    (
-                        "follow announcements",
-                        eventsub.ChannelFollowSubscription(
-                            broadcaster_user_id=broadcaster, moderator_user_id=bot
-                        ),
-                    )
+        moderated = {"broadcaster_user_id": broadcaster, "moderator_user_id": bot}
+        if ChannelEventKind.FOLLOW in wanted and Feature.FOLLOWS not in off:
+            subs.append(("follow announcements", eventsub.ChannelFollowSubscription(**moderated)))
+        if ChannelEventKind.REDEMPTION in wanted and Feature.REDEMPTIONS not in off:
+            subs.append(
+                (
+                    "redemption announcements",
+                    eventsub.ChannelPointsRedeemAddSubscription(broadcaster_user_id=broadcaster),
                 )
-            else:
-                self.warn_once(
-                    "follow",
-                    f"follows are not announced: the sign-in lacks {FOLLOW_SCOPE}; {relogin}",
-                )
-        if ChannelEventKind.REDEMPTION in wanted:
-            if bot != broadcaster:
-                self.warn_once(
-                    "redemption",
-                    f"redemptions are not announced: Twitch tells them only to the broadcaster "
-                    f"of #{self.channel}, and the bot is signed in as {session.bot_login}",
-                )
-            elif "channel:read:redemptions" not in scopes:
-                self.warn_once(
-                    "redemption",
-                    "redemptions are not announced: the sign-in lacks channel:read:redemptions; "
-                    + relogin,
-                )
-            else:
-                subs.append(
-                    (
-                        "redemption announcements",
-                        eventsub.ChannelPointsRedeemAddSubscription(
-                            broadcaster_user_id=broadcaster
-                        ),
-                    )
-                )
-        if self.cfg.automod.watch:
-            if AUTOMOD_SCOPE in scopes:
-                condition = {"broadcaster_user_id": broadcaster, "moderator_user_id": bot}
-                subs.append(("AutoMod holds", eventsub.AutomodMessageHoldSubscription(**condition)))
-                subs.append(
-                    ("AutoMod decisions", eventsub.AutomodMessageUpdateSubscription(**condition))
-                )
-            else:
-                self.warn_once(
-                    "automod",
-                    f"AutoMod holds are not watched: the sign-in lacks {AUTOMOD_SCOPE}; {relogin}",
-                )
+            )
+        if self.cfg.automod.watch and Feature.AUTOMOD not in off:
+            subs.append(("AutoMod holds", eventsub.AutomodMessageHoldSubscription(**moderated)))
+            subs.append(
+                ("AutoMod decisions", eventsub.AutomodMessageUpdateSubscription(**moderated))
+            )
         return subs
 
     def automod_hold(self, payload: Any) -> None:

@@ -170,3 +170,29 @@ def test_login_asks_for_the_scopes_the_config_uses(tmp_path: Path, capsys: Any) 
     )
     assert asked == {*SCOPES, "moderator:read:followers", "moderator:manage:automod"}
     capsys.readouterr()
+
+
+def test_features_the_account_cannot_serve_are_named_by_source_and_doctor(
+    tmp_path: Path,
+) -> None:
+    from bot.sources.twitch.readiness import Feature, features_off
+
+    data = {
+        "storage": {"dir": str(tmp_path / "s")},
+        "twitch": {"channel": "streamer", "client_id": CLIENT, "automod": {"watch": True}},
+        "announcements": {"enabled": True, "follow": {"enabled": True}},
+    }
+    cfg = parse_config(data, tmp_path)
+    bot = StoredToken(CLIENT, "9", "ishowbot", "a", "r", ("user:read:chat", *ALWAYS_WANTED))
+    off = {o.feature: o for o in features_off(cfg.twitch, bot, follows=True, redemptions=True)}
+    assert set(off) == {Feature.FOLLOWS, Feature.REDEMPTIONS, Feature.AUTOMOD}
+    assert off[Feature.REDEMPTIONS].scope is None  # the account, not a scope
+    assert "signed in as ishowbot" in off[Feature.REDEMPTIONS].message
+    streamer = StoredToken(CLIENT, "1", "Streamer", "a", "r", ("user:read:chat", *ALWAYS_WANTED))
+    off2 = features_off(cfg.twitch, streamer, follows=False, redemptions=True)
+    assert [o.feature for o in off2] == [Feature.AUTOMOD]  # the broadcaster gets redemptions
+    TokenStore(token_path(state_dir(cfg.storage))).write(bot)
+    doctor = check_twitch(cfg, validate_url=None)
+    assert doctor.status == "warn"
+    assert off[Feature.REDEMPTIONS].message in doctor.summary
+    assert "moderator:read:followers" in doctor.summary
