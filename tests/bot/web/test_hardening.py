@@ -578,6 +578,55 @@ class _Flood:
                 sock.close()
 
 
+class _AudioListener:
+    """An overlay page's speech socket (``/ws/audio``), read by aiohttp in a thread of its
+    own: which clips it was sent whole (start, PCM, end) during the flood."""
+
+    def __init__(self, port: int) -> None:
+        self._url = f"ws://127.0.0.1:{port}/ws/audio"
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+        self.frames: dict[int, int] = {}
+        self.ended: list[int] = []
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="audio-listener", daemon=True)
+
+    def __enter__(self) -> _AudioListener:
+        self._thread.start()
+        assert self._connected.wait(30), self.error
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._listen())
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+
+    async def _listen(self) -> None:
+        import json as _json
+
+        async with aiohttp.ClientSession() as http, http.ws_connect(self._url) as ws:
+            self._connected.set()
+            while not self._stop.is_set():
+                try:
+                    msg = await ws.receive(timeout=0.2)
+                except TimeoutError:
+                    continue
+                if msg.type is aiohttp.WSMsgType.BINARY:
+                    clip = int.from_bytes(msg.data[:4], "little")
+                    self.frames[clip] = self.frames.get(clip, 0) + (len(msg.data) - 4) // 2
+                elif msg.type is aiohttp.WSMsgType.TEXT:
+                    data = _json.loads(msg.data)
+                    if data["type"] == "end":
+                        self.ended.append(int(data["clip"]))
+                else:
+                    raise AssertionError(f"the audio socket ended: {msg}")
+
+
 @pytest.mark.audio
 @pytest.mark.slow
 def test_a_flood_of_idle_and_slow_sockets_beyond_the_fd_limit_never_stops_speech_or_the_panel(
@@ -595,7 +644,8 @@ def test_a_flood_of_idle_and_slow_sockets_beyond_the_fd_limit_never_stops_speech
         restore_limit = (soft, hard)
     else:
         restore_limit = None
-    config = espeak_config(tmp_path, pulse_server)
+    # speech goes to the device and to an overlay page's socket (web.browser_audio: also)
+    config = espeak_config(tmp_path, pulse_server, browser_audio="also")
     env = {**os.environ, **pulse_server.env, "PYTHONPATH": str(REPO)}
     bot = _Bot(config, tmp_path, env, nofile)
     try:
@@ -618,7 +668,10 @@ def test_a_flood_of_idle_and_slow_sockets_beyond_the_fd_limit_never_stops_speech
         watcher = threading.Thread(target=watch_fds, daemon=True)
         watcher.start()
         log_before = len(bot.err)
-        with _Flood(port, idle=idle_sockets, slow=slow_sockets) as flood:
+        with (
+            _AudioListener(port) as page,
+            _Flood(port, idle=idle_sockets, slow=slow_sockets) as flood,
+        ):
             while flood.opened < 1600:
                 time.sleep(0.05)
             lines = [
@@ -651,6 +704,13 @@ def test_a_flood_of_idle_and_slow_sockets_beyond_the_fd_limit_never_stops_speech
             held = flood.peak_held
             opened = flood.opened
             flood_log = bot.err[log_before:]
+            deadline = time.monotonic() + 30
+            while len(page.ended) < 4 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        assert page.error is None, page.error
+        # the overlay page was sent every message whole, flood or not
+        assert len(page.ended) == 4, (page.ended, page.frames)
+        assert all(page.frames.get(clip, 0) > 11025 for clip in page.ended), page.frames
         fd_watch.set()
         watcher.join(timeout=5)
         recording = sink_recorder.stop()
@@ -658,7 +718,8 @@ def test_a_flood_of_idle_and_slow_sockets_beyond_the_fd_limit_never_stops_speech
             f"flood: {opened} sockets opened, {held} held at once; the bot (limit {nofile}) "
             f"peaked at {fd_peak} descriptors; panel/overlay {panel_answers} in {panel_ms} ms; "
             f"{len(flood_log)} log lines during the flood, log {len(chr(10).join(bot.err))} "
-            f"bytes in all; sink rms {rms(recording):.4f}"
+            f"bytes in all; overlay audio socket got {len(page.ended)} whole clips, "
+            f"{sum(page.frames.values()) / 22050:.1f} s; sink rms {rms(recording):.4f}"
         )
         assert fd_peak < nofile - 128, fd_peak  # the reserve stayed free
         web_lines = [line for line in flood_log if "bot.web" in line or "control panel" in line]
