@@ -142,7 +142,9 @@
   }
 
   function onAudioFrame(data) {
-    if (data.byteLength < 6 || actx === null) return;
+    // A context the browser keeps suspended (a plain tab before any click) would pile the
+    // audio up and play it all at once later: speech that cannot play now is dropped.
+    if (data.byteLength < 6 || actx === null || actx.state !== "running") return;
     const id = new DataView(data).getUint32(0, true);
     const clip = clips.get(id);
     if (!clip) return;  // cut already, or joined mid-clip
@@ -169,7 +171,11 @@
     const scheme = location.protocol === "https:" ? "wss://" : "ws://";
     const ws = new WebSocket(scheme + location.host + "/ws/audio");
     ws.binaryType = "arraybuffer";
-    ws.onopen = function () { audioDelay = 500; document.body.dataset.audio = "1"; };
+    ws.onopen = function () {
+      audioDelay = 500;
+      audioContext();  // started now, so it is running when the first speech comes
+      document.body.dataset.audio = "1";
+    };
     ws.onmessage = function (ev) {
       if (typeof ev.data !== "string") { onAudioFrame(ev.data); return; }
       let msg;
