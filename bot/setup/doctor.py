@@ -270,6 +270,10 @@ def check_gpu(
     name = "GPU"
     if engine.name == "espeak":
         return CheckResult(name, "skip", "not needed: engine.name is espeak")
+    if engine.name == "remote":
+        return CheckResult(
+            name, "skip", "not needed here: engine.name is remote (the voice server speaks)"
+        )
     if not probe.available:
         if probe.cuda_build is None:
             why = f"torch {probe.torch_version} is a CPU-only build"
@@ -384,6 +388,10 @@ def check_weights(
     name = "F5 weights"
     if engine.name == "espeak":
         return CheckResult(name, "skip", "not needed: engine.name is espeak")
+    if engine.name == "remote":
+        return CheckResult(
+            name, "skip", "not needed here: engine.name is remote (the voice server speaks)"
+        )
     files = locate_weights(engine.f5, endpoint=endpoint, timeout_s=timeout_s)
     missing = [f for f in files if f.state == "missing"]
     if missing:

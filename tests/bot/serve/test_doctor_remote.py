@@ -63,3 +63,12 @@ def test_nothing_listening(tmp_path: Path) -> None:
     assert "does not answer" in found["voice server"].summary
     assert found["voice server"].fix is not None
     assert "ishowtts serve" in found["voice server"].fix
+
+
+def test_the_gpu_and_f5_weights_are_not_this_pcs_business(tmp_path: Path) -> None:
+    from bot.setup.doctor import GpuProbe, check_gpu, check_weights
+
+    cfg = parse_config({"engine": {"name": "remote"}}, tmp_path)
+    no_gpu = GpuProbe(torch_version="2.0", cuda_build=None, available=False)
+    assert check_gpu(cfg.engine, no_gpu).status == "skip"
+    assert check_weights(cfg.engine).status == "skip"
