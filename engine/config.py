@@ -242,6 +242,22 @@ class ServeConfig(Section):
     max_batch: int = Field(
         default=1, ge=1, le=64, description="requests waiting together run as one batch"
     )
+    voice_aliases: dict[str, str] = Field(
+        default_factory=dict,
+        description="other names for voices, e.g. OpenAI's (alloy: default) for clients that "
+        "offer only those",
+    )
+
+    @field_validator("voice_aliases")
+    @classmethod
+    def _aliases(cls, value: dict[str, str]) -> dict[str, str]:
+        for alias, voice in value.items():
+            for word in (alias, voice):
+                if not VOICE_NAME_RE.match(word):
+                    raise ValueError(
+                        f"{word!r} is not a voice name (1-32 letters, digits, '-' or '_')"
+                    )
+        return {alias.lower(): voice.lower() for alias, voice in value.items()}
 
     @field_validator("host")
     @classmethod

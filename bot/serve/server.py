@@ -528,6 +528,9 @@ class ServeServer:
                 del self._per_token[token]
 
     async def _validate(self, body: dict[str, Any]) -> SpeechRequest:
+        given = body.get("voice")
+        if isinstance(given, str) and given.strip().lower() in self.settings.voice_aliases:
+            body = {**body, "voice": self.settings.voice_aliases[given.strip().lower()]}
         model = body.get("model", MODEL_ID)
         if not isinstance(model, str) or model not in MODELS:
             raise ApiError(

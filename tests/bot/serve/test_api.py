@@ -33,7 +33,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     proc = launch_serve(
         tmp_path_factory.mktemp("serve-espeak"),
         {"name": "espeak"},
-        {"max_queue": 3, "per_token": 2, "max_input_chars": 2000},
+        {
+            "max_queue": 3,
+            "per_token": 2,
+            "max_input_chars": 2000,
+            "voice_aliases": {"alloy": "default"},
+        },
     )
     try:
         yield proc
@@ -110,6 +115,17 @@ def test_every_format_decodes_to_24khz_and_the_engines_length(server: ServeProce
         tolerance = 64 if fmt in ("wav", "flac") else 2400  # codec padding: < 0.1 s
         assert abs(len(audio) - expected) <= tolerance, (fmt, len(audio), expected)
         assert float(np.sqrt(np.mean(audio**2))) > 0.01, fmt  # speech, not silence
+
+
+def test_voice_aliases_for_clients_that_offer_only_openais_names(server: ServeProcess) -> None:
+    c = client(server)
+    audio = c.audio.speech.create(model="tts-1", voice="alloy", input="Hi.", response_format="wav")
+    samples, rate = sf.read(io.BytesIO(audio.content))
+    assert rate == 24_000
+    assert len(samples) > 2400
+    with pytest.raises(openai.BadRequestError) as echo:
+        c.audio.speech.create(model="tts-1", voice="echo", input="Hi.")
+    assert echo.value.code == "voice_not_found"
 
 
 def test_models_and_voices(server: ServeProcess) -> None:
