@@ -566,3 +566,24 @@ async def test_replies_stop_before_they_eat_the_quota_reading_needs(
         posted = [await source.send(f"reply {i}") for i in range(9)]
     assert posted == [True] * 7 + [False] * 2
     assert len(double.posted) == 7
+
+
+@pytest.mark.slow
+async def test_a_silent_stream_is_reopened_from_the_last_page(
+    youtube_double: YouTubeDouble, tmp_path: Path
+) -> None:
+    double = youtube_double
+    chat = double.go_live()
+    viewer = double.add_channel("Viewer")
+    store, _ = sign_in(double, tmp_path)
+    sink = Sink()
+    async with running_source(double, store, sink, stream_idle_s=5) as (source, task):
+        await until(double, task, lambda: len(double.calls(STREAM)) >= 1)
+        await double.say(chat, viewer, "before the silence")
+        await sink.wait_text("before the silence")
+        await until(double, task, lambda: len(double.calls(STREAM)) >= 2)  # idle: reopened
+        await double.say(chat, viewer, "after the silence")
+        await sink.wait_text("after the silence")
+        assert source.quota.calls["liveChatMessages.stream"] == 2
+    assert double.calls(STREAM)[1].get("pageToken") == "p1"
+    assert sink.texts() == ["before the silence", "after the silence"]
