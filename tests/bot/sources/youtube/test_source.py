@@ -587,3 +587,29 @@ async def test_a_silent_stream_is_reopened_from_the_last_page(
         assert source.quota.calls["liveChatMessages.stream"] == 2
     assert double.calls(STREAM)[1].get("pageToken") == "p1"
     assert sink.texts() == ["before the silence", "after the silence"]
+
+
+async def test_malformed_items_in_polled_pages_are_skipped(
+    youtube_double: YouTubeDouble, tmp_path: Path
+) -> None:
+    double = youtube_double
+    chat = double.go_live()
+    viewer = double.add_channel("Viewer")
+    store, _ = sign_in(double, tmp_path)
+    sink = Sink()
+    async with running_source(double, store, sink, transport="poll") as (_source, task):
+        await until(double, task, lambda: len(double.calls(LIST)) >= 1)
+        await double.add_raw(chat, 42)
+        await double.add_raw(chat, {"id": "y1", "snippet": {"type": 7}})
+        await double.add_raw(
+            chat,
+            {
+                "id": "y2",
+                "snippet": {"type": "userBannedEvent", "userBannedDetails": {}},
+                "authorDetails": {"channelId": viewer.id},
+            },
+        )
+        await double.say(chat, viewer, "polled after junk")
+        await sink.wait_text("polled after junk")
+    assert sink.events == sink.messages  # no moderation event from the broken ban
+    assert sink.texts() == ["polled after junk"]
