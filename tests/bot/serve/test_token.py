@@ -56,3 +56,28 @@ def test_the_environment_wins_and_is_checked(
     monkeypatch.setenv("TEST_SERVE_TOKEN", "bad token\n")
     with pytest.raises(ServeTokenError, match="not a usable token"):
         load_or_create_serve_token(tmp_path, env="TEST_SERVE_TOKEN")
+
+
+def test_serve_refuses_a_taken_port_and_a_remote_engine(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        config = tmp_path / "config.yaml"
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "engine": {"name": "espeak"},
+                    "storage": {"dir": str(tmp_path / "state")},
+                    "serve": {"port": port},
+                }
+            )
+        )
+        assert main(["--config", str(config), "serve"]) == 2
+    assert any(f"cannot listen on 127.0.0.1:{port}" in r.getMessage() for r in caplog.records)
+    config.write_text(yaml.safe_dump({"engine": {"name": "remote"}}))
+    assert main(["--config", str(config), "serve"]) == 2
