@@ -47,13 +47,15 @@ class Sampler(Protocol):
         nfe_step: ODE steps.
         cfg_strength: Classifier-free guidance strength.
         sway_sampling_coef: Sway sampling coefficient of the time steps.
-        max_batch: Most requests ``sample_batch`` runs in one pass (1: one at a time).
     """
 
     nfe_step: int
     cfg_strength: float
     sway_sampling_coef: float
-    max_batch: int
+
+    @property
+    def max_batch(self) -> int:
+        """Most requests ``sample_batch`` runs in one pass (1: one at a time)."""
 
     def warmup(self, frames: Sequence[int] | None = None, progress: Progress | None = None) -> None:
         """Prepare (compile, capture) so that the first request is as fast as any other."""

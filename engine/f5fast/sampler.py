@@ -130,7 +130,8 @@ class FastSampler:
         self.use_compile = on_cuda if compile is None else bool(compile)
         self.compile_mode = compile_mode
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
-        self.max_batch = int(max_batch)
+        self.batch_limit = int(max_batch)
+        """The ``max_batch`` asked for; ``max_batch`` says what this sampler can do."""
         self.max_batch_frames = int(max_batch_frames)
         self.loop_graphs = bool(loop_graphs)
         self.ready_frames = ready_frames
@@ -146,9 +147,22 @@ class FastSampler:
         self._store: BucketStore | None = None
         self._pending: list[tuple[str, int]] = []
         self._captures = 0
+        self._compile_checked = False
         self.stats: dict[str, float] = {}
 
     # ------------------------------------------------------------------ set-up
+
+    @property
+    def max_batch(self) -> int:
+        """Most requests one pass holds: ``batch_limit``, or 1 where batches cannot pack.
+
+        Known once the sampler is prepared (``warmup``): 1 when the model is not one the
+        fast path mirrors, or when the GPU's packed attention failed its check; a caller
+        that batches for throughput then keeps each request's first audio early instead.
+        """
+        if not self._supported or (self._model is not None and self.batch_attention is None):
+            return 1
+        return self.batch_limit
 
     @property
     def use_varlen(self) -> bool:
@@ -183,7 +197,7 @@ class FastSampler:
             max_frames=self.max_frames,
             stats=self.stats,
         )
-        if self.max_batch > 1:
+        if self.batch_limit > 1:
             if self.device.type == "cpu":
                 self.batch_attention = "sdpa"  # block-diagonal bias: CPU-sized passes
             elif attention_choice.check_packed(
@@ -191,7 +205,7 @@ class FastSampler:
                 dtype=self.dtype,
                 heads=heads,
                 head_dim=head_dim,
-                slots=self.max_batch,
+                slots=self.batch_limit,
             ):
                 self.batch_attention = "flash"
         self._schedule = prepare_schedule(self.cfm, self.nfe_step, self.sway_sampling_coef)
@@ -222,7 +236,7 @@ class FastSampler:
             max_frames=self.max_frames,
             varlen=self.use_varlen,
             batch_frames=self.max_batch_frames if self.batch_attention is not None else 0,
-            batch_slots=self.max_batch,
+            batch_slots=self.batch_limit,
             batch_varlen=self.batch_attention == "flash",
             dynamic=self.use_compile,
         )
@@ -397,10 +411,11 @@ class FastSampler:
         """Compile the block once and check it; if that fails, log it and run uncompiled.
 
         ``size`` is a single-request bucket to compile and check on (None: unpadded only,
-        nothing to check).
+        nothing to check). Once is enough: later ``warmup`` calls skip it.
         """
-        if size is None:
+        if size is None or self._compile_checked:
             return
+        self._compile_checked = True
         started = time.monotonic()
         model, schedule = self._model, self._schedule
         assert model is not None
@@ -408,9 +423,7 @@ class FastSampler:
         for _ in range(2):
             try:
                 store = self.store
-                bucket = (
-                    store.single(size) if size is not None else store.batch(store.batch_sizes[0])
-                )
+                bucket = store.single(size)
                 store.set_layout(bucket, store.full_layout(bucket))
                 euler_step(model, bucket, schedule.mods[0], schedule.final[0], schedule.dt[0])
                 if self.device.type == "cuda":
@@ -442,9 +455,7 @@ class FastSampler:
         model, schedule, store = self._model, self._schedule, self.store
         assert model is not None
         assert schedule is not None
-        store.set_layout(
-            bucket, pack([bucket.frames], bucket.frames)
-        ) if not bucket.packed else None
+        store.set_layout(bucket, pack([bucket.frames], bucket.frames))
         bias = None if bucket.cu_seqlens is not None else bucket.attn_bias
         return block_error(
             model.block_fn,
@@ -554,7 +565,7 @@ class FastSampler:
                 continue
             lengths = [jobs[i].frames for i in [*current, index]]
             if current and (
-                len(current) >= self.max_batch or packed_frames(lengths) > store.batch_frames
+                len(current) >= self.batch_limit or packed_frames(lengths) > store.batch_frames
             ):
                 groups.append(current)
                 current = []

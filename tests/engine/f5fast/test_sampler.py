@@ -42,7 +42,10 @@ def test_both_samplers_satisfy_the_protocol(model: Any) -> None:
         assert _takes_a_sampler(sampler) >= 1
     assert not isinstance(object(), Sampler)
     assert stock_sampler.max_batch == 1
-    assert make(model, max_batch=4).max_batch == 4
+    batching = make(model, max_batch=4)
+    assert batching.max_batch == 4
+    batching.warmup()
+    assert (batching.max_batch, batching.batch_attention) == (4, "sdpa")
 
 
 def test_stock_sampler_batch_is_one_request_after_another(model: Any, cond: torch.Tensor) -> None:
@@ -150,6 +153,7 @@ def test_qk_norm_and_long_skip_models(cond: torch.Tensor) -> None:
 def test_unsupported_model_falls_back_to_stock(cond: torch.Tensor) -> None:
     cfm = tiny_cfm(seed=4, pe_attn_head=1)
     sampler = make(cfm, bucket_frames=32, max_batch=4)
+    assert sampler.max_batch == 1  # nothing to pack with: callers should not hold requests back
     sampler.warmup()  # says why in the log, prepares nothing
     want = stock(cfm, cond, ids(TEXT), 140)
     got = fast(sampler, cond, ids(TEXT), 140)
