@@ -236,16 +236,6 @@ def scan(source: str, path: str) -> list[Finding]:
 ALLOWED: dict[tuple[str, str], str] = {
     # engine/espeak.py loads espeakng-loader's library by the full path the wheel reports
     # (libespeak-ng.so / .dylib / espeak-ng.dll): that is the engine's one platform difference.
-    ("bot/web/protect.py", "import resource"): "TODO(web, issue 14): `import resource` at module"
-    " top fails on Windows, so the web server (and the bot) cannot import there; use"
-    " bot.core.platform.descriptor_limit()",
-    ("bot/web/protect.py", "POSIX path"): "TODO(web, issue 14): /proc/self/fd, /dev/fd: use"
-    " bot.core.platform.open_descriptor_count()",
-    ("bot/sources/twitch/auth.py", "os.fchmod"): "TODO(twitch, issue 14): TokenStore.write calls"
-    " os.fchmod (AttributeError on Windows before Python 3.13): use"
-    " bot.core.platform.write_private_file",
-    ("bot/sources/twitch/auth.py", ".chmod"): "TODO(twitch, issue 14): TokenStore.read: use"
-    " bot.core.platform.tighten",
 }
 """(file, rule) -> why it is still there. Only for files owned by work in progress elsewhere."""
 
@@ -351,11 +341,7 @@ for top in ("bot", "engine"):
 print(json.dumps({"failed": failed, "blocked": sorted(blocked)}))
 """
 
-ALLOWED_IMPORTS: dict[tuple[str, str], str] = {
-    ("bot.web.protect", "resource"): "TODO(web, issue 14): with it every module that imports"
-    " the web server fails on Windows: bot.app, bot.web.server, bot.serve.*, and so"
-    " `python -m bot` itself",
-}
+ALLOWED_IMPORTS: dict[tuple[str, str], str] = {}
 """(module, POSIX-only module it imports) -> why it still does."""
 
 

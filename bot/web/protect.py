@@ -32,9 +32,7 @@ import codecs
 import contextlib
 import json
 import logging
-import os
 import re
-import resource
 import sys
 import time
 import urllib.parse
@@ -48,6 +46,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError
+
+from bot.core import platform
 
 log = logging.getLogger(__name__)
 
@@ -193,10 +193,7 @@ class _ServerLogger(logging.Logger):
 # -- the connection cap -----------------------------------------------------------------------
 def open_descriptors() -> int | None:
     """How many file descriptors this process has open (None where it cannot be counted)."""
-    for folder in ("/proc/self/fd", "/dev/fd"):
-        with contextlib.suppress(OSError):
-            return len(os.listdir(folder))
-    return None
+    return platform.open_descriptor_count()
 
 
 def descriptor_budget(
@@ -217,13 +214,9 @@ def descriptor_budget(
         in_use: Descriptors open now (counted when None).
     """
     if soft is None:
-        try:
-            limit, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        except (OSError, ValueError):
+        soft = platform.descriptor_limit()
+        if soft is None:  # uncapped, or Windows (sockets are handles, not C descriptors)
             return wanted
-        if limit == resource.RLIM_INFINITY:
-            return wanted
-        soft = int(limit)
     if in_use is None:
         in_use = open_descriptors() or 64
     reserve = min(reserve, soft // 4)

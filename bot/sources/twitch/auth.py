@@ -16,14 +16,14 @@ Why it works this way:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import json
 import logging
-import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from bot.core import platform
 
 log = logging.getLogger(__name__)
 
@@ -169,16 +169,13 @@ class TokenStore:
             AuthError: The file exists but cannot be used (the message says how to recover).
         """
         try:
-            st = self.path.stat()
             raw = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise AuthError(f"cannot read the Twitch token file {self.path}: {exc}") from None
-        if st.st_mode & 0o077:
+        if platform.tighten(self.path):
             log.warning("the Twitch token file %s was readable by others; now 0600", self.path)
-            with contextlib.suppress(OSError):
-                os.chmod(self.path, 0o600)
         try:
             return StoredToken.from_json(json.loads(raw))
         except (ValueError, json.JSONDecodeError) as exc:
@@ -194,23 +191,9 @@ class TokenStore:
         then renamed over the old file: a crash leaves either the old or the new pair, never
         half of one, and the tokens are never readable by others, not even for a moment.
         """
-        folder = self.path.parent
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = folder / f".{self.path.name}.{os.getpid()}.tmp"
+        platform.make_private_dir(self.path.parent)
         data = json.dumps(token.to_json(), indent=2).encode("utf-8")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.fchmod(fd, 0o600)  # an old temp file keeps its mode through O_TRUNC
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.replace(tmp, self.path)
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        platform.write_private_file(self.path, data)
 
     async def load(self) -> StoredToken | None:
         """Read the file without blocking the event loop (see :meth:`read`)."""
