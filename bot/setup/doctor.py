@@ -769,14 +769,18 @@ def check_youtube(
 
     name = "YouTube"
     yt = cfg.youtube
-    if not yt.enabled:
-        return CheckResult(
-            name,
-            "skip",
-            "youtube.enabled is off: YouTube Live chat is not read",
-            None,
-        )
     ready = read_readiness(yt, state_dir(cfg.storage))
+    if not yt.enabled:
+        signed = ready.token
+        if signed is not None:
+            return CheckResult(
+                name,
+                "skip",
+                f"signed in as {signed.channel_title or signed.channel_id}, but youtube.enabled "
+                "is off: YouTube Live chat is not read",
+                "set youtube.enabled: true to read it",
+            )
+        return CheckResult(name, "skip", "youtube.enabled is off: YouTube Live chat is not read")
     token = ready.token
     if token is None or not ready.ready:
         return CheckResult(name, "fail", ready.reason, ready.fix)

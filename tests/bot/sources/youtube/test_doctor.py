@@ -25,6 +25,17 @@ def test_off_is_skipped(tmp_path: Path) -> None:
     assert check_youtube(cfg).status == "skip"
 
 
+async def test_off_but_signed_in_says_how_to_switch_it_on(
+    youtube_double: YouTubeDouble, tmp_path: Path
+) -> None:
+    sign_in(youtube_double, tmp_path / "state")
+    result = check_youtube(_cfg(youtube_double, tmp_path, enabled=False))
+    assert result.status == "skip"
+    assert "signed in as Streamer" in result.summary
+    assert result.fix is not None
+    assert "youtube.enabled: true" in result.fix
+
+
 async def test_not_signed_in_fails_with_the_login_command(
     youtube_double: YouTubeDouble, tmp_path: Path
 ) -> None:
