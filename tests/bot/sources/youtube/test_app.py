@@ -98,6 +98,25 @@ async def test_delete_stops_the_speech_at_once_and_a_ban_purges(
         assert not speech.started(b2)
 
 
+async def test_a_dropped_stream_never_speaks_a_message_twice(
+    youtube_double: YouTubeDouble, tmp_path: Path
+) -> None:
+    double = youtube_double
+    viewer = double.add_channel("Viewer", "viewer")
+    async with running_app(double, tmp_path) as (_app, player, speech, chat):
+        player.release.set()
+        once = await double.say(chat, viewer, "said once")
+        await speech.wait(lambda _e: ("finished", "played") in speech.of(once))
+        assert await double.drop_streams() == 1
+        gap = await double.say(chat, viewer, "said while the stream was down")
+        await double.add_raw(chat, next(i for i in chat.items if i["id"] == once))  # again
+        after = await double.say(chat, viewer, "said after")
+        await speech.wait(lambda _e: ("finished", "played") in speech.of(after))
+    assert [k for k, _o in speech.of(once)] == ["queued", "started", "finished"]
+    assert ("finished", "played") in speech.of(gap)
+    assert speech.queued() == [once, gap, after]
+
+
 async def test_a_super_chat_goes_ahead_of_free_chat(
     youtube_double: YouTubeDouble, tmp_path: Path
 ) -> None:
