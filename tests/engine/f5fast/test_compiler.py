@@ -124,17 +124,27 @@ def test_compiled_block_one_graph_for_all_buckets(
 ) -> None:
     """torch.compile path (dynamic length): one graph serves every bucket, same results.
 
-    The compiled artefacts land in the sampler's folder, and the environment is untouched.
+    Buckets past ``ready_frames`` are left to ``prepare_more`` (the engine's idle time), one
+    per call. The compiled artefacts land in the sampler's folder, and the environment is
+    untouched.
     """
     from torch._dynamo.utils import counters
 
     torch._dynamo.reset()
     counters.clear()
     folder = tmp_path / "cache"
-    sampler = make(model, bucket_frames=32, compile=True, cache_dir=folder)
-    sampler.warmup(frames=[100, 140, 200])
+    sampler = make(
+        model, bucket_frames=32, max_frames=256, compile=True, cache_dir=folder, ready_frames=128
+    )
+    sampler.warmup()
     assert sampler.use_compile
     assert sampler.stats["compiled_block_rel_err"] < 1e-4
+    assert sampler.pending == 4  # 160, 192, 224 and 256 frames
+    calls = 1
+    while sampler.prepare_more():
+        calls += 1
+    assert (calls, sampler.pending) == (4, 0)
+    assert sampler.prepare_more() is False
     for duration in (100, 140, 200):
         want = stock(model, cond, ids(TEXT), duration)
         got = fast(sampler, cond, ids(TEXT), duration)
