@@ -36,6 +36,7 @@ from bot.core.platform import OS, allow_address_reuse, current_os, protection, s
 from bot.setup.installer import MIN_CUDA, NvidiaGpu, detect_nvidia, torch_fix
 from bot.speech.settings import AudioConfig
 from bot.state.settings import state_dir
+from bot.web.settings import BrowserAudio
 from engine.config import EngineConfig, VoicesConfig
 
 if TYPE_CHECKING:
@@ -546,8 +547,9 @@ def check_audio_host(chosen: OutputDevice, devices: Sequence[OutputDevice]) -> C
     """Windows: the output goes through WASAPI, not MME or DirectSound.
 
     PortAudio lists each Windows device once per host API, MME first; MME cuts names at 31
-    characters and adds latency. Naming a device matches every entry, so the doctor says
-    which index is the WASAPI one.
+    characters and adds latency. A name in ``audio.device`` picks the WASAPI entry first, but
+    an index or the system default may be another API's, so the doctor says which index is
+    the WASAPI one.
 
     Args:
         chosen: The device ``audio.device`` resolves to.
@@ -1159,9 +1161,19 @@ def run_checks(
     run("voices", lambda: check_voices(ready.voices))
     if ready.engine.name == "remote":
         run("voice server", lambda: check_remote(ready, timeout_s=timeout_s))
-    run("audio output", lambda: check_audio(ready.audio))
-    if current_os() is OS.WINDOWS:
-        run("audio devices", lambda: windows_audio(ready.audio))
+    if ready.web.browser_audio is BrowserAudio.ONLY:
+        results.append(
+            CheckResult(
+                "audio output",
+                "skip",
+                "web.browser_audio: only: speech plays in the overlay page (add the overlay to"
+                " OBS as a browser source); no local audio device is opened",
+            )
+        )
+    else:
+        run("audio output", lambda: check_audio(ready.audio))
+        if current_os() is OS.WINDOWS:
+            run("audio devices", lambda: windows_audio(ready.audio))
     run(
         "Twitch",
         lambda: check_twitch(ready, validate_url=twitch_validate_url, timeout_s=timeout_s),

@@ -390,6 +390,27 @@ def test_audio_device_found_and_missing(pulse_server: PulseServer) -> None:
     assert "9999" in bad_index.summary
 
 
+def test_browser_audio_only_needs_no_local_device(tmp_path: Path) -> None:
+    # No sound server at all here: with speech in the overlay page that is not a problem.
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "audio": {"device": "no-such-output"},
+                "web": {"browser_audio": "only"},
+                "storage": {"dir": str(tmp_path / "state")},
+            }
+        ),
+        encoding="utf-8",
+    )
+    results = by_name(run_checks(cfg, gpu_probe=lambda: H100, twitch_validate_url=None))
+    assert results["audio output"].status == "skip"
+    assert "browser_audio" in results["audio output"].summary
+    cfg.write_text(cfg.read_text().replace("only", "also"), encoding="utf-8")
+    results = by_name(run_checks(cfg, gpu_probe=lambda: H100, twitch_validate_url=None))
+    assert results["audio output"].status == "fail"  # 'also' still plays on the device
+
+
 # -- config -------------------------------------------------------------------------------
 
 
