@@ -869,10 +869,7 @@ class YouTubeSource:
             if response.status_code >= 400:
                 content = response.content
                 error = _http_error(response.status_code, content, url)
-                if response.status_code in (404, 405, 501) and not error_reasons(error):
-                    push("error", StreamUnsupported(f"HTTP {response.status_code}"))
-                else:
-                    push("error", error)
+                push("error", self._stream_refusal(response.status_code, error))
                 return
             decoder = JsonStream()
             for data in response.iter_content(chunk_size=None):
@@ -905,6 +902,28 @@ class YouTubeSource:
                 with contextlib.suppress(Exception):
                     response.close()
             session.close()  # type: ignore[no-untyped-call]
+
+    def _stream_refusal(self, status: int, error: Exception) -> Exception:
+        """What a refused stream request means: the stream is unavailable, or a real error.
+
+        404/405/501 without Google's error body: the method does not exist here. Until a
+        stream has worked once, any other refusal that is not about the sign-in, the quota or
+        the rate (a 403 for a method this project may not use yet, a 400 for a parameter it
+        does not know) also means "use polling": polling then meets the real problem, if
+        there is one, through the documented method.
+        """
+        reasons = error_reasons(error)
+        if status in (404, 405, 501) and not reasons:
+            return StreamUnsupported(f"HTTP {status}")
+        keep = {"quotaExceeded", "rateLimitExceeded", "dailyLimitExceeded"} | _CHAT_GONE_REASONS
+        if (
+            self._stream_works is not True
+            and 400 <= status < 500
+            and status not in (401, 429)
+            and not reasons & keep
+        ):
+            return StreamUnsupported(describe(error))
+        return error
 
     def _cut_stream(self) -> None:
         """Stop the stream thread: shutting its socket down ends the blocking read at once.

@@ -397,6 +397,34 @@ async def test_a_stream_that_does_not_exist_falls_back_to_polling(
     assert any("polling instead" in r.getMessage() for r in caplog.records)
 
 
+async def test_a_stream_refused_before_it_ever_worked_falls_back_to_polling(
+    youtube_double: YouTubeDouble, tmp_path: Path
+) -> None:
+    double = youtube_double
+    double.fail("liveChatMessages.stream", "forbidden", status=403)
+    chat = double.go_live()
+    viewer = double.add_channel("Viewer")
+    store, _ = sign_in(double, tmp_path)
+    sink = Sink()
+    async with running_source(double, store, sink) as (_source, task):
+        await until(double, task, lambda: len(double.calls(LIST)) >= 1)
+        await double.say(chat, viewer, "polled instead")
+        await sink.wait_text("polled instead")
+    assert len(double.calls(STREAM)) == 1
+
+
+async def test_forced_stream_that_does_not_work_is_a_clear_error(
+    youtube_double: YouTubeDouble, tmp_path: Path
+) -> None:
+    double = youtube_double
+    double.stream_enabled = False
+    double.go_live()
+    store, _ = sign_in(double, tmp_path)
+    source = YouTubeSource(youtube_cfg(double, transport="stream"), store)
+    with pytest.raises(YouTubeSetupError, match=r"use auto or poll"):
+        await asyncio.wait_for(source.run(Sink()), 15)
+
+
 @pytest.mark.parametrize("transport", ["stream", "poll"])
 @pytest.mark.parametrize("reason", ["quotaExceeded", "rateLimitExceeded"])
 async def test_quota_errors_back_off_and_recover(
