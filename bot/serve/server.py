@@ -31,7 +31,7 @@ import logging
 import ssl
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -531,94 +531,12 @@ class ServeServer:
         given = body.get("voice")
         if isinstance(given, str) and given.strip().lower() in self.settings.voice_aliases:
             body = {**body, "voice": self.settings.voice_aliases[given.strip().lower()]}
-        model = body.get("model", MODEL_ID)
-        if not isinstance(model, str) or model not in MODELS:
-            raise ApiError(
-                404,
-                f"the model {str(model)[:60]!r} does not exist here; use {MODEL_ID!r}",
-                param="model",
-                code="model_not_found",
-            )
-        raw = body.get("input")
-        if not isinstance(raw, str):
-            raise ApiError(400, "input must be the text to speak (a string)", param="input")
-        limit = self.settings.max_input_chars
-        if len(raw) > limit:
-            raise ApiError(
-                400,
-                f"input is {len(raw)} characters long; this server speaks at most {limit} "
-                "(serve.max_input_chars)",
-                param="input",
-                code="string_above_max_length",
-            )
-        text = clean_for_speech(raw, limit)
-        if not text:
-            raise ApiError(400, "input has nothing to speak", param="input", code="empty_input")
-        fmt_name = body.get("response_format", "mp3")
-        try:
-            fmt = Format(fmt_name)
-        except ValueError:
-            raise ApiError(
-                400,
-                f"response_format {str(fmt_name)[:40]!r} is not supported; use one of "
-                + ", ".join(f.value for f in Format),
-                param="response_format",
-                code="unsupported_format",
-            ) from None
-        stream_format = body.get("stream_format", "audio")
-        if stream_format not in ("audio", "sse"):
-            raise ApiError(
-                400,
-                f"stream_format {str(stream_format)[:40]!r} is not supported; use audio or sse",
-                param="stream_format",
-            )
-        speed = body.get("speed", 1.0)
-        if isinstance(speed, bool) or not isinstance(speed, int | float):
-            raise ApiError(400, "speed must be a number", param="speed")
-        if not _SPEEDS[0] <= float(speed) <= _SPEEDS[1]:
-            raise ApiError(
-                400, f"speed must be between {_SPEEDS[0]} and {_SPEEDS[1]}", param="speed"
-            )
-        if float(speed) != 1.0:
-            raise ApiError(
-                400,
-                "speed other than 1.0 is not supported yet; the voices speak at the server's "
-                "engine.f5.speed",
-                param="speed",
-                code="unsupported_speed",
-            )
-        voice = await self._voice(body.get("voice"))
-        return SpeechRequest(text, voice, fmt, stream_format == "sse")
-
-    async def _voice(self, given: Any) -> str:
-        if given is None:
-            return self._default_voice
-        if isinstance(given, dict):  # OpenAI's custom-voice form: {"id": "..."}
-            given = given.get("id")
-        if not isinstance(given, str) or not given.strip():
-            raise ApiError(400, "voice must be a voice name (a string)", param="voice")
-        name = given.strip().lower()
-        voices = await self._known_voices()
-        info = voices.get(name)
-        if info is None:
-            usable = sorted(n for n, v in voices.items() if v.problem is None)
-            close = difflib.get_close_matches(name, usable, n=1, cutoff=0.5)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            shown = ", ".join(usable[:20]) + (" ..." if len(usable) > 20 else "")
-            raise ApiError(
-                400,
-                f"unknown voice {given[:40]!r}{hint} Voices here: {shown}",
-                param="voice",
-                code="voice_not_found",
-            )
-        if info.problem is not None:
-            raise ApiError(
-                400,
-                f"the voice {info.name!r} cannot be used: {info.problem}",
-                param="voice",
-                code="voice_unusable",
-            )
-        return name
+        return await parse_speech(
+            body,
+            max_input_chars=self.settings.max_input_chars,
+            default_voice=self._default_voice,
+            voices=self._known_voices,
+        )
 
     async def _stream(
         self, request: web.Request, job: SynthesisJob, speech: SpeechRequest, arrived: float
@@ -718,6 +636,116 @@ class ServeServer:
             self.metrics.engine_first.observe(job.first_chunk_at - job.submitted_at)
         if job.started_at is not None and job.finished_at is not None and audio_s > 0:
             self.metrics.realtime_factor.observe((job.finished_at - job.started_at) / audio_s)
+
+
+async def parse_speech(
+    body: dict[str, Any],
+    *,
+    max_input_chars: int,
+    default_voice: str,
+    voices: Callable[[], Awaitable[dict[str, VoiceInfo]]],
+) -> SpeechRequest:
+    """Validate a ``POST /v1/audio/speech`` body (``ServeServer`` and the Ray ingress share it).
+
+    Args:
+        body: The decoded JSON object.
+        max_input_chars: ``serve.max_input_chars``.
+        default_voice: The voice of requests that name none (lower case).
+        voices: Returns the known voices by lower-case name (awaited only when needed).
+
+    Raises:
+        ApiError: What is wrong, in OpenAI's error shape.
+    """
+    model = body.get("model", MODEL_ID)
+    if not isinstance(model, str) or model not in MODELS:
+        raise ApiError(
+            404,
+            f"the model {str(model)[:60]!r} does not exist here; use {MODEL_ID!r}",
+            param="model",
+            code="model_not_found",
+        )
+    raw = body.get("input")
+    if not isinstance(raw, str):
+        raise ApiError(400, "input must be the text to speak (a string)", param="input")
+    limit = max_input_chars
+    if len(raw) > limit:
+        raise ApiError(
+            400,
+            f"input is {len(raw)} characters long; this server speaks at most {limit} "
+            "(serve.max_input_chars)",
+            param="input",
+            code="string_above_max_length",
+        )
+    text = clean_for_speech(raw, limit)
+    if not text:
+        raise ApiError(400, "input has nothing to speak", param="input", code="empty_input")
+    fmt_name = body.get("response_format", "mp3")
+    try:
+        fmt = Format(fmt_name)
+    except ValueError:
+        raise ApiError(
+            400,
+            f"response_format {str(fmt_name)[:40]!r} is not supported; use one of "
+            + ", ".join(f.value for f in Format),
+            param="response_format",
+            code="unsupported_format",
+        ) from None
+    stream_format = body.get("stream_format", "audio")
+    if stream_format not in ("audio", "sse"):
+        raise ApiError(
+            400,
+            f"stream_format {str(stream_format)[:40]!r} is not supported; use audio or sse",
+            param="stream_format",
+        )
+    speed = body.get("speed", 1.0)
+    if isinstance(speed, bool) or not isinstance(speed, int | float):
+        raise ApiError(400, "speed must be a number", param="speed")
+    if not _SPEEDS[0] <= float(speed) <= _SPEEDS[1]:
+        raise ApiError(400, f"speed must be between {_SPEEDS[0]} and {_SPEEDS[1]}", param="speed")
+    if float(speed) != 1.0:
+        raise ApiError(
+            400,
+            "speed other than 1.0 is not supported yet; the voices speak at the server's "
+            "engine.f5.speed",
+            param="speed",
+            code="unsupported_speed",
+        )
+    voice = await resolve_voice(body.get("voice"), default_voice, voices)
+    return SpeechRequest(text, voice, fmt, stream_format == "sse")
+
+
+async def resolve_voice(
+    given: Any, default_voice: str, voices: Callable[[], Awaitable[dict[str, VoiceInfo]]]
+) -> str:
+    """The lower-case voice name a request's ``voice`` field names (ApiError if none)."""
+    if given is None:
+        return default_voice
+    if isinstance(given, dict):  # OpenAI's custom-voice form: {"id": "..."}
+        given = given.get("id")
+    if not isinstance(given, str) or not given.strip():
+        raise ApiError(400, "voice must be a voice name (a string)", param="voice")
+    name = given.strip().lower()
+    known = await voices()
+    info = known.get(name)
+    if info is None:
+        usable = sorted(n for n, v in known.items() if v.problem is None)
+        close = difflib.get_close_matches(name, usable, n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        shown = ", ".join(usable[:20]) + (" ..." if len(usable) > 20 else "")
+        raise ApiError(
+            400,
+            f"unknown voice {given[:40]!r}{hint} Voices here: {shown}",
+            param="voice",
+            code="voice_not_found",
+        )
+    if info.problem is not None:
+        raise ApiError(
+            400,
+            f"the voice {info.name!r} cannot be used: {info.problem}",
+            param="voice",
+            code="voice_unusable",
+        )
+    return name
 
 
 class ServeSetupError(RuntimeError):
