@@ -242,6 +242,12 @@ class ServeConfig(Section):
     max_batch: int = Field(
         default=1, ge=1, le=64, description="requests waiting together run as one batch"
     )
+    batch_wait_ms: float = Field(
+        default=5.0,
+        ge=0,
+        le=200,
+        description="how long a batch of two or more waits for more (a lone request never waits)",
+    )
     voice_aliases: dict[str, str] = Field(
         default_factory=dict,
         description="other names for voices, e.g. OpenAI's (alloy: default) for clients that "

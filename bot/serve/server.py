@@ -166,11 +166,14 @@ class ServeServer:
         self._default_voice = default_voice.lower()
         self._timeout_s = timeout_s
         self._observer = on_engine_state
-        # max_batch > 1: requests waiting together are drained into one batch by the worker
-        batching: dict[str, Any] = (
-            {"max_batch": settings.max_batch} if settings.max_batch > 1 else {}
+        # Requests waiting together are drained into one batch by the worker (issue 17);
+        # a lone request never waits for company.
+        self.worker = EngineWorker(
+            engine,
+            on_state=self._on_state,
+            max_batch=settings.max_batch,
+            batch_wait_s=settings.batch_wait_ms / 1000.0,
         )
-        self.worker = EngineWorker(engine, on_state=self._on_state, **batching)
         self.stats = ServeStats()
         self.metrics = ServeMetrics(lambda: self.stats.active)
         self._faults = ClientFaultLog(log, "serve", LIMITS.fault_log_interval_s)

@@ -248,6 +248,38 @@ def test_the_queue_bound_is_429_queue_full(tmp_path: Path) -> None:
         small.stop()
 
 
+def test_concurrent_requests_with_batching_on_each_get_their_own_audio(tmp_path: Path) -> None:
+    """serve.max_batch > 1: requests that meet in the queue run together, each its own answer."""
+    batched = launch_serve(
+        tmp_path, {"name": "espeak"}, {"max_batch": 4, "batch_wait_ms": 20, "per_token": 8}
+    )
+    texts = ["One.", "Two words here.", "A third, longer line for the batch.", "Four."]
+    lengths: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def one(text: str) -> None:
+        body = httpx.post(
+            f"{batched.url}/v1/audio/speech",
+            json={"input": text, "voice": "default", "response_format": "pcm"},
+            headers={"Authorization": f"Bearer {batched.token}"},
+            timeout=60,
+        ).content
+        with lock:
+            lengths[text] = len(body) // 2
+
+    try:
+        threads = [threading.Thread(target=one, args=(t,)) for t in texts]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        for text in texts:
+            assert abs(lengths[text] - len(espeak_reference(text))) <= 64, text
+        assert batched.status()["served"] == 4
+    finally:
+        batched.stop()
+
+
 def test_hostile_clients_are_answered_and_bounded(server: ServeProcess) -> None:
     auth = {"Authorization": f"Bearer {server.token}"}
     url = f"{server.url}/v1/audio/speech"
