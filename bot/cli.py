@@ -25,7 +25,7 @@ DEFAULT_CONFIG = Path("config.yaml")
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="ishowtts", description="Speak your Twitch chat aloud in cloned voices."
+        prog="ishowtts", description="Speak your Twitch and YouTube chat aloud in cloned voices."
     )
     parser.add_argument(
         "--config",
