@@ -39,6 +39,7 @@ class Viewers(Component):
 
     @command(
         "voice",
+        saves=True,
         role=Role.EVERYONE,
         summary=(
             'pick your voice (any case; a typo gets "did you mean ...?"); `!voice random` picks'
@@ -104,6 +105,7 @@ class Moderation(Component):
 
     @command(
         "mute",
+        saves=True,
         role=Role.MODERATOR,
         summary=(
             "stop reading someone, for a while or until `!unmute`; their queued and playing"
@@ -127,7 +129,7 @@ class Moderation(Component):
         )
         await ctx.ack(outcome.reply)
 
-    @command("unmute", role=Role.MODERATOR, summary="lift a mute")
+    @command("unmute", saves=True, role=Role.MODERATOR, summary="lift a mute")
     async def unmute(self, ctx: Context, login: Login) -> None:
         """Lift a mute."""
         platform = actions.platform_for(self.controls, ctx.user, login)
@@ -143,18 +145,24 @@ class Moderation(Component):
         """Empty the queue."""
         await ctx.ack(actions.clear(self.controls).reply)
 
-    @command("pause", role=Role.MODERATOR, summary="hold the queue (the playing message finishes)")
+    @command(
+        "pause",
+        saves=True,
+        role=Role.MODERATOR,
+        summary="hold the queue (the playing message finishes)",
+    )
     async def pause(self, ctx: Context) -> None:
         """Hold the queue."""
         await ctx.ack((await actions.pause(self.controls)).reply)
 
-    @command("resume", role=Role.MODERATOR, summary="play the held queue again")
+    @command("resume", saves=True, role=Role.MODERATOR, summary="play the held queue again")
     async def resume(self, ctx: Context) -> None:
         """Play the queue again."""
         await ctx.ack((await actions.resume(self.controls)).reply)
 
     @command(
         "volume",
+        saves=True,
         role=Role.MODERATOR,
         summary="set the volume (`40`, `40%`, `+10`, `-10`); without a number, tell it",
     )
@@ -169,6 +177,7 @@ class Moderation(Component):
 
     @command(
         "ttsoff",
+        saves=True,
         role=Role.MODERATOR,
         summary="stop reading chat (drops the queue); commands keep working",
     )
@@ -176,13 +185,14 @@ class Moderation(Component):
         """Turn reading off."""
         await ctx.ack((await actions.set_tts(self.controls, False)).reply)
 
-    @command("ttson", role=Role.MODERATOR, summary="start reading chat again")
+    @command("ttson", saves=True, role=Role.MODERATOR, summary="start reading chat again")
     async def ttson(self, ctx: Context) -> None:
         """Turn reading on."""
         await ctx.ack((await actions.set_tts(self.controls, True)).reply)
 
     @command(
         "setvoice",
+        saves=True,
         role=Role.MODERATOR,
         summary="pick a voice for someone else (also before they have chatted)",
     )
@@ -199,6 +209,7 @@ class Pronunciation(Component):
 
     @command(
         "say",
+        saves=True,
         role=Role.MODERATOR,
         enabled=False,
         summary="teach how a word is said, e.g. `!say GG as good game` (saved)",
@@ -210,6 +221,7 @@ class Pronunciation(Component):
 
     @command(
         "unsay",
+        saves=True,
         role=Role.MODERATOR,
         enabled=False,
         summary="say a word as written again (forgets what `!say` taught)",

@@ -114,6 +114,9 @@ class Command:
         aliases: Default other names.
         enabled: Whether it exists unless ``commands.<key>.enabled`` says otherwise.
         speaks: A speech trigger (``!tts``): it exists only while ``triggers.command`` is on.
+        saves: It changes saved state (voices, mutes, settings, the dictionary) when given its
+            arguments (or, with none declared, always); while the database is read-only its
+            replies say the change lasts only until the bot stops.
         params: Its arguments, from the handler's signature.
         callback: The handler: ``(component, ctx, *arguments)``.
         owner: The Component class it belongs to (set when the class is created).
@@ -128,6 +131,7 @@ class Command:
     aliases: tuple[str, ...] = ()
     enabled: bool = True
     speaks: bool = False
+    saves: bool = False
     owner: type[Component] | None = field(default=None, repr=False)
 
     def __set_name__(self, owner: type[Any], name: str) -> None:
@@ -214,6 +218,7 @@ def command(
     aliases: tuple[str, ...] = (),
     enabled: bool = True,
     speaks: bool = False,
+    saves: bool = False,
 ) -> Callable[[Callback], Command]:
     """Declare a Component method as the chat command ``key`` (see the module docstring)."""
 
@@ -230,6 +235,7 @@ def command(
             aliases=aliases,
             enabled=enabled,
             speaks=speaks,
+            saves=saves,
         )
 
     return wrap
@@ -265,6 +271,7 @@ class Context:
         acknowledge: Whether confirmations are sent (``commands.acknowledge``).
         names: What people type for a command key (``!resume``).
         reply_limit: The longest reply line (``commands.reply_max_chars``).
+        note: Added to every reply (a change that cannot be saved says so).
     """
 
     message: ChatMessage
@@ -274,6 +281,7 @@ class Context:
     acknowledge: bool
     names: Callable[[str], str]
     reply_limit: int
+    note: str = ""
 
     @property
     def user(self) -> ChatUser:
@@ -282,7 +290,7 @@ class Context:
 
     async def reply(self, text: str) -> None:
         """Answer (questions like ``!voice`` are always answered)."""
-        await self.replier(self.message, text)
+        await self.replier(self.message, f"{text} {self.note}" if self.note else text)
 
     async def ack(self, text: str) -> None:
         """Confirm a change, unless confirmations are off."""

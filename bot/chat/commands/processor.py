@@ -17,7 +17,8 @@ import enum
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 from bot.chat.arguments import COMMAND_NAME_RE, CommandError, parse_command
 from bot.chat.commands.builtin import COMMANDS, COMPONENTS
@@ -28,6 +29,9 @@ from bot.chat.roles import ROLE_BY_NAME, role_name
 from bot.chat.voices import VoiceListUnavailable
 from bot.core.messages import ChatMessage, Role
 from bot.state.store import StoreError
+
+UNSAVED_NOTE = "(not saved: the state database is read-only; this lasts until the bot stops)"
+"""Added to the replies of changes while the database could only be opened read-only."""
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +103,7 @@ class CommandProcessor:
         self._last_used: dict[str, float] = {}
         self._names: dict[str, str] = {}
         self._active: dict[str, _Active] = {}
+        self._controls = controls
         components = {cls: cls(controls) for cls in COMPONENTS}
         for cmd in COMMANDS:
             spec = cfg.spec(cmd.key)
@@ -178,6 +183,8 @@ class CommandProcessor:
             values = active.command.parse(line)
             if values is None:
                 raise ctx.usage()
+            if self._unsaved(active.command, values):
+                ctx = replace(ctx, note=UNSAVED_NOTE)
             said = await active.command.callback(active.component, ctx, *values)
         except CommandError as exc:
             await self.reply(message, str(exc))
@@ -191,6 +198,12 @@ class CommandProcessor:
             return CommandResult(key, CommandStatus.ERROR)
         speak = said.text if isinstance(said, Speak) else None
         return CommandResult(key, CommandStatus.OK, speak=speak)
+
+    def _unsaved(self, command: Command, values: list[Any]) -> bool:
+        """Whether this use changes saved state that the read-only database cannot keep."""
+        if not command.saves or not self._controls.store.read_only:
+            return False
+        return not command.params or any(v is not None for v in values)
 
     def _cooling(self, active: _Active, role: Role) -> bool:
         """Whether the command was used too recently (moderators and up are never held back)."""
