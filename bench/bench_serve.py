@@ -15,7 +15,8 @@ Prints one table (medians of ``--runs`` after ``--warmup``, milliseconds) and th
 first-audio latency; ``--out`` writes the raw numbers as JSON. Issue 16's target: serve adds
 at most 5 ms to first audio over loopback.
 
-Usage (GPU):  python bench/bench_serve.py --config gpu-config.yaml --runs 9 --out serve.json
+Usage (GPU):  python bench/bench_serve.py --random-f5 --runs 9 --out serve.json
+              python bench/bench_serve.py --config gpu-config.yaml --runs 9   (your weights)
 Usage (CPU):  python bench/bench_serve.py --espeak --runs 5       (eSpeak NG: CPU numbers)
               python bench/bench_serve.py --tiny-f5 --runs 2      (tiny random F5 on the CPU)
 """
@@ -44,14 +45,19 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 
-def benchmark_messages() -> dict[str, str]:
-    """The three messages, from their one home (``bench_engine.MESSAGES``)."""
+def bench_engine() -> Any:
+    """``bench/bench_engine.py`` as a module: the messages' one home, and its weight writer."""
     spec = importlib.util.spec_from_file_location("bench_engine", REPO / "bench/bench_engine.py")
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return dict(module.MESSAGES)
+    return module
+
+
+def benchmark_messages() -> dict[str, str]:
+    """The three messages (``bench_engine.MESSAGES``)."""
+    return dict(bench_engine().MESSAGES)
 
 
 def free_port() -> int:
@@ -184,6 +190,25 @@ def engine_config(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
 
         f5 = build_tiny_f5(folder / "tiny_f5")
         return {"engine": {"name": "f5", "device": "cpu", "f5": f5}}
+    if args.random_f5:
+        # F5TTS_v1_Base's architecture with random weights (or --ckpt), written in f5's formats
+        # by bench_engine.py, so a GPU machine without the hub runs the real engine path.
+        import torch
+
+        bench = bench_engine()
+        ns = argparse.Namespace(tiny=False, ckpt=args.ckpt, vocab=None, vocoder_dir=None, nfe=16)
+        cfm, _info = bench.build_cfm(ns, "cuda", torch.float16)
+        vocoder = bench.build_vocoder(ns, "cuda")
+        settings, voices = bench.write_engine_files(
+            cfm, vocoder, bench.load_reference("cuda"), ns, folder / "f5"
+        )
+        del cfm, vocoder
+        torch.cuda.empty_cache()
+        args.voice = "bench"
+        return {
+            "engine": {"name": "f5", "device": "cuda", "f5": settings},
+            "voices": {"dir": str(voices), "default": "bench"},
+        }
     return {"engine": {"name": "espeak"}}
 
 
@@ -193,6 +218,12 @@ def main() -> None:
     what.add_argument("--config", help="config.yaml whose engine and voices to serve")
     what.add_argument("--espeak", action="store_true", help="eSpeak NG (the default)")
     what.add_argument("--tiny-f5", action="store_true", help="tiny random F5 on the CPU")
+    what.add_argument(
+        "--random-f5",
+        action="store_true",
+        help="F5TTS_v1_Base on CUDA with random weights (timing does not depend on them)",
+    )
+    ap.add_argument("--ckpt", default=None, help="with --random-f5: a real checkpoint instead")
     ap.add_argument("--voice", default="default")
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--warmup", type=int, default=2)
@@ -210,7 +241,7 @@ def main() -> None:
         data.setdefault("storage", {"dir": str(folder / "state")})
         base = Path(args.config).resolve().parent if args.config else folder
         cfg = parse_config(data, base)
-        engine = create_engine(cfg.engine, cfg.voices)
+        engine = create_engine(cfg.engine, cfg.voices, cache_dir=folder / "state")
         inproc = asyncio.run(time_worker(engine, messages, args.voice, args.runs, args.warmup))
         served = Server(folder, {**data, "voices": cfg.voices.model_dump(mode="json")})
         served.start()
