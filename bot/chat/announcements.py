@@ -74,7 +74,11 @@ class EventAnnouncement(Section):
     voice: str | None = Field(
         default=None, pattern=VOICE_PATTERN, description="voice for this event (default: all)"
     )
-    templates: tuple[Template, ...] = ()
+    templates: tuple[Template, ...] = Field(
+        default=(),
+        # One text stands for a list of one (the config walk of the tests reads this mark).
+        json_schema_extra={"one_item_as_itself": True},
+    )
 
     @field_validator("templates", mode="before")
     @classmethod
