@@ -58,6 +58,12 @@ def _parser() -> argparse.ArgumentParser:
         "serve", help="serve the voices over HTTP (OpenAI-compatible speech API) for other PCs"
     )
     serve.add_argument("--print-token", action="store_true", help="print the token and exit")
+    serve.add_argument(
+        "--ray", action="store_true", help="run on Ray Serve: one replica per GPU (docs/serve.md)"
+    )
+    serve.add_argument(
+        "--ray-config", type=Path, default=None, help="YAML file of the Ray settings (--ray)"
+    )
     login = sub.add_parser("login", help="sign in to Twitch or YouTube (shows a code to enter)")
     login.add_argument(
         "platform",
@@ -207,12 +213,21 @@ async def _say(cfg: Config, text: str, voice: str | None, out: Path | None) -> i
             await player.close()
 
 
-def _serve(cfg: Config, *, print_only: bool) -> int:
+def _serve(
+    cfg: Config, *, print_only: bool, ray: bool = False, ray_config: Path | None = None
+) -> int:
     from bot.serve.run import print_token, serve
     from bot.setup.progress import load_progress
 
     if print_only:
         return print_token(cfg)
+    if ray:
+        try:
+            from bot.serve.ray_app import serve_ray_command
+        except ImportError as exc:
+            log.error("ishowtts serve --ray needs Ray Serve (%s): pip install 'ishowtts[ray]'", exc)
+            return 2
+        return serve_ray_command(cfg, ray_config)
 
     async def main() -> int:
         progress = load_progress(cfg)
@@ -295,7 +310,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command == "devices":
             return _devices()
         if command == "serve":
-            return _serve(cfg, print_only=args.print_token)
+            return _serve(
+                cfg, print_only=args.print_token, ray=args.ray, ray_config=args.ray_config
+            )
         if command == "voices" and args.voices_command == "add":
             from bot.setup.voice_import import add_voice_command
 

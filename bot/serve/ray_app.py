@@ -859,6 +859,28 @@ def serve_ray(cfg: Config, settings: RaySettings, stop_when: Callable[[], Any]) 
             ray.shutdown()  # type: ignore[no-untyped-call]
 
 
+async def _until_stopped() -> None:
+    """Wait for SIGINT/SIGTERM (or the Windows equivalents), as ``ishowtts serve`` does."""
+    from bot.core.platform import install_stop_handler
+
+    stop = asyncio.Event()
+    remove = install_stop_handler(asyncio.get_running_loop(), stop.set)
+    try:
+        await stop.wait()
+    finally:
+        remove()
+
+
+def serve_ray_command(cfg: Config, ray_config: Path | None) -> int:
+    """``ishowtts serve --ray [--ray-config FILE]``: run until stopped; returns the exit status."""
+    try:
+        settings = read_ray_settings(ray_config)
+    except RaySetupError as exc:
+        log.error("%s", exc)
+        return 2
+    return serve_ray(cfg, settings, lambda: asyncio.run(_until_stopped()))
+
+
 def build_app_after_init(cfg: Config, settings: RaySettings) -> Callable[[], Any]:
     """Start or join Ray, then return a maker of the application (GPUs are counted first)."""
     if not ray.is_initialized():
