@@ -531,3 +531,20 @@ def test_a_sampler_warmup_reports_progress_and_a_failing_one_falls_back(
     assert engine.sampler.nfe_step == 16
     assert "failed to warm up" in caplog.text
     assert len(list(engine.synthesize("still speaking", "alice", _never))) == 1
+
+
+def test_the_engine_imports_without_the_bot() -> None:
+    """``import engine.f5`` (and the fast sampler) stands alone: no module of ``bot`` loads."""
+    import subprocess
+    import sys
+
+    from tests.support import REPO
+
+    script = (
+        "import sys, engine.f5, engine.f5fast, engine.worker, engine.factory;"
+        "print(sorted(m for m in sys.modules if m == 'bot' or m.startswith('bot.')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"
