@@ -242,6 +242,12 @@ class ServeConfig(Section):
     max_batch: int = Field(
         default=1, ge=1, le=64, description="requests waiting together run as one batch"
     )
+    send_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="a client that reads nothing for this long is dropped (its slot freed)",
+    )
     batch_wait_ms: float = Field(
         default=5.0,
         ge=0,

@@ -585,7 +585,11 @@ class ServeServer:
             if speech.sse:
                 event = {"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()}
                 data = f"data: {json.dumps(event)}\n\n".encode()
-            await response.write(data)
+            try:
+                # A client that stops reading would hold its queue slot for ever.
+                await asyncio.wait_for(response.write(data), self.settings.send_timeout_s)
+            except TimeoutError:
+                raise ConnectionResetError("the client stopped reading") from None
 
         try:
             await response.prepare(request)
@@ -614,6 +618,8 @@ class ServeServer:
             encoder.close()
             if isinstance(exc, asyncio.CancelledError):
                 raise
+            if request.transport is not None:
+                request.transport.abort()  # half a body: the connection cannot be reused
             return response
         except SynthesisFailed as exc:
             # Headers are gone: end the body without its final chunk so the client sees a

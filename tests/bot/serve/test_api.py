@@ -280,6 +280,29 @@ def test_concurrent_requests_with_batching_on_each_get_their_own_audio(tmp_path:
         batched.stop()
 
 
+def test_a_client_that_stops_reading_is_dropped(tmp_path: Path) -> None:
+    """serve.send_timeout_s: a held, unread answer frees its slot instead of holding it."""
+    small = launch_serve(tmp_path, {"name": "espeak"}, {"max_queue": 1, "send_timeout_s": 1.0})
+    long_text = "This sentence is long enough to fill the socket buffers. " * 30
+    try:
+        with httpx.Client(timeout=60) as c:
+            request = c.build_request(
+                "POST",
+                f"{small.url}/v1/audio/speech",
+                json={"input": long_text, "voice": "default", "response_format": "pcm"},
+                headers={"Authorization": f"Bearer {small.token}"},
+            )
+            held = c.send(request, stream=True)  # never read
+            assert held.status_code == 200
+            status = small.wait_status("cancelled", 1, timeout_s=30)
+            assert status["active"] == 0
+            held.close()
+        body, _ = speak(small, "pcm", "The slot is free again.")
+        assert len(body) > 0
+    finally:
+        small.stop()
+
+
 def test_hostile_clients_are_answered_and_bounded(server: ServeProcess) -> None:
     auth = {"Authorization": f"Bearer {server.token}"}
     url = f"{server.url}/v1/audio/speech"
