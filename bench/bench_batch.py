@@ -135,6 +135,9 @@ def measure_size(
         batched, ms = _batched(fast, requests)
         batch_ms.append(ms)
     passes = (sampler.stats.get("packed_passes", 0.0) - passes_before) / max(1, args.runs)
+    packed = _packed_lengths(sampler, requests)
+    buckets = [sampler.store.batch_size(n) or n for n in packed]
+    padding = 1 - sum(packed) / sum(buckets) if packed else 0.0
     r = fast.ref_frames
     vs_single = [be.rel_l2(b[:, r:], s[:, r:]) for b, s in zip(batched, singles, strict=True)]
     vs_stock = [
@@ -153,6 +156,7 @@ def measure_size(
         "batched_audio_per_s": audio_s / (many / 1e3),
         "speedup": one / many,
         "packed_passes": passes,
+        "batch_padding": padding,
         "rel_l2_vs_single_max": max(vs_single),
         "rel_l2_vs_stock_max": max(vs_stock),
         "finite": bool(all(torch.isfinite(m).all() for m in batched)),
@@ -242,6 +246,12 @@ def main() -> None:
     ap.add_argument("--sizes", default="1,4,16,32", help="batch sizes (requests) to measure")
     ap.add_argument("--max-batch", type=int, default=32, help="most requests per packed pass")
     ap.add_argument("--max-batch-frames", type=int, default=24576)
+    ap.add_argument(
+        "--batch-ratio",
+        type=float,
+        default=1.08,
+        help="batch buckets grow by this factor (fewer graphs vs less padding)",
+    )
     ap.add_argument("--engine", action="store_true", help="also time F5Engine batch vs single")
     ap.add_argument("--out", help="write all numbers as JSON here")
     args = ap.parse_args()
@@ -268,6 +278,7 @@ def main() -> None:
         max_frames=args.max_frames,
         max_batch=args.max_batch,
         max_batch_frames=args.max_batch_frames,
+        batch_ratio=args.batch_ratio,
         bucket_frames=None if on_cuda else 32,
     )
     t0 = time.perf_counter()
@@ -284,6 +295,7 @@ def main() -> None:
     sampler.warmup(frames=[], batch_frames=batch_frames)
     be.sync(device)
     results["batch_buckets"] = sorted({sampler.store.batch_size(n) for n in batch_frames})
+    results["batch_ladder"] = len(sampler.store.batch_sizes)
     results["warmup_batches_s"] = time.perf_counter() - t0
     results["batch_capture_s"] = sampler.stats.get("capture_s", 0.0) - captures_before
     if on_cuda:
@@ -337,7 +349,7 @@ def print_table(results: dict[str, Any], args: argparse.Namespace) -> None:
     ]
     head = (
         "| requests | audio s | one-at-a-time ms | batched ms | one-at-a-time audio s/s "
-        "| batched audio s/s | speed-up | packed passes | relL2 vs single (max) "
+        "| batched audio s/s | speed-up | packed passes | padding % | relL2 vs single (max) "
         "| relL2 vs stock (max) | peak GPU GB |"
     )
     lines += [head, "|" + "---|" * (head.count("|") - 1)]
@@ -347,11 +359,13 @@ def print_table(results: dict[str, Any], args: argparse.Namespace) -> None:
             f"| {r['requests']} | {r['audio_s']:.2f} | {r['one_at_a_time_ms']:.1f} "
             f"| {r['batched_ms']:.1f} | {r['one_at_a_time_audio_per_s']:.1f} "
             f"| {r['batched_audio_per_s']:.1f} | {r['speedup']:.2f}x | {r['packed_passes']:.0f} "
+            f"| {100 * r['batch_padding']:.1f} "
             f"| {r['rel_l2_vs_single_max']:.2e} | {r['rel_l2_vs_stock_max']:.2e} | {gpu} |"
         )
     lines.append(
         f"start-up: single-request buckets {results['warmup_singles_s']:.1f} s; batch buckets "
-        f"{results['batch_buckets']} {results['warmup_batches_s']:.1f} s (captures "
+        f"{results['batch_buckets']} of {results['batch_ladder']} (ratio {args.batch_ratio}) "
+        f"{results['warmup_batches_s']:.1f} s (captures "
         f"{results['batch_capture_s']:.1f} s"
         + (
             f", {results['batch_graphs_gpu_gb']:.2f} GB GPU memory"

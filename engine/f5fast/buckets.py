@@ -76,6 +76,8 @@ class BucketStore:
         batch_varlen: Packed batches use FlashAttention (else a block-diagonal SDPA bias,
             allocated per pass: CPU-sized passes only).
         dynamic: Mark lengths dynamic for torch.compile (one graph for all buckets).
+        batch_ratio: Each batch bucket about this much larger than the one before: less
+            padding per pass against more graphs to capture (chosen by ``bench_batch.py``).
     """
 
     def __init__(
@@ -92,6 +94,7 @@ class BucketStore:
         batch_slots: int,
         batch_varlen: bool,
         dynamic: bool,
+        batch_ratio: float = BATCH_RATIO,
     ) -> None:
         self.dit, self.n_mel, self.device, self.dtype = dit, n_mel, device, dtype
         self.bucket_frames = bucket_frames
@@ -102,7 +105,7 @@ class BucketStore:
         self.dynamic = dynamic
         self.width = 2 * n_mel + dit.text_embed.text_embed.embedding_dim
         self.batch_sizes = (
-            ladder(BATCH_SMALLEST, batch_frames, BATCH_RATIO, BATCH_ALIGN) if batch_frames else []
+            ladder(BATCH_SMALLEST, batch_frames, batch_ratio, BATCH_ALIGN) if batch_frames else []
         )
         self.batch_frames = self.batch_sizes[-1] if self.batch_sizes else 0
         kw: dict[str, Any] = {"device": device, "dtype": dtype}
@@ -329,7 +332,8 @@ class BucketStore:
         each = min(self.max_frames, bucket.max_seqlen or self.max_frames)
         lengths: list[int] = []
         while len(lengths) < self.batch_slots:
-            room = bucket.frames - packed_frames(lengths) - (GAP if lengths else 0)
+            used = packed_frames(lengths) + GAP if lengths else 0
+            room = bucket.frames - used
             if room < 1:
                 break
             lengths.append(min(each, room))

@@ -126,3 +126,28 @@ def test_bucket_reuse_leaves_no_state_behind(model: Any, cond: torch.Tensor) -> 
     again = fast(sampler, cond, ids(TEXT), 120)
     assert torch.equal(first, again)
     assert torch.equal(again, fast(make(model, bucket_frames=64), cond, ids(TEXT), 120))
+
+
+def test_the_batch_ratio_trades_buckets_for_padding(model: Any) -> None:
+    fine, coarse = (
+        _store(model, batch_frames=24576),
+        _store(model, batch_frames=24576, batch_ratio=1.5),
+    )
+    assert len(coarse.batch_sizes) < len(fine.batch_sizes)
+    assert coarse.batch_sizes[-1] >= 24576
+    with pytest.raises(ValueError, match="batch_ratio must be above 1"):
+        make(model, batch_ratio=1.0)
+    sampler = make(model, bucket_frames=32, max_batch=2, max_batch_frames=2048, batch_ratio=1.5)
+    assert sampler.store.batch_sizes == [1024, 1536, 2304]
+
+
+@pytest.mark.parametrize("slots", [1, 2, 4])
+def test_a_full_layout_fits_its_bucket_with_few_slots(model: Any, slots: int) -> None:
+    """One request alone may fill a whole bucket (no gap before the first)."""
+    store = _store(model, batch_slots=slots, max_frames=3072, batch_frames=4096)
+    for size in store.batch_sizes:
+        bucket = store.batch(size)
+        full = store.full_layout(bucket)
+        store.set_layout(bucket, full)
+        assert full.used <= bucket.frames
+        assert full.count <= slots
