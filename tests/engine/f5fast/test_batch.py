@@ -151,3 +151,28 @@ def test_other_architectures_batch_exactly(arch: dict[str, Any]) -> None:
     assert sampler.stats["packed_passes"] == 1
     for request, out in zip(RAID, outs, strict=False):
         assert rel(_generated(request, out), _generated(request, stock_with(cfm, request))) < 1e-5
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs and FlashAttention: GPU")
+def test_on_cuda_a_captured_packed_pass_matches_each_request_alone() -> None:
+    """The GPU path: fp16, FlashAttention's varlen kernel, the batch bucket's CUDA graph."""
+    from engine.f5fast.layout import packed_frames
+
+    cfm = tiny_cfm().cuda().half()
+    requests = [
+        SampleRequest(r.cond.cuda().half(), r.text_ids, r.duration, r.noise.cuda().half())  # type: ignore[union-attr]
+        for r in RAID
+    ]
+    sampler = make(cfm, max_batch=4, max_batch_frames=4096, compile=False)
+    packed = packed_frames([r.duration for r in requests])
+    sampler.warmup(frames=[r.duration for r in requests], batch_frames=[packed])
+    assert sampler.batch_attention == "flash"
+    assert sampler.store.batch(packed).graph is not None
+    with torch.inference_mode():
+        outs = sampler.sample_batch(requests)
+    assert sampler.stats["packed_passes"] == 1
+    single = make(cfm, compile=False)
+    for request, out in zip(requests, outs, strict=True):
+        gen = _generated(request, out).float()
+        assert rel(gen, _generated(request, _alone(single, request)).float()) < 1e-2
+        assert rel(gen, _generated(request, stock_with(cfm, request)).float()) < 1e-2
