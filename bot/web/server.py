@@ -246,6 +246,7 @@ def item_json(item: SpeechItem, tts: TtsConfig) -> dict[str, Any]:
         "caption": caption_text(item, tts),
         "voice": item.voice,
         "source": item.message.source,
+        "platform": user.platform.value,
         "paid": item.message.paid,
     }
 
@@ -455,6 +456,7 @@ class WebServer:
                 "name": item.message.user.display_name,
                 "text": caption_text(item, self._tts),
                 "voice": item.voice,
+                "platform": item.message.user.platform.value,
             }
             self._overlay_changed()
         elif event.kind is SpeechEventKind.FINISHED:

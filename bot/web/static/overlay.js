@@ -9,6 +9,7 @@
   const box = document.getElementById("caption");
   const nameEl = document.getElementById("caption-name");
   const textEl = document.getElementById("caption-text");
+  const platformEl = document.getElementById("caption-platform");
 
   function colour(key, cssVar) {
     const value = params.get(key);
@@ -59,10 +60,28 @@
   let shownId = null;
   let clearTimer = null;
 
+  // The platform label: ?platform=1 always, ?platform=0 never; by default from the moment
+  // captions of a second platform arrive (a stream read from Twitch and YouTube at once), so
+  // a single-platform stream looks as it always did. The box carries data-platform for CSS.
+  const PLATFORMS = { twitch: "Twitch", youtube: "YouTube", terminal: "", http: "", panel: "" };
+  const platformParam = (params.get("platform") || "").toLowerCase();
+  const platformsSeen = new Set();
+  function platformLabel(platform) {
+    if (!platform) return "";
+    platformsSeen.add(platform);
+    if (["0", "false", "no", "off"].includes(platformParam)) return "";
+    const always = ["1", "true", "yes", "on"].includes(platformParam);
+    if (!always && platformsSeen.size < 2) return "";
+    return PLATFORMS[platform] === undefined ? platform : PLATFORMS[platform];
+  }
+
   function show(caption) {
     if (clearTimer !== null) { clearTimeout(clearTimer); clearTimer = null; }
     shownId = caption.id;
     box.dataset.id = String(caption.id);
+    if (caption.platform) box.dataset.platform = caption.platform;
+    else delete box.dataset.platform;
+    platformEl.textContent = platformLabel(caption.platform);
     nameEl.textContent = caption.name || "";
     textEl.textContent = caption.text || "";
     box.classList.add("visible");
@@ -74,7 +93,7 @@
     box.classList.remove("visible");
     // Empty the box once it has faded out, unless a new caption came meanwhile.
     clearTimer = setTimeout(function () {
-      if (shownId === null) { nameEl.textContent = ""; textEl.textContent = ""; }
+      if (shownId === null) { nameEl.textContent = ""; textEl.textContent = ""; platformEl.textContent = ""; }
       clearTimer = null;
     }, 1000);
   }

@@ -69,13 +69,17 @@
     return node;
   }
 
+  // Where each message came from, always shown: with Twitch and YouTube read at once, a
+  // moderator must see whose line it is (identities of two platforms never mix).
+  const PLATFORMS = { twitch: "Twitch", youtube: "YouTube", terminal: "console", http: "HTTP", panel: "panel" };
+
   function itemBody(item) {
     const body = el("div", "body");
     const head = el("div");
     head.appendChild(el("span", "who", item.name || item.user));
     const extra = [item.voice];
     if (item.paid) extra.push("paid");
-    if (item.source && item.source !== "twitch") extra.push(item.source);
+    if (item.platform) extra.push(PLATFORMS[item.platform] || item.platform);
     head.appendChild(el("span", "meta", " · " + extra.join(" · ")));
     body.appendChild(head);
     body.appendChild(el("div", "text", item.caption || item.text));

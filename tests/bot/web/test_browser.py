@@ -28,7 +28,7 @@ from bot.speech.speaker import Outcome, SpeechEventKind
 from engine.base import EngineState
 from tests.support import REPO
 from tests.support.audio import PulseServer, SinkRecorder, active_span, rms
-from tests.support.web_harness import EventLog, running_bot
+from tests.support.web_harness import EventLog, espeak_bot, running_bot
 
 pytestmark = [pytest.mark.audio, pytest.mark.slow]
 
@@ -451,3 +451,62 @@ async def test_panel_queue_test_line_and_mutes_in_the_browser(
             is None
         )
         await browser.screenshot("panel-history.png")
+
+
+def _on(platform: Platform, text: str, login: str) -> ChatMessage:
+    user = ChatUser(
+        id=f"{platform.value}-{login}", login=login, display_name=login, platform=platform
+    )
+    return ChatMessage(f"msg-{time.monotonic_ns()}", user, text, platform.value)
+
+
+@pytest.mark.parametrize(
+    ("query", "labels"),
+    [
+        # default: nothing on a one-platform stream, labels once a second platform speaks
+        ("", ["", "YouTube", "Twitch"]),
+        ("platform=1", ["Twitch", "YouTube", "Twitch"]),
+        ("platform=0", ["", "", ""]),
+    ],
+)
+async def test_the_overlay_and_the_panel_show_each_messages_platform(
+    tmp_path: Path,
+    pulse_server: PulseServer,
+    browser: Browser,
+    query: str,
+    labels: list[str],
+) -> None:
+    async with espeak_bot(tmp_path, pulse_server) as app:
+        assert app.web is not None
+        events = EventLog(app)
+        await browser.get(f"{app.web.base_url}/overlay?{query}")
+        await browser.wait_js("return document.body.dataset.connected === '1'")
+        lines = [
+            (Platform.TWITCH, "first from twitch", "tina"),
+            (Platform.YOUTUBE, "then from youtube", "yuri"),
+            (Platform.TWITCH, "twitch again", "tina"),
+        ]
+        for (platform, text, login), label in zip(lines, labels, strict=True):
+            message = _on(platform, text, login)
+            await app.on_message(message)
+            await browser.wait_js(
+                "const b = document.getElementById('caption');"
+                " return b.classList.contains('visible')"
+                f" && b.dataset.platform === '{platform.value}'"
+                f" && document.getElementById('caption-text').textContent === '{text}'",
+                60,
+            )
+            assert await browser.text("#caption-platform") == label
+            assert await browser.text("#caption-name") == login
+            await events.wait_for(
+                lambda e, m=message: e.kind is SpeechEventKind.FINISHED and e.item.message is m
+            )
+        # The panel's history names the platform of every line.
+        await browser.get(_panel_url(app))
+        history = (
+            "return Array.from(document.querySelectorAll('#history li')).map(li => li.textContent)"
+        )
+        await browser.wait_js(history + ".length >= 3", 30)
+        shown = await browser.js(history)
+        assert any("YouTube" in h and "then from youtube" in h for h in shown), shown
+        assert sum("Twitch" in h for h in shown) >= 2, shown
