@@ -62,7 +62,10 @@ def test_model_may_be_a_mapping_of_dit_arguments(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("yaml_text", "expected"),
     [
-        ("engine: {name: tacotron}", ["engine.name", "'tacotron'", "'auto', 'f5', 'espeak' or 'remote'"]),
+        (
+            "engine: {name: tacotron}",
+            ["engine.name", "'tacotron'", "'auto', 'f5', 'espeak' or 'remote'"],
+        ),
         ("engine: {device: tpu}", ["engine.device", "'tpu'", "'cuda'"]),
         ("engine: {f5: {nfe_step: abc}}", ["engine.f5.nfe_step", "'abc'", "integer"]),
         ("engine: {f5: {nfe_step: 1}}", ["engine.f5.nfe_step", "greater than or equal to 2"]),
