@@ -117,7 +117,10 @@ async def _run_bot(cfg: Config) -> int:
     if cfg.chat.source != "terminal":
         try:
             source = await twitch_source_from_config(
-                cfg.twitch, state_dir(cfg.storage), required=cfg.chat.source == "twitch"
+                cfg.twitch,
+                state_dir(cfg.storage),
+                required=cfg.chat.source == "twitch",
+                command_prefix=cfg.commands.prefix,
             )
         except TwitchSetupError as exc:
             log.error("%s", exc)

@@ -55,6 +55,11 @@ class TwitchConfig(Section):
         default="own",
         description="in a shared-chat session, read only this channel's chat (own) or all",
     )
+    messages: Literal["all", "paid"] = Field(
+        default="all",
+        description="paid: only cheers (twitch.min_bits and up) and channel-point redemptions"
+        " (twitch.rewards) are read out (chat commands still work)",
+    )
 
     @field_validator("client_id")
     @classmethod

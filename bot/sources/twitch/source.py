@@ -429,6 +429,7 @@ class TwitchSource:
         dedupe_size: int = 4096,
         on_state: Callable[[ConnectionState, str], None] | None = None,
         on_change: Callable[[ConnectionChange], None] | None = None,
+        command_prefix: str = "!",
     ) -> None:
         """Prepare the source.
 
@@ -441,6 +442,8 @@ class TwitchSource:
             dedupe_size: How many message ids to remember against redelivery.
             on_state: Observer of connection state changes (e.g. a control panel).
             on_change: Observer of every connection change, typed (state, reason, retry).
+            command_prefix: ``commands.prefix``: with ``twitch.messages: paid`` free lines
+                that are commands still reach the bot.
 
         Raises:
             TwitchSetupError: ``twitch.channel`` or the client id is missing.
@@ -451,6 +454,7 @@ class TwitchSource:
         assert cfg.channel is not None  # assess said so
         assert cfg.client_id is not None
         self.cfg = cfg
+        self._command_prefix = command_prefix
         self.channel = cfg.channel.lower()
         self.client_id = cfg.client_id
         self.store = store
@@ -854,6 +858,13 @@ class TwitchSource:
             await self._deliver_event(
                 events.cheer(message.id, message.user, bits, message.text), item
             )
+        if (
+            self.cfg.messages == "paid"
+            and not message.paid
+            and not message.text.startswith(self._command_prefix)
+        ):
+            log.debug("Twitch: %s is free chat (twitch.messages: paid)", message.id)
+            return
         await self._deliver_unless_removed(message, item)
 
     async def _deliver_event(self, event: ChannelEvent, item: Incoming) -> None:
@@ -1107,7 +1118,7 @@ class TwitchSource:
 
 
 async def twitch_source_from_config(
-    twitch: TwitchConfig, state_folder: Path, *, required: bool
+    twitch: TwitchConfig, state_folder: Path, *, required: bool, command_prefix: str = "!"
 ) -> TwitchSource | None:
     """The Twitch source for ``chat.source: auto`` / ``twitch``, when it can work.
 
@@ -1123,4 +1134,4 @@ async def twitch_source_from_config(
             raise TwitchSetupError(f"chat.source is twitch, but {ready.message}")
         log.info("Twitch chat is not used: %s", ready.message)
         return None
-    return TwitchSource(twitch, store)
+    return TwitchSource(twitch, store, command_prefix=command_prefix)

@@ -26,6 +26,7 @@ from bot.config import parse_config
 from bot.core.messages import ChatCleared, ChatMessage, MessageDeleted, Role, UserPurged
 from bot.setup.login import device_login
 from bot.sources.twitch.auth import SCOPES, AuthError, StoredToken, TokenStore, token_path
+from bot.sources.twitch.settings import TwitchConfig
 from bot.sources.twitch.source import (
     MAX_TEXT,
     ConnectionReason,
@@ -267,6 +268,32 @@ async def test_cheers_at_or_above_min_bits_are_paid(
         small = await sink.wait_text("small one")
         assert (big.bits, big.paid) == (200, True)
         assert (small.bits, small.paid) == (0, False)
+
+
+async def test_paid_only_reads_cheers_and_rewards_and_still_takes_commands(
+    double: TwitchDouble, alice: User, tmp_path: Path
+) -> None:
+    """``twitch.messages: paid``: free chat is not read out, commands still reach the bot."""
+    ask = double.add_reward("Ask the bot")
+    store, _ = sign_in(double, tmp_path / "t.json")
+    sink = Sink()
+    async with running_source(double, store, sink, min_bits=100, rewards=(ask,), messages="paid"):
+        await double.chat(alice, "free chat is not read")
+        await double.chat(alice, "Cheer50 too small to count")
+        await double.chat(alice, "!voice narrator")
+        await double.chat(alice, "Cheer100 a paid line")
+        await double.chat(alice, "a question for the bot", reward_id=ask)
+        await sink.wait_text("a question for the bot")  # the last one: all before were seen
+        texts = [m.text for m in sink.messages]
+        assert "!voice narrator" in texts
+        assert any("a paid line" in t for t in texts)
+        assert not any("free chat" in t or "too small" in t for t in texts), texts
+
+
+def test_twitch_messages_takes_all_or_paid_only() -> None:
+    assert TwitchConfig().messages == "all"
+    with pytest.raises(ValueError, match="messages"):
+        TwitchConfig(messages="some")  # type: ignore[arg-type]
 
 
 async def test_rewards_by_title_need_the_broadcaster_sign_in(
