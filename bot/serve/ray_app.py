@@ -251,7 +251,8 @@ class SpeechEngineReplica:
                 if counted:
                     self._stats.waiting -= 1
                     counted = False
-                yield piece
+                if piece.audio or piece.last:  # rounds that brought nothing stay here
+                    yield piece
                 if piece.last:
                     return
         finally:
@@ -401,12 +402,43 @@ class SpeechIngress:
         self._token_source = where
 
     async def __call__(self, request: Any) -> Any:
-        """Route one HTTP request (a Starlette ``Request``)."""
-        try:
-            return await self._route(request)
-        except ApiError as exc:
-            self._count("refused")
-            return _error_response(exc)
+        """Route one HTTP request (a Starlette ``Request``), with CORS like ``ishowtts serve``."""
+        origin = self._allowed_origin(request)
+        if request.method == "OPTIONS":
+            if origin is None:
+                response = _error_response(
+                    ApiError(403, "this origin may not call the API (serve.cors_origins)")
+                )
+            else:
+                from starlette.responses import Response
+
+                response = Response(
+                    status_code=204,
+                    headers={
+                        "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+                        "Access-Control-Allow-Headers": "Authorization, Content-Type",
+                        "Access-Control-Max-Age": "600",
+                    },
+                )
+        else:
+            try:
+                response = await self._route(request)
+            except ApiError as exc:
+                self._count("refused")
+                response = _error_response(exc)
+        if origin is not None:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Expose-Headers"] = "Retry-After"
+            response.headers["Vary"] = "Origin"
+        return response
+
+    def _allowed_origin(self, request: Any) -> str | None:
+        """The Access-Control-Allow-Origin value for this request (None: no CORS headers)."""
+        origin = request.headers.get("origin")
+        allowed = self.settings.cors_origins
+        if origin is None or not ("*" in allowed or origin in allowed):
+            return None
+        return "*" if "*" in allowed else str(origin)
 
     async def _route(self, request: Any) -> Any:
         from starlette.responses import JSONResponse, Response
@@ -592,7 +624,13 @@ class SpeechIngress:
                 code="engine_unavailable",
                 retry_after_s=self.settings.retry_after_s,
             )
-        return exc
+        if isinstance(exc, Exception):
+            self._count("failed")
+            log.warning("speech request failed: %s: %s", exc.__class__.__name__, exc)
+            return ApiError(
+                500, f"the request failed: {exc}", kind="server_error", code="internal_error"
+            )
+        return exc  # cancelled: the client went away
 
     def _release(self, token: str) -> None:
         self.stats.active -= 1

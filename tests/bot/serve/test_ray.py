@@ -32,6 +32,7 @@ from bot.serve.audio import Encoder, Format
 from bot.serve.ray_app import (
     APP_NAME,
     ENGINE_DEPLOYMENT,
+    RaySetupError,
     build_app,
     parse_ray_settings,
     replica_batches,
@@ -215,6 +216,12 @@ def test_api_matches_ishowtts_serve(espeak_app: tuple[str, Config]) -> None:
     with pytest.raises(openai.BadRequestError) as empty:
         c.audio.speech.create(model="ishowtts", voice="default", input="  ")  # type: ignore[arg-type]
     assert empty.value.code == "empty_input"
+    preflight = httpx.options(
+        f"{url}/audio/speech",
+        headers={"Origin": "https://socialstream.ninja", "Access-Control-Request-Method": "POST"},
+    )
+    assert preflight.status_code == 204
+    assert preflight.headers["access-control-allow-origin"] == "*"
     with pytest.raises(openai.AuthenticationError) as wrong:
         client(url, cfg.storage.dir).with_options(api_key="nope").models.list()  # type: ignore[arg-type]
     assert wrong.value.code == "invalid_api_key"
@@ -345,3 +352,13 @@ def test_f5_replica_killed_mid_stream_the_client_gets_the_message_once(
     ref = np.frombuffer(as_pcm(*in_process(cfg, text, "alice")), dtype="<i2").astype(np.int32)
     assert got.shape == ref.shape  # nothing twice, nothing missing
     assert int(np.max(np.abs(got - ref))) <= 1
+
+
+def test_bad_ray_settings_name_the_key_and_what_is_allowed() -> None:
+    with pytest.raises(RaySetupError) as bad:
+        parse_ray_settings({"max_batch_size": 0, "num_gpus": "many", "batchsize": 4})
+    message = str(bad.value)
+    assert "ray.max_batch_size" in message
+    assert "ray.num_gpus" in message
+    assert "ray.batchsize" in message
+    assert "Traceback" not in message
