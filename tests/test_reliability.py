@@ -114,7 +114,12 @@ async def fault_app(tmp_path: Path) -> AsyncIterator[tuple[App, RecordingPlayer,
     engine = FaultEngine()
     player = RecordingPlayer()
     app = App(cfg, engine=engine, player=player)  # type: ignore[arg-type]
-    app.speaker.add_listener(lambda ev: setattr(player, "current", ev.item.text))
+    # The one fake player labels each clip with the text of the item that started it.
+    app.speaker.add_listener(
+        lambda ev: (
+            setattr(player, "label", ev.item.text) if ev.kind is SpeechEventKind.STARTED else None
+        )
+    )
     await app.start()
     try:
         assert await app.worker.wait_ready() is EngineState.READY
