@@ -166,6 +166,7 @@ class _ReplicaStats:
     waiting: int = 0
     active: int = 0
     requests: int = 0
+    cancelled: int = 0
 
 
 class SpeechEngineReplica:
@@ -224,7 +225,8 @@ class SpeechEngineReplica:
     async def stats(self) -> dict[str, Any]:
         """What this replica batched (recent batch sizes, their counts) and holds now.
 
-        ``waiting``: requests not yet in a batch; ``active``: requests not yet answered.
+        ``waiting``: requests not yet in a batch; ``active``: requests not yet answered;
+        ``cancelled``: requests whose caller went away before the end.
         """
         s = self._stats
         return {
@@ -233,6 +235,7 @@ class SpeechEngineReplica:
             "waiting": s.waiting,
             "active": s.active,
             "requests": s.requests,
+            "cancelled": s.cancelled,
         }
 
     async def speak(self, text: str, voice: str) -> AsyncIterator[Piece]:
@@ -246,11 +249,13 @@ class SpeechEngineReplica:
         self._stats.active += 1
         self._stats.waiting += 1
         counted = True
+        ended = False
         try:
             async for piece in self._speak_batch(pending):
                 if counted:
                     self._stats.waiting -= 1
                     counted = False
+                ended = piece.last
                 if piece.audio or piece.last:  # rounds that brought nothing stay here
                     yield piece
                 if piece.last:
@@ -259,6 +264,8 @@ class SpeechEngineReplica:
             if counted:
                 self._stats.waiting -= 1
             self._stats.active -= 1
+            if not ended:  # the caller went away: its job stops at the next chunk
+                self._stats.cancelled += 1
             pending.cancel()
 
     async def check_health(self) -> None:

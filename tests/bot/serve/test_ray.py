@@ -354,6 +354,23 @@ def test_f5_replica_killed_mid_stream_the_client_gets_the_message_once(
     assert int(np.max(np.abs(got - ref))) <= 1
 
 
+def test_f5_a_client_that_goes_away_stops_its_synthesis(f5_app: tuple[str, Config]) -> None:
+    url, cfg = f5_app
+    c = client(url, cfg.storage.dir)  # type: ignore[arg-type]
+    before = engine_handle().stats.remote().result()
+    with c.audio.speech.with_streaming_response.create(
+        model="ishowtts",
+        voice="default",
+        input=" ".join(LINES),  # several pieces: far from done after the first
+        response_format="pcm",
+    ) as response:
+        assert next(response.iter_bytes())
+    # the connection is closed: the replica's request ends without its last piece
+    stats = wait_for(lambda: (s := engine_handle().stats.remote().result())["active"] == 0 and s)
+    assert stats["cancelled"] == before["cancelled"] + 1
+    assert stats["requests"] == before["requests"] + 1
+
+
 def test_bad_ray_settings_name_the_key_and_what_is_allowed() -> None:
     with pytest.raises(RaySetupError) as bad:
         parse_ray_settings({"max_batch_size": 0, "num_gpus": "many", "batchsize": 4})
