@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import re
 import struct
@@ -36,6 +35,7 @@ from typing import Any, Protocol
 
 import numpy as np
 from aiohttp import WSMsgType, web
+from pydantic import BaseModel
 
 from bot.chat import actions
 from bot.chat.arguments import CommandError, parse_duration, parse_login
@@ -56,6 +56,26 @@ from bot.speech.outputs import (
 )
 from bot.speech.speaker import Outcome, Speaker, SpeechEvent, SpeechEventKind, SpeechItem
 from bot.state.store import StoreError
+from bot.web.metrics import BotMetrics
+from bot.web.models import (
+    ActionAnswer,
+    AudioEnd,
+    AudioStart,
+    AudioStop,
+    AudioVolume,
+    Caption,
+    EngineView,
+    ErrorAnswer,
+    HistoryItem,
+    MessageAnswer,
+    MuteView,
+    OverlayState,
+    PanelItem,
+    PanelState,
+    VoicesAnswer,
+    as_json,
+    as_text,
+)
 from bot.web.protect import (
     BadBody,
     ClientFaultLog,
@@ -121,7 +141,7 @@ class _Feed:
     """One WebSocket client, sent the latest rendering of its page's state when it changes."""
 
     ws: web.WebSocketResponse
-    render: Callable[[], dict[str, Any]]
+    render: Callable[[], BaseModel]
     dirty: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def pump(self) -> None:
@@ -131,7 +151,7 @@ class _Feed:
             await self.dirty.wait()
             self.dirty.clear()
             try:
-                text = json.dumps(self.render())
+                text = as_text(self.render())
                 await asyncio.wait_for(self.ws.send_str(text), SEND_TIMEOUT_S)
             except (ConnectionError, RuntimeError, TimeoutError) as exc:
                 log.debug("dropping a web client: %s", exc)
@@ -167,18 +187,16 @@ class _AudioFeed:
             frame = struct.pack("<I", event.clip & 0xFFFFFFFF) + pcm.astype("<i2").tobytes()
             self._put(event.clip, frame)
         elif isinstance(event, ClipStart):
-            self._put(
-                event.clip, json.dumps({"type": "start", "clip": event.clip, "rate": event.rate})
-            )
+            self._put(event.clip, as_text(AudioStart(clip=event.clip, rate=event.rate)))
         elif isinstance(event, ClipEnd):
-            self._put(event.clip, json.dumps({"type": "end", "clip": event.clip}))
+            self._put(event.clip, as_text(AudioEnd(clip=event.clip)))
         elif isinstance(event, ClipStop):
             kept = deque(entry for entry in self._outbox if entry[0] != event.clip)
             self._bytes = sum(len(p) for c, p in kept if c is not None)
             self._outbox = kept
-            self._outbox.appendleft((None, json.dumps({"type": "stop", "clip": event.clip})))
+            self._outbox.appendleft((None, as_text(AudioStop(clip=event.clip))))
         elif isinstance(event, VolumeChange):
-            self._outbox.appendleft((None, json.dumps({"type": "volume", "volume": event.volume})))
+            self._outbox.appendleft((None, as_text(AudioVolume(volume=event.volume))))
         self._wake.set()
 
     def _put(self, clip: int, payload: str | bytes) -> None:
@@ -235,20 +253,20 @@ def caption_text(item: SpeechItem, tts: TtsConfig) -> str:
     return text
 
 
-def item_json(item: SpeechItem, tts: TtsConfig) -> dict[str, Any]:
+def panel_item(item: SpeechItem, tts: TtsConfig) -> PanelItem:
     """A queued or playing item as the pages see it."""
     user = item.message.user
-    return {
-        "id": item.seq,
-        "user": user.login,
-        "name": user.display_name,
-        "text": item.text,
-        "caption": caption_text(item, tts),
-        "voice": item.voice,
-        "source": item.message.source,
-        "platform": user.platform.value,
-        "paid": item.message.paid,
-    }
+    return PanelItem(
+        id=item.seq,
+        user=user.login,
+        name=user.display_name,
+        text=item.text,
+        caption=caption_text(item, tts),
+        voice=item.voice,
+        source=item.message.source,
+        platform=user.platform,
+        paid=item.message.paid,
+    )
 
 
 def clean_name(value: str) -> str:
@@ -290,6 +308,7 @@ class WebServer:
         submit: Submit,
         local_user: Callable[[], ChatUser],
         audio: AudioFanout | None = None,
+        metrics: BotMetrics | None = None,
     ) -> None:
         """Wire the server to the bot.
 
@@ -304,6 +323,8 @@ class WebServer:
             local_user: Who the panel's test line is from (the streamer); called when needed.
             audio: The speech as it is played, for overlay pages that play it themselves
                 (``web.browser_audio``); None serves no audio.
+            metrics: The bot's Prometheus metrics, served at ``/metrics`` with the token;
+                None serves none.
         """
         self._tts = tts
         self._web = settings
@@ -322,12 +343,13 @@ class WebServer:
         self._panel_feeds: set[_Feed] = set()
         self._overlay_feeds: set[_Feed] = set()
         self._audio = audio
+        self._metrics = metrics
         self._audio_feeds: set[_AudioFeed] = set()
         self._pumps: set[asyncio.Task[None]] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._history: deque[dict[str, Any]] = deque(maxlen=settings.history)
+        self._history: deque[HistoryItem] = deque(maxlen=settings.history)
         self._message_waiters: dict[str, list[SpeechEvent]] = {}
-        self._caption: dict[str, Any] | None = None
+        self._caption: Caption | None = None
         self._voices_task: asyncio.Task[None] | None = None
         speaker.add_listener(self._on_speech)
 
@@ -451,23 +473,24 @@ class WebServer:
         if waiters is not None:
             waiters.append(event)
         if event.kind is SpeechEventKind.STARTED:
-            self._caption = {
-                "id": item.seq,
-                "name": item.message.user.display_name,
-                "text": caption_text(item, self._tts),
-                "voice": item.voice,
-                "platform": item.message.user.platform.value,
-            }
+            self._caption = Caption(
+                id=item.seq,
+                name=item.message.user.display_name,
+                text=caption_text(item, self._tts),
+                voice=item.voice,
+                platform=item.message.user.platform,
+            )
             self._overlay_changed()
         elif event.kind is SpeechEventKind.FINISHED:
-            if self._caption is not None and self._caption["id"] == item.seq:
+            if self._caption is not None and self._caption.id == item.seq:
                 self._caption = None
                 self._overlay_changed()
-            entry = item_json(item, self._tts)
-            entry["outcome"] = event.outcome.value if event.outcome else ""
-            entry["detail"] = event.detail
-            entry["at"] = time.time()
-            self._history.appendleft(entry)
+            outcome = event.outcome.value if event.outcome else ""
+            self._history.appendleft(
+                HistoryItem.finished(
+                    panel_item(item, self._tts), outcome, event.detail, time.time()
+                )
+            )
         self.changed()
 
     def _overlay_changed(self) -> None:
@@ -484,65 +507,59 @@ class WebServer:
         known = len(self._history)
         for entry in entries[: max(0, self._web.history - known)]:
             self._history.append(
-                {
-                    "id": None,
-                    "user": entry.login,
-                    "name": entry.login,
-                    "text": entry.text,
-                    "caption": entry.text,
-                    "voice": entry.voice,
-                    "source": "",
-                    "paid": False,
-                    "outcome": entry.outcome,
-                    "detail": entry.detail,
-                    "at": entry.at,
-                }
+                HistoryItem(
+                    id=None,
+                    user=entry.login,
+                    name=entry.login,
+                    text=entry.text,
+                    caption=entry.text,
+                    voice=entry.voice,
+                    source="",
+                    paid=False,
+                    outcome=entry.outcome,
+                    detail=entry.detail,
+                    at=entry.at,
+                )
             )
         self.changed()
 
     # -- state renderings ---------------------------------------------------------------------
-    def overlay_state(self) -> dict[str, Any]:
+    def overlay_state(self) -> OverlayState:
         """What the overlay shows: the caption of the playing message, or none."""
-        return {"type": "caption", "caption": self._caption, "audio": self._audio is not None}
+        return OverlayState(caption=self._caption, audio=self._audio is not None)
 
-    def panel_state(self) -> dict[str, Any]:
+    def panel_state(self) -> PanelState:
         """Everything the control panel shows."""
         tts = self._tts
         speaker = self._speaker
         controls = self._controls
         store = controls.store
         now = time.time()
-        mutes: list[dict[str, Any]] = []
+        mutes: list[MuteView] = []
         for record in sorted(store.mutes(), key=lambda r: r.login):
             mute = record.mute
             if mute is None:
                 continue
             mutes.append(
-                {
-                    "user": record.login,
-                    "platform": record.platform.value,
-                    "until": mute.until,
-                    "by": mute.by,
-                }
+                MuteView(user=record.login, platform=record.platform, until=mute.until, by=mute.by)
             )
         voices = controls.voices.cached
         if voices is None:
             self._fetch_voices_soon()
         current = speaker.current
-        return {
-            "type": "state",
-            "now": now,
-            "engine": {"state": self._engine.state.value, "detail": self._engine.state_detail},
-            "paused": speaker.paused,
-            "enabled": controls.enabled,
-            "volume": round(controls.volume * 100),
-            "current": item_json(current, tts) if current is not None else None,
-            "queue": [item_json(it, tts) for it in speaker.queue.snapshot()],
-            "history": list(self._history),
-            "mutes": mutes,
-            "voices": voices or [],
-            "default_voice": controls.default_voice,
-        }
+        return PanelState(
+            now=now,
+            engine=EngineView(state=self._engine.state, detail=self._engine.state_detail),
+            paused=speaker.paused,
+            enabled=controls.enabled,
+            volume=round(controls.volume * 100),
+            current=panel_item(current, tts) if current is not None else None,
+            queue=[panel_item(it, tts) for it in speaker.queue.snapshot()],
+            history=list(self._history),
+            mutes=mutes,
+            voices=voices or [],
+            default_voice=controls.default_voice,
+        )
 
     def _fetch_voices_soon(self) -> None:
         """Ask for the voice list once in the background; the panel updates when it comes."""
@@ -581,6 +598,8 @@ class WebServer:
         r.add_post("/api/unmute", self._api_unmute)
         r.add_post("/api/say", self._api_say)
         r.add_post("/api/ingest", self._api_ingest)
+        if self._metrics is not None:
+            r.add_get("/metrics", self._metrics_page)
 
     @staticmethod
     def _page(name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
@@ -660,7 +679,7 @@ class WebServer:
             # WebSockets are not bound by CORS: a page on another site could otherwise
             # listen to the captions and the speech from the streamer's own browser.
             raise ApiError(403, "live feeds are only for this server's own pages")
-        if path.startswith("/api/") or path == "/ws/panel":
+        if path.startswith("/api/") or path in ("/ws/panel", "/metrics"):
             given = _token_of(request)
             if not given:
                 raise ApiError(
@@ -676,7 +695,7 @@ class WebServer:
 
     # -- WebSockets -------------------------------------------------------------------------
     async def _ws(
-        self, request: web.Request, feeds: set[_Feed], render: Callable[[], dict[str, Any]]
+        self, request: web.Request, feeds: set[_Feed], render: Callable[[], BaseModel]
     ) -> web.WebSocketResponse:
         if "Sec-WebSocket-Protocol" in request.headers:
             # The pages ask for no subprotocol; aiohttp would log a warning per request.
@@ -741,8 +760,16 @@ class WebServer:
         return await self._ws(request, self._panel_feeds, self.panel_state)
 
     # -- the API ----------------------------------------------------------------------------
+    async def _metrics_page(self, _request: web.Request) -> web.Response:
+        """Prometheus's text format (with the token, like the API: it tells the stream's pace)."""
+        assert self._metrics is not None
+        body, content_type = await self._metrics.render()
+        response = web.Response(body=body)
+        response.headers["Content-Type"] = content_type
+        return response
+
     async def _api_state(self, _request: web.Request) -> web.Response:
-        return web.json_response(self.panel_state())
+        return _json(self.panel_state())
 
     async def _api_voices(self, request: web.Request) -> web.Response:
         refresh = request.query.get("refresh") in ("1", "true", "yes")
@@ -751,7 +778,7 @@ class WebServer:
         except Exception as exc:
             raise ApiError(503, str(exc)) from exc
         self.changed()
-        return web.json_response({"voices": names, "default": self._controls.default_voice})
+        return _json(VoicesAnswer(voices=names, default=self._controls.default_voice))
 
     async def _api_skip(self, _request: web.Request) -> web.Response:
         return _ok(actions.skip(self._controls).reply)
@@ -873,13 +900,12 @@ class WebServer:
             reason = dropped.detail if dropped is not None else ""
             if item is None and not reason:
                 reason = "not spoken (filtered, muted, TTS off or not a trigger; see the log)"
-        body: dict[str, Any] = {"ok": True, "status": status.value, "reason": reason}
         if status is Action.QUEUED and item is not None:
-            body["id"] = item.seq
-            body["text"] = item.text
-            body["voice"] = item.voice
-            return web.json_response(body, status=202)
-        return web.json_response(body, status=200)
+            queued = MessageAnswer(
+                status=status, reason=reason, id=item.seq, text=item.text, voice=item.voice
+            )
+            return _json(queued, status=202)
+        return _json(MessageAnswer(status=status, reason=reason))
 
     async def _voice_field(self, data: dict[str, Any]) -> str | None:
         voice = _str_field(data, "voice", required=False, max_len=32)
@@ -928,13 +954,20 @@ def _token_of(request: web.Request) -> str | None:
     return request.query.get("token") or None
 
 
+def _json(
+    model: BaseModel, *, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    """The one place an answer becomes a JSON response."""
+    return web.json_response(as_json(model), status=status, headers=headers)
+
+
 def _ok(message: str) -> web.Response:
-    return web.json_response({"ok": True, "message": message})
+    return _json(ActionAnswer(message=message))
 
 
 def _json_error(status: int, message: str) -> web.Response:
     headers = {"WWW-Authenticate": 'Bearer realm="ishowtts"'} if status == 401 else None
-    return web.json_response({"ok": False, "error": message}, status=status, headers=headers)
+    return _json(ErrorAnswer(error=message), status=status, headers=headers)
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
