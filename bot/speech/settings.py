@@ -25,3 +25,10 @@ class QueueConfig(Section):
     overflow: Literal["drop_newest", "drop_oldest"] = "drop_newest"
     per_user_limit: int = Field(default=3, ge=1, le=1000, description="pending messages per user")
     paid_first: bool = True
+    prefetch_batch: int = Field(
+        default=8,
+        ge=1,
+        le=64,
+        description="queued messages synthesised together as one batch during a raid, with "
+        "an engine that batches (F5 on CUDA); 1 turns it off",
+    )

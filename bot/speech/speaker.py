@@ -13,7 +13,7 @@ import enum
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -83,6 +83,8 @@ class SpeechItem:
             one after the other (several voices; spoken forms that differ from the text).
         max_s: The longest it may play; longer audio is cut with a short fade. None: no limit.
         job: The engine job once synthesis was requested (prefetch or play).
+        batch_size: How many messages its engine job was submitted with (1: alone, more:
+            one batch during a raid; 0: not submitted yet).
     """
 
     message: ChatMessage
@@ -93,6 +95,7 @@ class SpeechItem:
     parts: tuple[SpeechPart, ...] = ()
     max_s: float | None = None
     job: SynthesisJob | PartsJob | None = field(default=None, repr=False)
+    batch_size: int = 0
 
     def cancel(self) -> None:
         """Cancel the engine job, if one was started."""
@@ -111,6 +114,11 @@ class PartsJob:
         """Chain ``(job, pause before it in seconds)`` pairs (at least one)."""
         self._jobs = jobs
         self.sample_rate = jobs[0][0].sample_rate
+
+    @property
+    def jobs(self) -> list[SynthesisJob]:
+        """The parts' engine jobs, in order (their timings make the message's)."""
+        return [job for job, _ in self._jobs]
 
     @property
     def cancelled(self) -> bool:
@@ -149,9 +157,15 @@ class _Cut:
         self._pos = 0
         self.reached = False
 
+    @property
+    def heard(self) -> int:
+        """Samples let through so far."""
+        return self._pos
+
     def apply(self, chunk: Audio) -> Audio:
         """The part of ``chunk`` that is still heard, faded near the limit."""
         if self._limit is None:
+            self._pos += len(chunk)
             return chunk
         start = self._pos
         if start + len(chunk) <= self._limit - self._fade:
@@ -178,12 +192,17 @@ class SpeechEventKind(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class SpeechEvent:
-    """Something that happened to an item (``outcome`` is set for FINISHED)."""
+    """Something that happened to an item (``outcome`` is set for FINISHED).
+
+    ``audio_s`` (FINISHED): seconds of its audio that reached the player (pauses between
+    parts included), so observers can tell the real-time factor of a message played whole.
+    """
 
     kind: SpeechEventKind
     item: SpeechItem
     outcome: Outcome | None = None
     detail: str = ""
+    audio_s: float = 0.0
 
 
 Listener = Callable[[SpeechEvent], None]
@@ -320,6 +339,10 @@ class Synthesizer(Protocol):
         """Queue synthesis and return its job handle at once."""
         ...
 
+    def submit_batch(self, requests: Sequence[tuple[str, str]]) -> list[SynthesisJob]:
+        """Queue several (text, voice) requests as one batch; one handle each, at once."""
+        ...
+
 
 class Speaker:
     """Owns the queue-to-speakers loop and every control action on it."""
@@ -333,8 +356,15 @@ class Speaker:
         gap_s: float = 0.25,
         timeout_s: float = 60.0,
         recover_audio: Callable[[Exception], Awaitable[None]] | None = None,
+        max_batch: Callable[[], int] | None = None,
     ) -> None:
+        """Wire the loop to its queue, engine and player.
+
+        ``max_batch`` says how many queued messages may be synthesised as one batch now
+        (the engine's own limit is known once it loaded); None: one at a time.
+        """
         self.queue = queue
+        self._max_batch = max_batch
         self._timeout_s = timeout_s
         self._engine = engine
         self._player = player
@@ -342,6 +372,7 @@ class Speaker:
         self._recover_audio = recover_audio
         self.current: SpeechItem | None = None
         self._current_outcome: Outcome | None = None
+        self._heard_s = 0.0
         self._listeners: list[Listener] = []
         self._paused = False
         self._resumed = asyncio.Event()
@@ -361,8 +392,9 @@ class Speaker:
         item: SpeechItem,
         outcome: Outcome | None = None,
         detail: str = "",
+        audio_s: float = 0.0,
     ) -> None:
-        event = SpeechEvent(kind, item, outcome, detail)
+        event = SpeechEvent(kind, item, outcome, detail, audio_s)
         for listener in list(self._listeners):
             try:
                 listener(event)
@@ -448,10 +480,30 @@ class Speaker:
 
     # -- the loop ---------------------------------------------------------------------
     def _prefetch(self) -> None:
-        """Start synthesising the next item so it is ready when the current one ends."""
+        """Start synthesising the next item so it is ready when the current one ends.
+
+        During a raid (several waiting items without a job, an engine that batches) the
+        next ones are submitted together, up to the engine's batch, so their first audio
+        comes together; each keeps its own job (a skip or delete stops only that one). A
+        lone message takes the single path, so its first audio is never delayed.
+        """
         nxt = self.queue.peek()
-        if nxt is not None and nxt.job is None:
+        if nxt is None or nxt.job is not None:
+            return
+        most = self._max_batch() if self._max_batch is not None else 1
+        batch: list[SpeechItem] = []
+        for waiting in self.queue.snapshot()[: max(1, most)]:
+            if waiting.job is not None or waiting.parts:
+                break
+            batch.append(waiting)
+        if len(batch) < 2:
             nxt.job = self._submit(nxt)
+            nxt.batch_size = 1
+            return
+        jobs = self._engine.submit_batch([(it.text, it.voice) for it in batch])
+        for waiting, job in zip(batch, jobs, strict=True):
+            waiting.job = job
+            waiting.batch_size = len(batch)
 
     def _submit(self, item: SpeechItem) -> SynthesisJob | PartsJob:
         """Ask the engine for the item's audio: its text, or each of its parts."""
@@ -476,8 +528,10 @@ class Speaker:
                 continue
             self.current = item
             self._current_outcome = None
+            self._heard_s = 0.0
             if item.job is None:
                 item.job = self._submit(item)
+                item.batch_size = 1
             self._prefetch()
             try:
                 outcome, detail = await self._speak(item, item.job)
@@ -485,7 +539,7 @@ class Speaker:
                 await self._audio_lost(item, lost.error)
                 continue
             self.current = None
-            self._emit(SpeechEventKind.FINISHED, item, outcome, detail)
+            self._emit(SpeechEventKind.FINISHED, item, outcome, detail, self._heard_s)
             self._check_idle()
             if outcome in (Outcome.PLAYED, Outcome.SKIPPED) and self._gap_s > 0:
                 await asyncio.sleep(self._gap_s)
@@ -581,12 +635,14 @@ class Speaker:
         try:
             finished = await self._player.play(stream(), job.sample_rate, on_started=on_started)
         except SynthesisFailed as exc:
+            self._heard_s = cut.heard / max(1, job.sample_rate)
             self._player.stop()
             log.warning("synthesis failed mid-message for %s: %s", item.message.user.login, exc)
             return Outcome.FAILED, str(exc)
         except Exception as exc:  # the audio device vanished or broke
             job.cancel()
             raise _AudioLost(exc) from exc
+        self._heard_s = cut.heard / max(1, job.sample_rate)
         if not started:
             self._emit(SpeechEventKind.STARTED, item)
         if self._current_outcome is not None:
