@@ -123,8 +123,15 @@ class EngineStatus(Protocol):
         ...
 
 
-Submit = Callable[[ChatMessage], Awaitable[object]]
-"""``App.on_message``: runs a message through the chat pipeline."""
+Submit = Callable[[ChatMessage], Awaitable[Decision | None]]
+"""``App.submit``: runs a message through the chat pipeline and says what it did with it.
+
+None means the handling failed with an error (``App.submit`` logged it): then what the speech
+queue did with the message before the failure, seen in its events, is all that is known.
+"""
+
+HANDLING_FAILED = "the bot could not handle this message (its log says why); it was not queued"
+"""The answer to a message whose handling failed before the speech queue saw it."""
 
 
 class ApiError(Exception):
@@ -317,7 +324,7 @@ class WebServer:
             speaker: The speech queue and playback (events, skip, clear).
             engine: The engine thread's state.
             controls: The chat pipeline, which implements pause, volume, TTS on/off, mutes.
-            submit: ``App.on_message``: the test line and ingested messages go through it.
+            submit: ``App.submit``: the test line and ingested messages go through it.
             local_user: Who the panel's test line is from (the streamer); called when needed.
             audio: The speech as it is played, for overlay pages that play it themselves
                 (``web.browser_audio``); None serves no audio.
@@ -868,29 +875,11 @@ class WebServer:
             result = await self._submit(message)
         finally:
             self._message_waiters.pop(message.id, None)
-        if isinstance(result, Decision):
-            status, reason = result.action, result.reason
-            item = result.item
-        else:
-            item = next((e.item for e in events if e.kind is SpeechEventKind.QUEUED), None)
-            dropped = next(
-                (
-                    e
-                    for e in events
-                    if e.kind is SpeechEventKind.FINISHED and e.outcome is Outcome.DROPPED
-                ),
-                None,
-            )
-            status = Action.QUEUED if item is not None else Action.DROPPED
-            reason = dropped.detail if dropped is not None else ""
-            if item is None and not reason:
-                reason = "not spoken (filtered, muted, TTS off or not a trigger; see the log)"
-        if status is Action.QUEUED and item is not None:
-            queued = MessageAnswer(
-                status=status, reason=reason, id=item.seq, text=item.text, voice=item.voice
-            )
-            return _json(queued, status=202)
-        return _json(MessageAnswer(status=status, reason=reason))
+        if result is None:
+            return _after_failure(message, events)
+        if result.action is Action.QUEUED and result.item is not None:
+            return _queued(result.item, result.reason)
+        return _json(MessageAnswer(status=result.action, reason=result.reason))
 
     async def _voice_field(self, data: dict[str, Any]) -> str | None:
         voice = _str_field(data, "voice", required=False, max_len=32)
@@ -944,6 +933,35 @@ def _json(
 ) -> web.Response:
     """The one place an answer becomes a JSON response."""
     return web.json_response(as_json(model), status=status, headers=headers)
+
+
+def _queued(item: SpeechItem, reason: str) -> web.Response:
+    """202: the message is in the speech queue (its number, spoken text and voice)."""
+    answer = MessageAnswer(
+        status=Action.QUEUED, reason=reason, id=item.seq, text=item.text, voice=item.voice
+    )
+    return _json(answer, status=202)
+
+
+def _after_failure(message: ChatMessage, events: list[SpeechEvent]) -> web.Response:
+    """The answer to a message whose handling raised, from what the speech queue did with it.
+
+    The queue's events are facts, not guesses: a message it accepted will be spoken (202, as
+    for any queued message), one it refused was dropped for the reason it gave (200), and
+    one it never saw was not spoken because the bot failed: that is a 500, not a "dropped"
+    that would blame a filter or a mute.
+    """
+    mine = [e for e in events if e.item.message.id == message.id]
+    queued = next((e.item for e in mine if e.kind is SpeechEventKind.QUEUED), None)
+    if queued is not None:
+        return _queued(queued, "")
+    refused = next(
+        (e for e in mine if e.kind is SpeechEventKind.FINISHED and e.outcome is Outcome.DROPPED),
+        None,
+    )
+    if refused is not None:
+        return _json(MessageAnswer(status=Action.DROPPED, reason=refused.detail))
+    return _json_error(500, HANDLING_FAILED)
 
 
 def _ok(message: str) -> web.Response:

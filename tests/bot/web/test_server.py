@@ -30,11 +30,12 @@ from bot.app import App
 from bot.config import ConfigError, parse_config
 from bot.core.messages import ChatMessage, ChatUser, Platform, Role
 from bot.speech.speaker import Outcome, SpeechEventKind
+from bot.web.server import HANDLING_FAILED
 from bot.web.token import TOKEN_FILE_NAME, load_or_create_token, tokens_match
 from engine.base import EngineState
 from tests.support import REPO
 from tests.support.audio import PulseServer
-from tests.support.web_harness import EventLog, bot_config, running_bot
+from tests.support.web_harness import EventLog, bot_config, espeak_bot, running_bot
 
 pytestmark = [pytest.mark.audio]
 
@@ -302,6 +303,57 @@ async def test_bad_ingest_requests_get_a_clear_answer(
         assert error in answer["error"]
         assert len(app.speaker.queue) == 0
         assert app.speaker.current is None
+
+
+@pytest.mark.parametrize(
+    ("fails", "status", "answer"),
+    [
+        # Nothing reached the speech queue: the bot failed, it did not filter or mute it.
+        ("before the queue", 500, {"ok": False, "error": HANDLING_FAILED}),
+        # The queue took it: it will be spoken, and the answer says so with its number.
+        ("after queueing", 202, {"ok": True, "status": "queued", "reason": ""}),
+        # The queue refused it (a fourth pending line from one person): its own reason.
+        (
+            "after a refusal",
+            200,
+            {"ok": True, "status": "dropped", "reason": "too many pending messages from this user"},
+        ),
+    ],
+)
+async def test_a_message_whose_handling_fails_is_answered_with_what_really_happened(
+    tmp_path: Path,
+    pulse_server: PulseServer,
+    monkeypatch: pytest.MonkeyPatch,
+    fails: str,
+    status: int,
+    answer: dict[str, Any],
+) -> None:
+    """``App.submit`` answers None when handling raised; the speech queue's events say the rest."""
+    async with espeak_bot(tmp_path, pulse_server) as app:
+        app.speaker.pause()  # what is queued stays queued, to look at it
+        async with aiohttp.ClientSession(headers=_auth(app)) as http:
+            url = _url(app, "/api/ingest")
+            if fails == "after a refusal":
+                for n in range(3):  # queue.per_user_limit
+                    async with http.post(url, json={"user": "fan", "text": f"line {n}"}) as res:
+                        assert res.status == 202
+            pipeline = app.chat.handle
+
+            async def handle_then_fail(message: ChatMessage) -> Any:
+                if fails != "before the queue":
+                    await pipeline(message)
+                raise RuntimeError("a bug past the pipeline")
+
+            monkeypatch.setattr(app.chat, "handle", handle_then_fail)
+            async with http.post(url, json={"user": "fan", "text": "one more"}) as res:
+                got = (res.status, await res.json())
+        queued = [it for it in app.speaker.queue.snapshot() if it.text.endswith("one more")]
+        if fails == "after queueing":
+            (item,) = queued
+            answer = {**answer, "id": item.seq, "text": item.text, "voice": item.voice}
+        else:
+            assert queued == []
+        assert got == (status, answer)
 
 
 async def test_panel_actions_use_the_same_state_as_chat_commands(
