@@ -508,6 +508,110 @@ async def test_the_overlay_shows_the_caption_while_it_plays_then_clears(
         await overlay.close()
 
 
+ITEM_KEYS = {"id", "user", "name", "text", "caption", "voice", "source", "platform", "paid"}
+"""What panel.js reads of a queued or playing message."""
+
+
+async def test_the_pages_json_keeps_the_fields_the_pages_read(
+    tmp_path: Path, pulse_server: PulseServer
+) -> None:
+    """The typed models (bot/web/models.py) send the same fields as the pages have always read,
+    including the shapes that differ: history read back from the database after a restart has
+    no item number and no platform key."""
+    async with espeak_bot(tmp_path, pulse_server) as app, aiohttp.ClientSession() as http:
+        log = EventLog(app)
+        get = {"headers": _auth(app)}
+        overlay = await http.ws_connect(_url(app, "/ws/overlay"))
+        assert await overlay.receive_json(timeout=10) == {
+            "type": "caption",
+            "caption": None,
+            "audio": False,
+        }
+        app.speaker.pause()
+        async with http.post(
+            _url(app, "/api/ingest"), json={"user": "Shape Fan", "text": "hello shapes"}, **get
+        ) as res:
+            assert res.status == 202
+            queued = await res.json()
+        assert set(queued) == {"ok", "status", "reason", "id", "text", "voice"}
+        async with http.post(_url(app, "/api/mute"), json={"user": "troll"}, **get) as res:
+            assert set(await res.json()) == {"ok", "message"}
+        async with http.get(_url(app, "/api/state"), **get) as res:
+            state = await res.json()
+        assert set(state) == {
+            "type",
+            "now",
+            "engine",
+            "paused",
+            "enabled",
+            "volume",
+            "current",
+            "queue",
+            "history",
+            "mutes",
+            "voices",
+            "default_voice",
+        }
+        assert state["type"] == "state"
+        assert set(state["engine"]) == {"state", "detail"}
+        (item,) = state["queue"]
+        assert item == {
+            "id": queued["id"],
+            "user": "shape_fan",
+            "name": "Shape Fan",
+            "text": queued["text"],
+            "caption": "hello shapes",
+            "voice": queued["voice"],
+            "source": "http",
+            "platform": "http",
+            "paid": False,
+        }
+        (mute,) = state["mutes"]
+        assert mute == {"user": "troll", "platform": mute["platform"], "until": None, "by": "panel"}
+        async with http.get(_url(app, "/api/voices"), **get) as res:
+            assert set(await res.json()) == {"voices", "default"}
+
+        app.speaker.resume()
+        shown = await overlay.receive_json(timeout=60)
+        assert shown["caption"] == {
+            "id": queued["id"],
+            "name": "Shape Fan",
+            "text": "hello shapes",
+            "voice": queued["voice"],
+            "platform": "http",
+        }
+        await log.wait_for(lambda e: e.kind is SpeechEventKind.FINISHED)
+        await overlay.close()
+        async with http.get(_url(app, "/api/state"), **get) as res:
+            (spoken,) = (await res.json())["history"]
+        assert set(spoken) == ITEM_KEYS | {"outcome", "detail", "at"}
+        assert (spoken["id"], spoken["platform"], spoken["outcome"]) == (
+            queued["id"],
+            "http",
+            "played",
+        )
+
+    async with espeak_bot(tmp_path, pulse_server) as app, aiohttp.ClientSession() as http:
+        state = await _next_state(
+            await http.ws_connect(_url(app, "/ws/panel"), headers=_auth(app)),
+            lambda s: bool(s["history"]),
+        )
+        (remembered,) = state["history"]
+        assert remembered == {
+            "id": None,
+            "user": "shape_fan",
+            "name": "shape_fan",
+            "text": queued["text"],
+            "caption": queued["text"],
+            "voice": queued["voice"],
+            "source": "",
+            "paid": False,
+            "outcome": "played",
+            "detail": remembered["detail"],
+            "at": remembered["at"],
+        }
+
+
 async def test_a_busy_port_leaves_the_bot_running_without_the_panel(
     tmp_path: Path,
     tiny_f5: dict[str, Any],
