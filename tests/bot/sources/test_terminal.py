@@ -17,9 +17,18 @@ from bot.sources.terminal import TerminalSource
 class Sink:
     def __init__(self) -> None:
         self.messages: list[ChatMessage] = []
+        self._arrived = asyncio.Event()
 
     async def on_message(self, message: ChatMessage) -> None:
         self.messages.append(message)
+        self._arrived.set()
+
+    async def wait_for(self, count: int, timeout_s: float = 5.0) -> None:
+        """Wait until ``count`` messages have arrived (a timeout is a failure)."""
+        async with asyncio.timeout(timeout_s):
+            while len(self.messages) < count:
+                self._arrived.clear()
+                await self._arrived.wait()
 
     async def on_moderation(self, event: ModerationEvent) -> None:
         raise AssertionError("the terminal has no moderation events")
@@ -31,7 +40,7 @@ async def test_lines_from_a_pipe_become_broadcaster_messages_until_eof() -> None
     sink = Sink()
     task = asyncio.create_task(source.run(sink))
     os.write(write_fd, b"hello there\n\n   \nsecond line\r\nno newline at end")
-    await asyncio.sleep(0.05)
+    await sink.wait_for(2)
     assert [m.text for m in sink.messages] == ["hello there", "second line"]
     os.close(write_fd)
     await asyncio.wait_for(task, 5)
@@ -68,8 +77,10 @@ async def test_invalid_utf8_and_split_multibyte_characters_do_not_break_reading(
 async def test_close_stops_a_source_that_is_waiting_for_input() -> None:
     read_fd, write_fd = os.pipe()
     source = TerminalSource(fd=read_fd)
-    task = asyncio.create_task(source.run(Sink()))
-    await asyncio.sleep(0.02)
+    sink = Sink()
+    task = asyncio.create_task(source.run(sink))
+    os.write(write_fd, b"one line, then it waits for the next\n")
+    await sink.wait_for(1)  # read: now it waits for more input
     await source.close()
     await asyncio.wait_for(task, 5)
     os.close(read_fd)
@@ -148,8 +159,7 @@ def test_close_ends_the_reader_thread_of_a_loop_without_add_reader() -> None:
         sink = Sink()
         task = asyncio.create_task(source.run(sink))
         os.write(write_fd, b"one\n")
-        while not sink.messages:
-            await asyncio.sleep(0.01)
+        await sink.wait_for(1)
         assert [t for t in threading.enumerate() if t.name == "stdin-reader"]
         await source.close()
         await asyncio.wait_for(task, 10)
