@@ -33,6 +33,15 @@ class ScriptedSource:
         self.closed = True
 
 
+def when_sound_starts(app: App) -> asyncio.Event:
+    """Set when a message starts playing: sound is going out, not merely popped from the queue."""
+    started = asyncio.Event()
+    app.speaker.add_listener(
+        lambda ev: started.set() if ev.kind is SpeechEventKind.STARTED else None
+    )
+    return started
+
+
 class BrokenEngine(ToneEngine):
     def load(self, progress: Callable[[EngineState, str], None]) -> None:
         raise EngineError("weights missing: set engine.f5.checkpoint")
@@ -91,11 +100,12 @@ async def test_request_stop_ends_run_without_waiting_for_the_queue(tmp_path: Pat
     app, _player = make_app(tmp_path, ToneEngine(chunks=10_000))
     await app.start()
     try:
+        playing = when_sound_starts(app)
 
         class Stopper(ScriptedSource):
             async def run(self, sink: ChatSink) -> None:
                 await sink.on_message(msg("very long"))
-                await asyncio.sleep(0.2)
+                await playing.wait()  # a long message is playing when the stop comes
                 app.request_stop()
                 await asyncio.Event().wait()
 
@@ -108,15 +118,10 @@ async def test_chat_clear_stops_everything(tmp_path: Path) -> None:
     app, player = make_app(tmp_path, ToneEngine(chunks=10_000))
     await app.start()
     try:
-        started: list[str] = []
-        app.speaker.add_listener(
-            lambda ev: started.append(ev.kind) if ev.kind is SpeechEventKind.STARTED else None
-        )
+        playing = when_sound_starts(app)
         await app.on_message(msg("playing", user="a"))
         await app.on_message(msg("queued", user="b"))
-        async with asyncio.timeout(10):
-            while not started:  # sound is going out, not merely popped from the queue
-                await asyncio.sleep(0.01)
+        await asyncio.wait_for(playing.wait(), 10)
         await app.on_moderation(ChatCleared())
         await asyncio.wait_for(app.speaker.wait_idle(), 10)
         assert len(player.played) == 1
@@ -153,9 +158,8 @@ async def test_chat_hears_once_that_the_engine_is_warming_not_once_per_viewer(
         assert replies == ["the voice engine is still warming up; messages are queued"]
         release.set()
         assert await asyncio.wait_for(app.worker.wait_ready(), 10) is EngineState.READY
-        async with asyncio.timeout(20):
-            while len(player.played) < 20:
-                await asyncio.sleep(0.01)
+        await asyncio.wait_for(app.speaker.wait_idle(), 20)
+        assert len(player.played) == 20  # every viewer of the raid was spoken
     finally:
         release.set()
         await app.close()
