@@ -48,6 +48,14 @@ async def chunked(
             await asyncio.sleep(pause)
 
 
+async def until_sent(player: AudioPlayer, seconds: float) -> None:
+    """Wait until ``seconds`` of the playing clip have gone to the device (its own count)."""
+    frames = round(seconds * player.stream_rate)
+    async with asyncio.timeout(HANG):
+        while player.frames_sent < frames:
+            await asyncio.sleep(0.005)
+
+
 def noise(seconds: float, rate: int, *, seed: int = 1, lead_s: float = 0.1) -> np.ndarray:
     """Band-limited-free random signal: a unique waveform that is easy to align exactly."""
     rng = np.random.default_rng(seed)
@@ -241,7 +249,7 @@ async def test_volume_change_applies_to_a_clip_that_is_playing(
     started = asyncio.Event()
     task = asyncio.create_task(play(player48, chunked(clip, 4800), SR, on_started=started.set))
     await asyncio.wait_for(started.wait(), HANG)
-    await asyncio.sleep(0.3)
+    await until_sent(player48, 0.3)
     mark = player48.frames_sent
     player48.set_volume(0.5)
     assert await task is True
@@ -312,7 +320,7 @@ async def test_stop_silences_within_a_block_and_play_again_works(
         play(player48, chunked(clip, 4800, pause=0.01), 24_000, on_started=started.set)
     )
     await asyncio.wait_for(started.wait(), HANG)
-    await asyncio.sleep(0.4)
+    await until_sent(player48, 0.4)
     player48.stop()
     mark = player48.stop_mark
     assert await task is False
@@ -400,7 +408,7 @@ async def test_cancelling_play_silences_the_clip(
         player48.play(chunked(tone(1000, 3.0, SR), 4800), SR, on_started=started.set)
     )
     await asyncio.wait_for(started.wait(), HANG)
-    await asyncio.sleep(0.2)
+    await until_sent(player48, 0.2)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -420,8 +428,9 @@ async def test_empty_clip_returns_true_and_one_clip_at_a_time(player48: AudioPla
         yield tone(300, 0.1, 24_000)
         await block.wait()
 
-    first = asyncio.create_task(player48.play(slow(), 24_000))
-    await asyncio.sleep(0.05)
+    started = asyncio.Event()
+    first = asyncio.create_task(player48.play(slow(), 24_000, on_started=started.set))
+    await asyncio.wait_for(started.wait(), HANG)  # the first clip is playing
     with pytest.raises(RuntimeError, match="one clip at a time"):
         await player48.play(chunked(tone(300, 0.1, 24_000), 100), 24_000)
     block.set()
