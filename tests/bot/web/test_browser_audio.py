@@ -159,17 +159,22 @@ async def _wait_loud(browser: Browser, since_ms: float, timeout_s: float = 60.0)
     raise AssertionError("the page never played any speech")
 
 
-async def _silent_after(browser: Browser, since_ms: float, hold_s: float) -> float:
-    """Wait until the page has rendered ``hold_s`` of blocks after ``since_ms``; return the
-    page time (ms after ``since_ms``) of the last loud block among them (0 when none)."""
+async def _rendered(browser: Browser, since_ms: float, hold_s: float) -> list[tuple[float, float]]:
+    """Wait until the page has rendered ``hold_s`` of blocks after ``since_ms``; return them."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         blocks = [(t, lv) for t, lv in await _blocks(browser) if t > since_ms]
         if blocks and blocks[-1][0] - since_ms >= hold_s * 1000:
-            loud = [t for t, lv in blocks if lv > LOUD]
-            return (loud[-1] - since_ms) if loud else 0.0
+            return blocks
         await asyncio.sleep(0.05)
     raise AssertionError("the page stopped rendering audio")
+
+
+async def _silent_after(browser: Browser, since_ms: float, hold_s: float) -> float:
+    """Wait until the page has rendered ``hold_s`` of blocks after ``since_ms``; return the
+    page time (ms after ``since_ms``) of the last loud block among them (0 when none)."""
+    loud = [t for t, lv in await _rendered(browser, since_ms, hold_s) if lv > LOUD]
+    return (loud[-1] - since_ms) if loud else 0.0
 
 
 async def _page_now(browser: Browser) -> float:
@@ -198,7 +203,7 @@ async def test_the_overlay_plays_the_speech_and_skip_silences_it_at_once(
         asked = await _page_now(browser)
         await app.on_message(_message(LONG, VIEWER))
         first = await _wait_loud(browser, asked)
-        await asyncio.sleep(1.0)  # a second of it, then the moderator skips
+        await _rendered(browser, first, 1.0)  # a second of it, then the moderator skips
         skipped_at = await _page_now(browser)
         heard_s = (skipped_at - first) / 1000
         total_s = clips.seconds()
