@@ -32,6 +32,7 @@ from bot.speech.player import AudioPlayer
 from bot.speech.speaker import Speaker, SpeechEvent, SpeechEventKind, SpeechQueue
 from bot.state.settings import database_path, state_dir
 from bot.state.store import Store, StoreError
+from bot.web.metrics import BotMetrics
 from bot.web.server import WebServer
 from bot.web.settings import BrowserAudio
 from engine.base import Engine, EngineState
@@ -101,8 +102,12 @@ class App:
             gap_s=cfg.audio.gap_ms / 1000.0,
             timeout_s=cfg.engine.timeout_s,
             recover_audio=self._recover_audio,
+            max_batch=lambda: min(cfg.queue.prefetch_batch, self.worker.engine.max_batch),
         )
         self.speaker.add_listener(self._log_speech)
+        self.metrics = BotMetrics(lambda: len(self.queue))
+        """Prometheus metrics (``/metrics`` on the web server), fed by speech and engine events."""
+        self.speaker.add_listener(self.metrics.on_speech)
         self.store = Store(
             database_path(cfg.storage),
             history_limit=cfg.storage.history_limit,
@@ -133,6 +138,7 @@ class App:
                 submit=self.submit,
                 local_user=local_user,
                 audio=self.audio_out,
+                metrics=self.metrics,
             )
         self._speaker_task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
@@ -161,6 +167,7 @@ class App:
             await self.store.open_memory()
         await self.player.start()
         self.chat.restore()
+        await self.metrics.start()
         if self.web is not None:
             await self.web.start()  # before the engine, so the panel shows it loading
         await self.worker.start()
@@ -181,6 +188,7 @@ class App:
         await self.voices.close()
         await self.worker.close()
         await self.player.close()
+        await self.metrics.close()
         await self.store.close()
         self._started = False
 
@@ -235,6 +243,7 @@ class App:
 
     # -- engine state -------------------------------------------------------------------
     def _on_engine_state(self, state: EngineState, detail: str) -> None:
+        self.metrics.on_engine_state(state, detail)
         if state is EngineState.ERROR:
             self._engine_failed = detail
             log.error("TTS engine unavailable: %s", detail)

@@ -1,7 +1,8 @@
 """The ``ishowtts`` command line.
 
 ``ishowtts [--config PATH] [run]`` starts the bot; ``say`` speaks (or writes) one line;
-``devices`` lists audio outputs; ``voices`` lists voices and their problems; ``serve`` serves
+``devices`` lists audio outputs; ``voices`` lists voices and their problems; ``sounds``
+lists (``sounds add`` imports) the sound effects chat plays; ``serve`` serves
 the voices to other programs and PCs (``bot.serve``). Every user-facing
 failure (bad config, no audio device, missing weights) ends with a plain message and a
 non-zero status, never a traceback.
@@ -53,6 +54,14 @@ def _parser() -> argparse.ArgumentParser:
     test.add_argument("name", help="voice name")
     test.add_argument("text", nargs="?", default=None, help="what to say")
     test.add_argument("--out", type=Path, default=None, help="write a WAV file instead")
+    sounds = sub.add_parser("sounds", help="list the sound effects chat can play ([name])")
+    sounds_sub = sounds.add_subparsers(dest="sounds_command")
+    sound_add = sounds_sub.add_parser(
+        "add", help="import a clip as a sound effect (checked, loudness-normalised)"
+    )
+    sound_add.add_argument("clip", type=Path, help="audio file: WAV, FLAC, OGG, MP3 ...")
+    sound_add.add_argument("--name", default=None, help="its tag (default: the file's name)")
+    sound_add.add_argument("--force", action="store_true", help="replace a sound of that name")
     sub.add_parser("doctor", help="check everything the bot needs and say what to fix")
     serve = sub.add_parser(
         "serve", help="serve the voices over HTTP (OpenAI-compatible speech API) for other PCs"
@@ -333,6 +342,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_say(cfg, line, args.name, args.out))
         if command == "voices":
             return _voices(cfg)
+        if command == "sounds":
+            from bot.setup.sounds_import import add_sound_command, list_sounds_command
+
+            if args.sounds_command == "add":
+                return add_sound_command(cfg.sounds, args.clip, args.name, force=args.force)
+            return list_sounds_command(cfg.sounds)
     except KeyboardInterrupt:
         return 130
     raise AssertionError(f"unhandled command {command}")  # pragma: no cover

@@ -27,6 +27,7 @@ from bot.chat.settings import (
     TriggersConfig,
     TtsConfig,
 )
+from bot.chat.sounds import SoundsConfig
 from bot.sources.twitch.settings import TwitchConfig
 from bot.sources.youtube.settings import YouTubeConfig
 from bot.speech.settings import AudioConfig, QueueConfig
@@ -57,6 +58,7 @@ class Config(Section):
     raid: RaidConfig = RaidConfig()
     pronunciation: PronunciationConfig = PronunciationConfig()
     announcements: AnnouncementsConfig = AnnouncementsConfig()
+    sounds: SoundsConfig = SoundsConfig()
     web: WebConfig = WebConfig()
     serve: ServeConfig = ServeConfig()
 

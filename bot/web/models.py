@@ -116,6 +116,19 @@ class MuteView(_Model):
     """Who muted (a login, or ``panel``)."""
 
 
+class SynthesisView(_Model):
+    """The last heard message's synthesis figures (``bot.web.metrics.Latest``); null: unknown."""
+
+    first_chunk_s: float | None = None
+    """From the engine starting on it to its first audio chunk."""
+    synthesis_s: float | None = None
+    """From the engine starting on it to its last chunk (null when it was cut short)."""
+    rtf: float | None = None
+    """Real-time factor: synthesis time / audio duration (below 1: faster than real time)."""
+    batch_size: int | None = None
+    """How many messages were synthesised together with it."""
+
+
 class PanelState(_Model):
     """Everything the control panel shows."""
 
@@ -132,6 +145,7 @@ class PanelState(_Model):
     mutes: list[MuteView]
     voices: list[str]
     default_voice: str
+    synthesis: SynthesisView = SynthesisView()
 
 
 class VoicesAnswer(_Model):

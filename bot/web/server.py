@@ -56,6 +56,7 @@ from bot.speech.outputs import (
 )
 from bot.speech.speaker import Outcome, Speaker, SpeechEvent, SpeechEventKind, SpeechItem
 from bot.state.store import StoreError
+from bot.web.metrics import BotMetrics
 from bot.web.models import (
     ActionAnswer,
     AudioEnd,
@@ -71,6 +72,7 @@ from bot.web.models import (
     OverlayState,
     PanelItem,
     PanelState,
+    SynthesisView,
     VoicesAnswer,
     as_json,
     as_text,
@@ -314,6 +316,7 @@ class WebServer:
         submit: Submit,
         local_user: Callable[[], ChatUser],
         audio: AudioFanout | None = None,
+        metrics: BotMetrics | None = None,
     ) -> None:
         """Wire the server to the bot.
 
@@ -328,6 +331,8 @@ class WebServer:
             local_user: Who the panel's test line is from (the streamer); called when needed.
             audio: The speech as it is played, for overlay pages that play it themselves
                 (``web.browser_audio``); None serves no audio.
+            metrics: The bot's Prometheus metrics, served at ``/metrics`` with the token;
+                None serves none.
         """
         self._tts = tts
         self._web = settings
@@ -346,6 +351,7 @@ class WebServer:
         self._panel_feeds: set[_Feed] = set()
         self._overlay_feeds: set[_Feed] = set()
         self._audio = audio
+        self._metrics = metrics
         self._audio_feeds: set[_AudioFeed] = set()
         self._pumps: set[asyncio.Task[None]] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -561,6 +567,19 @@ class WebServer:
             mutes=mutes,
             voices=voices or [],
             default_voice=controls.default_voice,
+            synthesis=self._synthesis_view(),
+        )
+
+    def _synthesis_view(self) -> SynthesisView:
+        """The last heard message's latency and real-time factor (empty without metrics)."""
+        if self._metrics is None:
+            return SynthesisView()
+        latest = self._metrics.latest
+        return SynthesisView(
+            first_chunk_s=latest.first_chunk_s,
+            synthesis_s=latest.synthesis_s,
+            rtf=latest.rtf,
+            batch_size=latest.batch_size,
         )
 
     def _fetch_voices_soon(self) -> None:
@@ -600,6 +619,8 @@ class WebServer:
         r.add_post("/api/unmute", self._api_unmute)
         r.add_post("/api/say", self._api_say)
         r.add_post("/api/ingest", self._api_ingest)
+        if self._metrics is not None:
+            r.add_get("/metrics", self._metrics_page)
 
     @staticmethod
     def _page(name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
@@ -679,7 +700,7 @@ class WebServer:
             # WebSockets are not bound by CORS: a page on another site could otherwise
             # listen to the captions and the speech from the streamer's own browser.
             raise ApiError(403, "live feeds are only for this server's own pages")
-        if path.startswith("/api/") or path == "/ws/panel":
+        if path.startswith("/api/") or path in ("/ws/panel", "/metrics"):
             given = _token_of(request)
             if not given:
                 raise ApiError(
@@ -760,6 +781,14 @@ class WebServer:
         return await self._ws(request, self._panel_feeds, self.panel_state)
 
     # -- the API ----------------------------------------------------------------------------
+    async def _metrics_page(self, _request: web.Request) -> web.Response:
+        """Prometheus's text format (with the token, like the API: it tells the stream's pace)."""
+        assert self._metrics is not None
+        body, content_type = await self._metrics.render()
+        response = web.Response(body=body)
+        response.headers["Content-Type"] = content_type
+        return response
+
     async def _api_state(self, _request: web.Request) -> web.Response:
         return _json(self.panel_state())
 

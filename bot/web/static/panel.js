@@ -103,6 +103,25 @@
     return new Date(epoch * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
   }
 
+  // The last heard message's first-chunk latency and real-time factor (bot/web/metrics.py),
+  // in a header badge made here so the page's markup stays as it is.
+  function renderSynthesis(syn) {
+    let badge = $("synthesis");
+    if (!badge) {
+      badge = el("span", "badge", "");
+      badge.id = "synthesis";
+      badge.title = "the last message: engine start to first audio, and synthesis time / audio length";
+      $("playback").after(badge);
+    }
+    const parts = [];
+    if (syn && syn.first_chunk_s !== null && syn.first_chunk_s !== undefined) {
+      parts.push("first audio " + Math.round(syn.first_chunk_s * 1000) + " ms");
+    }
+    if (syn && syn.rtf !== null && syn.rtf !== undefined) parts.push("RTF " + syn.rtf.toFixed(3));
+    if (syn && syn.batch_size > 1) parts.push("batch of " + syn.batch_size);
+    badge.textContent = parts.join(" · ");
+  }
+
   function render(s) {
     state = s;
     $("login").hidden = true;
@@ -118,6 +137,7 @@
     if (!s.enabled) playback.push("TTS off");
     if (s.paused) playback.push("paused");
     $("playback").textContent = playback.join(" · ");
+    renderSynthesis(s.synthesis);
 
     const now = $("now-playing");
     now.replaceChildren();

@@ -551,9 +551,16 @@ async def test_the_pages_json_keeps_the_fields_the_pages_read(
             "mutes",
             "voices",
             "default_voice",
+            "synthesis",
         }
         assert state["type"] == "state"
         assert set(state["engine"]) == {"state", "detail"}
+        assert state["synthesis"] == {  # nothing heard yet
+            "first_chunk_s": None,
+            "synthesis_s": None,
+            "rtf": None,
+            "batch_size": None,
+        }
         (item,) = state["queue"]
         assert item == {
             "id": queued["id"],
