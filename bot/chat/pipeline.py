@@ -18,8 +18,9 @@ order, and the first step that decides ends it:
    chosen (the source's request, else the person's choice, else one assigned by
    ``tts.new_viewers`` and saved, else the default), the message split into voice parts
    (``tts.parts``) and the pronunciation dictionary applied to what is spoken (never to
-   what is shown); then the item is queued, paid messages first; only a queued message
-   starts the cooldown.
+   what is shown), and sound tags (``sounds``: ``hello [airhorn]``) turned into clip
+   parts; then the item is queued, paid messages first; only a queued message starts the
+   cooldown.
 
 Every step is synchronous except commands (which may write to the database), so a message
 costs no I/O unless it is a command; saving an assigned voice and announcing a raid-mode
@@ -49,6 +50,7 @@ from bot.chat.pronunciation import Pronouncer
 from bot.chat.raid import RaidMode, RaidRules
 from bot.chat.roles import ROLE_BY_NAME
 from bot.chat.settings import PipelineSettings
+from bot.chat.sounds import SoundBank, has_tags, split_sounds
 from bot.chat.voices import (
     VoiceCatalog,
     VoiceListUnavailable,
@@ -60,7 +62,14 @@ from bot.core.lru import LRU
 from bot.core.messages import ChatMessage, ChatUser, Platform, Role
 from bot.core.tasks import TaskSet
 from bot.core.text import cap_length
-from bot.speech.speaker import Speaker, SpeechEvent, SpeechEventKind, SpeechItem, SpeechPart
+from bot.speech.speaker import (
+    SoundClip,
+    Speaker,
+    SpeechEvent,
+    SpeechEventKind,
+    SpeechItem,
+    SpeechPart,
+)
 from bot.state.store import HistoryEntry, PersonState, Store, StoreError, Target
 
 log = logging.getLogger(__name__)
@@ -197,6 +206,8 @@ class ChatPipeline:
         self.pronouncer = Pronouncer(cfg.pronunciation)
         self._saved_words: dict[str, str] = {}
         self._parts_role = ROLE_BY_NAME[cfg.tts.parts.min_role]
+        self.sounds = SoundBank(cfg.sounds, clock)
+        self._sounds_role = ROLE_BY_NAME[cfg.sounds.min_role]
         self._assigned: LRU[tuple[Platform, str], str] = LRU(self._RECENT_USERS)
         self._rng = random.Random()
         self._raid_chat: ChatMessage | None = None
@@ -326,6 +337,8 @@ class ChatPipeline:
         meanwhile use the config's entries.
         """
         self._tasks.spawn(self._load_pronunciations(), name="pronunciations")
+        if self.cfg.sounds.enabled:
+            self._rescan_sounds()
         settings = self._store.settings
         if settings.volume is not None:
             self._player.set_volume(settings.volume)
@@ -507,8 +520,9 @@ class ChatPipeline:
         """What is shown (the text with "NAME says") and, when it differs, what is spoken.
 
         The parts are the voices of a message that names several (``tts.parts``), with the
-        name said first in the author's voice, and the spoken forms of the pronunciation
-        dictionary; a message with neither is spoken as shown (no parts).
+        name said first in the author's voice, the spoken forms of the pronunciation
+        dictionary, and the clips of its sound tags (``sounds``), each at its place with no
+        pause around it; a message with none of these is spoken as shown (no parts).
         """
         user = line.user
         named = self._says_name(user, priority)
@@ -516,26 +530,72 @@ class ChatPipeline:
         template = self.cfg.tts.template
         shown = template.format(name=name, text=line.text) if named else line.text
         split = self._split(line)
-        if len(split) == 1 and split[0].voice is None:
-            pieces = [(shown, voice)]
+        sounds = self.cfg.sounds
+        tagged = sounds.enabled and has_tags(line.text, sounds.syntax)
+        # (text, voice, sound, joined: no pause before it); only the message's own text holds
+        # sound tags, never the name or the template around it.
+        pieces: list[tuple[str, str, SoundClip | None, bool]]
+        if len(split) == 1 and split[0].voice is None and not tagged:
+            pieces = [(shown, voice, None, False)]
         else:
             head, _, tail = template.format(name=name, text="\x00").partition("\x00")
             tail = tail.replace("\x00", " ")  # a template may say {text} twice; parts once
             if not named:
                 head = tail = ""
-            pieces = [(head, voice)] if head.strip() else []
-            pieces += [(part.text, part.voice or voice) for part in split]
+            pieces = [(head, voice, None, False)] if head.strip() else []
+            budget = sounds.max_per_message if line.user.at_least(self._sounds_role) else 0
+            # Without voice parts the message is one voice: the template joins its text.
+            voiced = not (len(split) == 1 and split[0].voice is None)
+            for part in split:
+                if not tagged:
+                    pieces.append((part.text, part.voice or voice, None, False))
+                    continue
+                chunks, used = split_sounds(
+                    part.text, sounds.syntax, self._known_sound, budget, sounds.unknown
+                )
+                budget -= used
+                for i, chunk in enumerate(chunks):
+                    clip = self.sounds.clip(chunk.sound) if chunk.sound is not None else None
+                    pieces.append((chunk.text, part.voice or voice, clip, i > 0 or not voiced))
             if tail.strip():
-                pieces.append((tail, voice))
+                after_sound = bool(pieces) and pieces[-1][2] is not None
+                pieces.append((tail, voice, None, after_sound or not voiced))
         if self.pronouncer.active:
-            pieces = [(self.pronouncer.apply(text), v) for text, v in pieces]
-        pieces = [(text.strip(), v) for text, v in pieces if text.strip()]
-        if not pieces or (len(pieces) == 1 and pieces[0] == (shown, voice)):
+            pieces = [
+                (self.pronouncer.apply(text) if clip is None else text, v, clip, joined)
+                for text, v, clip, joined in pieces
+            ]
+        pieces = [(t.strip(), v, c, j) for t, v, c, j in pieces if t.strip() or c is not None]
+        merged: list[tuple[str, str, SoundClip | None, bool]] = []
+        for text, v, sound, joined in pieces:  # speech joined to speech is one synthesis
+            if merged and joined and sound is None and merged[-1][2] is None and merged[-1][1] == v:
+                merged[-1] = (f"{merged[-1][0]} {text}", v, None, merged[-1][3])
+            else:
+                merged.append((text, v, sound, joined))
+        pieces = merged
+        if not pieces or (len(pieces) == 1 and pieces[0][:3] == (shown, voice, None)):
             return shown, ()
         pause = self.cfg.tts.parts.pause_ms / 1000.0
         return shown, tuple(
-            SpeechPart(text, v.lower(), pause if i else 0.0) for i, (text, v) in enumerate(pieces)
+            SpeechPart(text, v.lower(), pause if i and not joined else 0.0, clip)
+            for i, (text, v, clip, joined) in enumerate(pieces)
         )
+
+    def _known_sound(self, tag: str) -> str | None:
+        """The sound a tag names, if the folder holds it; an unknown one asks for a rescan."""
+        clip = self.sounds.clip(tag)
+        if clip is None:
+            if self.sounds.should_rescan():
+                self._rescan_sounds()
+            return None
+        return clip.name
+
+    def _rescan_sounds(self) -> None:
+        task = self._tasks.spawn(self._scan_sounds(), name="sounds-scan")
+        self.sounds.scanning(task)
+
+    async def _scan_sounds(self) -> None:
+        await self.sounds.rescan()
 
     def _split(self, line: Line) -> list[Part]:
         """The message's voice parts, when ``tts.parts`` is on and the author may use it."""

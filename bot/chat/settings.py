@@ -19,6 +19,7 @@ from bot.chat.roles import RoleName
 from engine.config import VOICE_NAME_RE, Section, VoicesConfig
 
 if TYPE_CHECKING:
+    from bot.chat.sounds import SoundsConfig
     from bot.speech.settings import QueueConfig
 
 __all__ = [
@@ -392,4 +393,9 @@ class PipelineSettings(Protocol):
     @property
     def pronunciation(self) -> PronunciationConfig:
         """``pronunciation``: words and patterns said differently."""
+        ...
+
+    @property
+    def sounds(self) -> SoundsConfig:
+        """``sounds``: sound effects in messages (``bot.chat.sounds``)."""
         ...

@@ -53,19 +53,40 @@ class Outcome(enum.Enum):
     FAILED = "failed"
 
 
+class SoundClip(Protocol):
+    """A sound effect played as a part of a message (``bot.chat.sounds.SoundClip``)."""
+
+    @property
+    def name(self) -> str:
+        """The sound's name, for the log."""
+        ...
+
+    @property
+    def sample_rate(self) -> int:
+        """Its own rate: a message of nothing but sounds plays at the first one's."""
+        ...
+
+    async def samples(self, sample_rate: int) -> Audio | None:
+        """The clip as mono float32 at ``sample_rate``; None when it cannot be played."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class SpeechPart:
     """A stretch of a message spoken in one voice (several voices in one message).
 
     Attributes:
-        text: What is synthesised for this part.
+        text: What is synthesised for this part; for a sound, what is said instead when
+            its clip cannot be played ("" for nothing).
         voice: Its voice.
         pause_before_s: Silence played before it (between two parts).
+        sound: A sound effect played here instead of speech.
     """
 
     text: str
     voice: str
     pause_before_s: float = 0.0
+    sound: SoundClip | None = None
 
 
 @dataclass(eq=False)
@@ -101,6 +122,69 @@ class SpeechItem:
         """Cancel the engine job, if one was started."""
         if self.job is not None:
             self.job.cancel()
+
+
+class ClipJob(SynthesisJob):
+    """A sound part of a message: its clip's samples at the stream's rate, as a job.
+
+    A SynthesisJob to everything that chains or times parts (:class:`PartsJob`), though no
+    engine makes it: the clip is decoded off the event loop when its turn comes (cached after
+    the first time), and when it cannot be played, ``fallback`` (the tag read as text) is
+    synthesised in its place, or nothing is heard.
+    """
+
+    CHUNK_S = 0.05
+    """The clip is handed to the player in pieces this long, like an engine's chunks."""
+
+    def __init__(
+        self,
+        clip: SoundClip,
+        sample_rate: int,
+        fallback: Callable[[], SynthesisJob] | None = None,
+    ) -> None:
+        """Play ``clip`` at ``sample_rate``; ``fallback`` submits what is said instead."""
+        super().__init__(-1, f"[{clip.name}]", "", sample_rate)
+        self._clip = clip
+        self._fallback = fallback
+        self._spoken: SynthesisJob | None = None
+        self._clip_cancelled = False
+        self._clip_done = False
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether ``cancel()`` was called."""
+        return self._clip_cancelled
+
+    @property
+    def done(self) -> bool:
+        """Whether the clip (or what was said instead) has ended."""
+        return self._clip_done or self._clip_cancelled
+
+    def cancel(self) -> None:
+        """Stop before the next piece (the player's stop() silences what plays)."""
+        self._clip_cancelled = True
+        if self._spoken is not None:
+            self._spoken.cancel()
+
+    async def __aiter__(self) -> AsyncIterator[Audio]:
+        """The clip in pieces of :data:`CHUNK_S`, or the fallback's chunks."""
+        try:
+            audio = None if self.cancelled else await self._clip.samples(self.sample_rate)
+            if audio is None:
+                if self._fallback is not None and not self.cancelled:
+                    self._spoken = self._fallback()
+                    async for chunk in self._spoken:
+                        yield chunk
+                return
+            self.first_chunk_at = time.monotonic()
+            step = max(1, round(self.CHUNK_S * self.sample_rate))
+            for start in range(0, len(audio), step):
+                if self.cancelled:
+                    return
+                yield audio[start : start + step]
+        finally:
+            self._clip_done = True
+            self.finished_at = time.monotonic()
 
 
 class PartsJob:
@@ -509,9 +593,33 @@ class Speaker:
         """Ask the engine for the item's audio: its text, or each of its parts."""
         if not item.parts:
             return self._engine.submit(item.text, item.voice)
+        if any(p.sound is not None for p in item.parts):
+            return self._with_sounds(item.parts)
         return PartsJob(
             [(self._engine.submit(p.text, p.voice), p.pause_before_s) for p in item.parts]
         )
+
+    def _with_sounds(self, parts: tuple[SpeechPart, ...]) -> PartsJob:
+        """Speech parts submitted at once, sound parts at the speech's rate (or their own)."""
+        spoken = {
+            i: self._engine.submit(p.text, p.voice) for i, p in enumerate(parts) if p.sound is None
+        }
+        first = next(iter(spoken.values()), None)
+        sounds = [p.sound for p in parts if p.sound is not None]
+        rate = first.sample_rate if first is not None else sounds[0].sample_rate
+        jobs: list[tuple[SynthesisJob, float]] = []
+        for i, part in enumerate(parts):
+            job: SynthesisJob
+            if part.sound is None:
+                job = spoken[i]
+            else:
+                fallback = None
+                if part.text.strip():
+                    text, voice = part.text, part.voice
+                    fallback = lambda t=text, v=voice: self._engine.submit(t, v)  # noqa: E731
+                job = ClipJob(part.sound, rate, fallback)
+            jobs.append((job, part.pause_before_s))
+        return PartsJob(jobs)
 
     async def run(self) -> None:
         """Speak queued items until cancelled."""
