@@ -1156,7 +1156,8 @@ async def test_sigkill_mid_flood_then_restart_loses_nothing_that_was_acknowledge
         flooding = asyncio.create_task(flood())
         try:
             first = await double.wait_subscribed(timeout=90)
-            await asyncio.sleep(0.5)  # mid-flood
+            subscribed_at = flood_sent[0]
+            await until(lambda: flood_sent[0] >= subscribed_at + 250)  # the bot is mid-flood
             flood_at_first_command = flood_sent[0]
             assert await ask(alice, "!voice ALICE") == "your voice is now alice"
             m = ("moderator",)
