@@ -23,7 +23,7 @@ from bot.app import App
 from bot.chat.pipeline import Action
 from bot.chat.sounds import Chunk, SoundsConfig, split_sounds
 from bot.config import ConfigError, parse_config
-from bot.core.messages import Role
+from bot.core.messages import MessageDeleted, Role, UserPurged
 from bot.setup.sounds_import import add_sound_command
 from bot.speech.speaker import SpeechEvent, SpeechEventKind
 from engine.base import Audio, EngineState, StopCheck
@@ -31,6 +31,7 @@ from tests.support.audio import PulseServer, SinkRecorder, active_span, dominant
 from tests.support.chat_harness import (
     MOD,
     RATE,
+    VIEWER,
     Bot,
     ToneEngine,
     make_config,
@@ -437,9 +438,11 @@ async def test_on_the_real_player_speech_then_the_effect_then_speech(
 
 
 @pytest.mark.audio
-async def test_on_the_real_player_skip_during_the_effect_silences_the_sink(
-    tmp_path: Path, pulse_server: PulseServer, sink_recorder: SinkRecorder
+@pytest.mark.parametrize("control", ["skip", "delete", "ban"])
+async def test_on_the_real_player_control_during_the_effect_silences_the_sink(
+    tmp_path: Path, pulse_server: PulseServer, sink_recorder: SinkRecorder, control: str
 ) -> None:
+    """``!skip``, a deleted message and a ban of its author stop a playing effect at once."""
     import_beep(tmp_path, seconds=4.0)
     app, bot = await real_bot(tmp_path, pulse_server.device_name)
     rate = pulse_server.rate
@@ -452,13 +455,18 @@ async def test_on_the_real_player_skip_during_the_effect_silences_the_sink(
                 begun.set()
 
         app.speaker.add_listener(on_event)
-        await bot.send("hi there friend [beep] this is never heard")
+        await bot.send("hi there friend [beep] this is never heard", mid="fx1")
         await asyncio.wait_for(begun.wait(), 10)
         # Wait on the sink until a second of the effect was heard there.
         mark = sink_recorder.frames
         await asyncio.to_thread(sink_recorder.wait_frames, mark + rate)
         skipped_at = sink_recorder.frames
-        await bot.send("!skip", MOD)
+        if control == "skip":
+            await bot.send("!skip", MOD)
+        elif control == "delete":
+            await app.on_moderation(MessageDeleted("fx1"))
+        else:
+            await app.on_moderation(UserPurged(VIEWER.id, VIEWER.login))
         await asyncio.wait_for(app.speaker.wait_idle(), 10)
         await asyncio.to_thread(sink_recorder.wait_frames, skipped_at + rate // 2)
         recording = sink_recorder.stop()
@@ -470,6 +478,7 @@ async def test_on_the_real_player_skip_during_the_effect_silences_the_sink(
     # the skip (80 ms here, plus the monitor's), the sink stays silent after it, and the
     # rest of the message never played.
     _, end = active_span(recording)
-    assert (end - skipped_at) / rate < 0.25, f"heard {(end - skipped_at) / rate:.3f} s after"
+    heard_after = (end - skipped_at) / rate
+    assert heard_after < 0.25, f"the effect went on {heard_after * 1000:.0f} ms after the {control}"
     assert (len(recording) - end) / rate > 0.3
     assert runs_of(frequencies(recording, rate))[-1][0] == 1000
