@@ -324,6 +324,25 @@ async def test_a_sound_that_disappears_is_read_instead_and_logged(
         await bot.close()
 
 
+async def test_with_drop_a_sound_that_disappears_leaves_only_the_speech(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = import_beep(tmp_path)
+    bot = await start_with_sounds(tmp_path, unknown="drop")
+    try:
+        path.unlink()
+        with caplog.at_level(logging.WARNING, "bot.chat.sounds"):
+            decision, _ = await bot.send("before [beep] after")
+            await bot.idle()
+        assert decision.item is not None
+        assert bot.finished() == [("viewer", "before [beep] after", "played")]
+        assert bot.engine.calls == [("before", "default"), ("after", "default")]
+        assert len(bot.player.audio[0]) == 2 * (RATE // 100)
+        assert "dropped" in caplog.text
+    finally:
+        await bot.close()
+
+
 async def test_a_damaged_file_is_no_sound_and_a_new_one_is_found(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
