@@ -10,13 +10,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from bot.core.messages import ChatMessage, ChatUser, Platform
 from bot.speech.settings import QueueConfig
 from bot.speech.speaker import Speaker, SpeechEvent, SpeechEventKind, SpeechItem, SpeechQueue
 from engine.base import Audio, BatchChunk, EngineState, StopCheck, SynthesisRequest
+from engine.config import F5Config, VoicesConfig
+from engine.f5 import F5Engine
+from engine.f5fast import FastSampler
 from engine.worker import EngineWorker
 from tests.support.chat_harness import RATE, RecordingPlayer, ToneEngine, until
+from tests.support.f5 import write_alice
 
 CHUNK = RATE // 100
 
@@ -33,10 +41,12 @@ class BatchToneEngine(ToneEngine):
         self.singles: list[str] = []
         self._in_batch = False
 
-    def synthesize(self, text: str, voice: str, should_stop: StopCheck) -> Iterator[Audio]:
+    def synthesize(
+        self, text: str, voice: str, should_stop: StopCheck, **options: Any
+    ) -> Iterator[Audio]:
         if not self._in_batch:
             self.singles.append(text)
-        return super().synthesize(text, voice, should_stop)
+        return super().synthesize(text, voice, should_stop, **options)
 
     def synthesize_batch(self, requests: Sequence[SynthesisRequest]) -> Iterator[BatchChunk]:
         self.batches.append([r.text for r in requests])
@@ -205,3 +215,78 @@ async def test_skipping_or_deleting_one_batched_message_leaves_the_others_whole(
         assert played[texts[1]] == _samples(texts[1])
         assert played[texts[4]] == _samples(texts[4])
         assert played[texts[2]] < _samples(texts[2])
+
+
+async def test_a_raid_through_tiny_f5_is_packed_and_each_message_sounds_as_alone(
+    tiny_f5: dict[str, Any], tmp_path: Path
+) -> None:
+    """The real F5 engine (tiny checkpoint, CPU, the fast sampler batching up to 4)."""
+    write_alice(tmp_path / "voices")
+    cfg = F5Config(**{**tiny_f5, "nfe_step": 4}, max_chunk_chars=30, seed=11)
+    engine = F5Engine(cfg, VoicesConfig(dir=tmp_path / "voices"), device="cpu")
+    worker = EngineWorker(engine)
+    player = RecordingPlayer()
+    queue = SpeechQueue(QueueConfig())
+    speaker = Speaker(queue, worker, player, gap_s=0, max_batch=lambda: engine.max_batch)
+    finished: list[tuple[str, str]] = []
+
+    def record(event: SpeechEvent) -> None:
+        if event.kind is SpeechEventKind.STARTED:
+            player.label = event.item.text
+        elif event.kind is SpeechEventKind.FINISHED and event.outcome is not None:
+            finished.append((event.item.text, event.outcome.value))
+            sizes.append(event.item.batch_size)
+
+    sizes: list[int] = []
+    speaker.add_listener(record)
+    await worker.start()
+    task: asyncio.Task[None] | None = None
+    try:
+        assert await worker.wait_ready() is EngineState.READY
+
+        def batching(f5: Any) -> FastSampler:
+            fast = FastSampler(
+                f5.cfm,
+                nfe_step=4,
+                cfg_strength=cfg.cfg_strength,
+                sway_sampling_coef=cfg.sway_sampling_coef,
+                bucket_frames=32,
+                max_batch=4,
+                max_batch_frames=4096,
+            )
+            f5.sampler = fast
+            return fast
+
+        sampler = await worker.call(batching)
+        assert engine.max_batch == 4
+        texts = ["hello chat", "welcome in", "raid incoming", "gg everyone", "hype train"]
+        task = asyncio.create_task(speaker.run())
+        for n, text in enumerate(texts):
+            assert speaker.enqueue(_item(text, n))
+        await asyncio.wait_for(speaker.wait_idle(), 240)
+        assert finished == [(text, "played") for text in texts]
+        assert sizes == [1, 4, 4, 4, 4]  # the first alone, the four waiting as one batch
+        assert sampler.stats["packed_passes"] >= 1  # the raid's four went through one pass
+        assert sampler.stats["packed_requests"] >= 4
+        played = dict(zip([label for label, _ in player.played], player.audio, strict=True))
+
+        def alone_of(text: str) -> Callable[[Any], Audio]:
+            def run(f5: Any) -> Audio:
+                return np.concatenate(list(f5.synthesize(text, "default", _never)))
+
+            return run
+
+        for text in texts:
+            alone = await worker.call(alone_of(text))  # the same engine, alone, same seed
+            got = played[text]
+            assert got.shape == alone.shape
+            assert float(np.linalg.norm(got - alone) / np.linalg.norm(alone)) < 1e-5
+    finally:
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await worker.close()
+
+
+def _never() -> bool:
+    return False
