@@ -66,6 +66,8 @@ INGRESS_DEPLOYMENT = "SpeechIngress"
 MAX_BODY_BYTES = 256 * 1024
 """Largest request body (the same bound as ``bot.serve.server.LIMITS``)."""
 VOICES_MAX_AGE_S = 60.0
+HEALTH_WAIT_S = 2.0
+"""How long ``GET /health`` waits for an engine replica before saying ``loading``."""
 _RECENT_BATCHES = 1024
 serve: Any = _ray_serve
 """Ray Serve, untyped for mypy (its decorators and ``bind`` have no usable stubs)."""
@@ -453,7 +455,7 @@ class SpeechIngress:
         path = request.url.path.rstrip("/") or "/"
         method = request.method
         if path == "/health":
-            return JSONResponse({"status": "ready"})
+            return JSONResponse({"status": await self._health()})
         if path.startswith("/v1/") or path == "/metrics":
             self._check_token(request)
         if method == "POST" and path == "/v1/audio/speech":
@@ -511,6 +513,16 @@ class SpeechIngress:
                 f"wrong token (the right one is in {self._token_source} on the serving PC)",
                 code="invalid_api_key",
             )
+
+    async def _health(self) -> str:
+        """``ready`` once an engine replica answers; ``loading`` while none does yet."""
+        if self._info is not None:
+            return "ready"
+        try:
+            await asyncio.wait_for(self._engine_info(), HEALTH_WAIT_S)
+        except TimeoutError:
+            return EngineState.LOADING.value
+        return "ready"
 
     def _count(self, outcome: str) -> None:
         setattr(self.stats, outcome, getattr(self.stats, outcome) + 1)
@@ -874,7 +886,9 @@ def serve_ray(cfg: Config, settings: RaySettings, stop_when: Callable[[], Any]) 
 
     Starts (or joins, with ``address``) a Ray cluster, puts Serve's HTTP proxy on
     ``serve.host:serve.port`` (with ``serve.cert``/``serve.key`` for TLS), deploys, waits,
-    and shuts Serve down. Blocking; ``ishowtts serve --ray`` calls it from a thread.
+    and shuts Serve down. Blocking (``stop_when`` blocks until the user stops it). A Ctrl-C
+    that lands inside ``ray.init`` or ``serve.run`` is sometimes swallowed by Ray (seen on
+    Ray 2.60): the application then starts, and the next stop signal ends it.
     """
     try:
         application = build_app_after_init(cfg, settings)
@@ -896,6 +910,9 @@ def serve_ray(cfg: Config, settings: RaySettings, stop_when: Callable[[], Any]) 
         )
         stop_when()
         log.info("stopping the Ray Serve application")
+        return 0
+    except KeyboardInterrupt:
+        log.info("stopping the Ray Serve application (asked to while it was starting)")
         return 0
     finally:
         with contextlib.suppress(Exception):

@@ -75,7 +75,8 @@ def deploy(cfg: Config, port: int, **settings: Any) -> str:
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200:
+            health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
+            if health.status_code == 200 and health.json()["status"] == "ready":
                 break
         except httpx.HTTPError:
             pass
