@@ -6,7 +6,8 @@ non-thread-safe C library without locks.
 
 Two ways to synthesise:
 
-* ``synthesize(text, voice, should_stop)``: one request, an iterator of audio chunks;
+* ``synthesize(text, voice, should_stop, speed=...)``: one request, an iterator of audio
+  chunks;
 * ``synthesize_batch(requests)``: several requests (different texts, voices and lengths)
   at once, an iterator of :class:`BatchChunk` events saying which request each chunk
   belongs to. An engine that can (F5 on CUDA) runs them through one sampling pass per
@@ -19,12 +20,21 @@ Two ways to synthesise:
   after another through ``synthesize`` (the default below).
 
 ``EngineWorker.submit_batch`` is the event-loop side of ``synthesize_batch``.
+
+Speed: every request may ask for its own speaking speed (``speed``, a factor: 2.0 speaks in
+about half the time, 0.5 in twice the time; 1.0 is the engine's configured pace, unchanged).
+OpenAI's speech API takes 0.25-4.0, and ``ishowtts serve`` passes it through. Each engine
+gives it its own meaning (F5: the generated duration is divided by it, as in f5-tts's own
+``infer_process``; eSpeak NG: the words per minute are multiplied by it). A request of a
+batch keeps its own speed. Callers pass ``speed`` only when it is not 1.0, so an engine
+written before speed existed (a test double) still serves every request at 1.0.
 """
 
 from __future__ import annotations
 
 import abc
 import enum
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -79,11 +89,14 @@ class SynthesisRequest:
         text: Already cleaned, non-empty text.
         voice: A voice name (unknown names fall back to the default voice, logged).
         should_stop: Polled between rounds; once True the request is dropped.
+        speed: Speaking speed factor (1.0: the engine's configured pace; see the module
+            docstring).
     """
 
     text: str
     voice: str
     should_stop: StopCheck
+    speed: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +147,9 @@ class Engine(abc.ABC):
         """Voices this engine can speak with, including unusable ones with their problem."""
 
     @abc.abstractmethod
-    def synthesize(self, text: str, voice: str, should_stop: StopCheck) -> Iterator[Audio]:
+    def synthesize(
+        self, text: str, voice: str, should_stop: StopCheck, *, speed: float = 1.0
+    ) -> Iterator[Audio]:
         """Speak ``text`` in ``voice``, yielding audio chunks as they are ready.
 
         Args:
@@ -142,6 +157,8 @@ class Engine(abc.ABC):
             voice: A voice name from ``voices()``; engines fall back to their default voice
                 (with a log line) when it is unknown.
             should_stop: Polled between chunks; once it returns True the engine stops early.
+            speed: Speaking speed factor, positive (1.0: the configured pace, exactly as
+                without it; 2.0: about half as long).
 
         Raises:
             EngineError: When this text cannot be spoken; the worker reports it and moves on.
@@ -150,8 +167,9 @@ class Engine(abc.ABC):
     def synthesize_batch(self, requests: Sequence[SynthesisRequest]) -> Iterator[BatchChunk]:
         """Speak several requests; see the module docstring for the order and the guarantees.
 
-        This default runs them one after another through ``synthesize``: correct for any
-        engine, batched for none. A request's ``EngineError`` ends that request only.
+        This default runs them one after another through ``synthesize``, each at its own
+        speed: correct for any engine, batched for none. A request's ``EngineError`` ends
+        that request only.
         """
         for index, request in enumerate(requests):
             if request.should_stop():
@@ -159,7 +177,13 @@ class Engine(abc.ABC):
                 continue
             try:
                 pending: Audio | None = None
-                for chunk in self.synthesize(request.text, request.voice, request.should_stop):
+                if request.speed == 1.0:
+                    chunks = self.synthesize(request.text, request.voice, request.should_stop)
+                else:
+                    chunks = self.synthesize(
+                        request.text, request.voice, request.should_stop, speed=request.speed
+                    )
+                for chunk in chunks:
                     if pending is not None:
                         yield BatchChunk(index, pending)
                     pending = chunk
@@ -181,3 +205,16 @@ class Engine(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook, most engines need nothing
         """Release models and library handles."""
+
+
+def check_speed(speed: float) -> float:
+    """``speed`` as a float, refused unless it is a positive finite number.
+
+    Raises:
+        ValueError: For zero, a negative number, NaN or infinity (a caller's mistake: the
+            HTTP server checks OpenAI's 0.25-4.0 range before it gets here).
+    """
+    value = float(speed)
+    if not math.isfinite(value) or value <= 0.0:
+        raise ValueError(f"speed must be a positive number, not {speed!r}")
+    return value

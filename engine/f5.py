@@ -484,9 +484,13 @@ class F5Engine(Engine):
         if self.cfm is None or self.sampler is None:
             raise EngineError("the F5 engine is not loaded")
 
-    def _plan(self, ref: Reference, text: str) -> list[ChunkPlan]:
+    def _plan(self, ref: Reference, text: str, speed: float = 1.0) -> list[ChunkPlan]:
         assert self._to_ids is not None
-        limit = chunk_limit(ref.text, ref.seconds, self._f5.max_chunk_chars, self._f5.speed)
+        # A request's speed scales the configured one: f5-tts divides the generated duration
+        # by it (infer_process), and fits as many more characters into a piece. At 1.0 the
+        # configured speed is used as it is, so the arithmetic is the one it always was.
+        pace = self._f5.speed if speed == 1.0 else self._f5.speed * speed
+        limit = chunk_limit(ref.text, ref.seconds, self._f5.max_chunk_chars, pace)
         plans = []
         # A short leading piece (cut at a pause) is synthesised alone, so playback starts
         # after a fraction of the whole message's compute; the rest follows while it plays.
@@ -497,35 +501,41 @@ class F5Engine(Engine):
         )
         pieces = [piece for part in lead for piece in split_text(part, limit)]
         for piece in pieces:
-            frames = duration_frames(piece, ref.transcript, ref.seconds, self._f5.speed)
+            frames = duration_frames(piece, ref.transcript, ref.seconds, pace)
             # CFM.sample never generates fewer frames than text tokens + 1; plan the same.
             tokens = int(self._to_ids(ref.text + piece).shape[1])
             frames = max(frames, tokens + 1 - ref.frames)
             plans.append(ChunkPlan(piece, frames))
         return plans
 
-    def plan(self, text: str, voice: str) -> list[ChunkPlan]:
+    def plan(self, text: str, voice: str, *, speed: float = 1.0) -> list[ChunkPlan]:
         """How ``text`` will be split and how many frames each piece gets, in ``voice``."""
-        return self._plan(self.reference(voice), text)
+        return self._plan(self.reference(voice), text, speed)
 
-    def synthesize(self, text: str, voice: str, should_stop: StopCheck) -> Iterator[Audio]:
+    def synthesize(
+        self, text: str, voice: str, should_stop: StopCheck, *, speed: float = 1.0
+    ) -> Iterator[Audio]:
         """Speak ``text`` in ``voice``, one chunk per text piece, each yielded when ready.
+
+        ``speed`` multiplies ``engine.f5.speed``: the generated duration is divided by it,
+        as f5-tts's own ``infer_process`` does.
 
         Raises:
             VoiceError: The voice (or, for unknown names, the default) cannot be used.
             EngineError: The engine is not loaded.
         """
         ref = self.reference(voice)
-        yield from self._generate(ref, self._plan(ref, text), should_stop, self._generator())
+        plans = self._plan(ref, text, speed)
+        yield from self._generate(ref, plans, should_stop, self._generator())
 
     def synthesize_batch(self, requests: Sequence[SynthesisRequest]) -> Iterator[BatchChunk]:
         """Speak several requests in rounds of one sampling pass (see ``engine.base``).
 
         Round ``r`` renders the ``r``-th piece of every request still going, all in one
         ``Sampler.sample_batch`` call (up to ``engine.f5.max_batch`` per pass); a request's
-        audio equals its ``synthesize`` audio up to fp16 rounding, with the same seed. An
-        unusable voice fails that request alone; a request whose ``should_stop`` turns True
-        is dropped before the next round.
+        audio (at its own speed) equals its ``synthesize`` audio up to fp16 rounding, with
+        the same seed. An unusable voice fails that request alone; a request whose
+        ``should_stop`` turns True is dropped before the next round.
 
         Raises:
             EngineError: The engine is not loaded.
@@ -535,7 +545,7 @@ class F5Engine(Engine):
         for index, request in enumerate(requests):
             try:
                 ref = self.reference(request.voice)
-                plans = self._plan(ref, request.text)
+                plans = self._plan(ref, request.text, request.speed)
             except EngineError as exc:
                 yield BatchChunk(index, last=True, error=exc)
                 continue

@@ -200,13 +200,17 @@ class AutoEngine(Engine):
         """The chosen engine's voices."""
         return self._require().voices()
 
-    def synthesize(self, text: str, voice: str, should_stop: StopCheck) -> Iterator[Audio]:
-        """Speak through the chosen engine.
+    def synthesize(
+        self, text: str, voice: str, should_stop: StopCheck, *, speed: float = 1.0
+    ) -> Iterator[Audio]:
+        """Speak through the chosen engine, at ``speed`` (passed on only when not 1.0).
 
         Raises:
             EngineError: When not loaded, or when the chosen engine fails.
         """
-        return self._require().synthesize(text, voice, should_stop)
+        if speed == 1.0:
+            return self._require().synthesize(text, voice, should_stop)
+        return self._require().synthesize(text, voice, should_stop, speed=speed)
 
     @property
     def max_batch(self) -> int:  # type: ignore[override]

@@ -31,7 +31,15 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from engine.base import Audio, BatchChunk, Engine, EngineError, EngineState, SynthesisRequest
+from engine.base import (
+    Audio,
+    BatchChunk,
+    Engine,
+    EngineError,
+    EngineState,
+    SynthesisRequest,
+    check_speed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +66,13 @@ class SynthesisJob:
     ``cancel()`` works while the job is queued or running (the engine stops at its next chunk).
     """
 
-    def __init__(self, job_id: int, text: str, voice: str, sample_rate: int) -> None:
+    def __init__(
+        self, job_id: int, text: str, voice: str, sample_rate: int, speed: float = 1.0
+    ) -> None:
         self.id = job_id
         self.text = text
         self.voice = voice
+        self.speed = speed
         self.sample_rate = sample_rate
         self.started_at: float | None = None
         self.first_chunk_at: float | None = None
@@ -200,26 +211,47 @@ class EngineWorker:
         await self._ready.wait()
         return self.state
 
-    def submit(self, text: str, voice: str) -> SynthesisJob:
-        """Queue ``text`` for synthesis in ``voice``; returns at once with a handle."""
-        if self._thread is None or self._closed:
-            raise RuntimeError("engine worker is not running")
-        job = SynthesisJob(next(self._ids), text, voice, self.engine.sample_rate)
-        self._queue.put(_Work(job=job))
-        return job
+    def submit(self, text: str, voice: str, *, speed: float = 1.0) -> SynthesisJob:
+        """Queue ``text`` for synthesis in ``voice``; returns at once with a handle.
 
-    def submit_batch(self, requests: Sequence[tuple[str, str]]) -> list[SynthesisJob]:
-        """Queue several (text, voice) requests to be synthesised together; returns at once.
+        Args:
+            text: Already cleaned, non-empty text.
+            voice: A voice name (unknown names speak in the default voice).
+            speed: Speaking speed factor (1.0: the engine's configured pace; 2.0: about
+                half as long); see ``engine.base``.
 
-        Each handle streams its own chunks and can be cancelled alone (the others go on).
-        The engine decides how many run in one pass (``Engine.max_batch``); engines that
-        cannot batch run them one after another.
+        Raises:
+            RuntimeError: The worker is not running.
+            ValueError: ``speed`` is not a positive finite number.
         """
         if self._thread is None or self._closed:
             raise RuntimeError("engine worker is not running")
+        job = SynthesisJob(
+            next(self._ids), text, voice, self.engine.sample_rate, check_speed(speed)
+        )
+        self._queue.put(_Work(job=job))
+        return job
+
+    def submit_batch(
+        self, requests: Sequence[tuple[str, str] | tuple[str, str, float]]
+    ) -> list[SynthesisJob]:
+        """Queue several (text, voice[, speed]) requests to be synthesised together.
+
+        Returns at once. Each handle streams its own chunks, at its own speed (1.0 when
+        left out), and can be cancelled alone (the others go on). The engine decides how
+        many run in one pass (``Engine.max_batch``); engines that cannot batch run them
+        one after another.
+
+        Raises:
+            RuntimeError: The worker is not running.
+            ValueError: A speed is not a positive finite number (nothing is queued).
+        """
+        if self._thread is None or self._closed:
+            raise RuntimeError("engine worker is not running")
+        speeds = [check_speed(request[2]) if len(request) > 2 else 1.0 for request in requests]
         jobs = [
-            SynthesisJob(next(self._ids), text, voice, self.engine.sample_rate)
-            for text, voice in requests
+            SynthesisJob(next(self._ids), request[0], request[1], self.engine.sample_rate, speed)
+            for request, speed in zip(requests, speeds, strict=True)
         ]
         if jobs:
             self._queue.put(_Work(batch=jobs))
@@ -402,7 +434,13 @@ class EngineWorker:
         # Chunks reach the loop through call_soon_threadsafe, so the loop sees this write first.
         job.sample_rate = self.engine.sample_rate
         try:
-            for chunk in self.engine.synthesize(job.text, job.voice, job._stop.is_set):
+            if job.speed == 1.0:  # engines written before speed existed still serve these
+                chunks = self.engine.synthesize(job.text, job.voice, job._stop.is_set)
+            else:
+                chunks = self.engine.synthesize(
+                    job.text, job.voice, job._stop.is_set, speed=job.speed
+                )
+            for chunk in chunks:
                 if job.cancelled:
                     break
                 clean = self._validate(chunk)
@@ -441,7 +479,8 @@ class EngineWorker:
             return lambda: job.cancelled or index in failed
 
         requests = [
-            SynthesisRequest(job.text, job.voice, stop_check(i)) for i, job in enumerate(jobs)
+            SynthesisRequest(job.text, job.voice, stop_check(i), job.speed)
+            for i, job in enumerate(jobs)
         ]
         try:
             for event in self.engine.synthesize_batch(requests):

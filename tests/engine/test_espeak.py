@@ -409,3 +409,41 @@ def test_on_windows_the_code_page_spells_the_path_or_its_short_name_does(
     monkeypatch.setattr(espeak, "_short_path", lambda _p: None)
     with pytest.raises(EngineError, match="plain name"):
         espeak.c_path(long_name, ansi_codec="ascii")
+
+
+SPEED_LINE = "Thanks for the follow, and welcome in. Grab a seat, the next round starts soon."
+
+
+def test_speed_scales_the_rate_for_one_request_only(engine: EspeakEngine) -> None:
+    normal = _speak(engine, SPEED_LINE)
+    fast = np.concatenate(list(engine.synthesize(SPEED_LINE, "default", _never, speed=2.0)))
+    slow = np.concatenate(list(engine.synthesize(SPEED_LINE, "bob", _never, speed=0.5)))
+    after = _speak(engine, SPEED_LINE)  # the library is stateful: the rate must come back
+    bob = _speak(engine, SPEED_LINE, "bob")
+    assert len(fast) < 0.7 * len(normal)
+    assert len(slow) > 1.4 * len(bob)
+    assert len(after) == len(normal)  # same length (klatt's noise source differs per run)
+
+
+async def test_the_worker_carries_each_jobs_speed_alone_and_in_a_batch(voices_dir: Path) -> None:
+    worker = EngineWorker(EspeakEngine(EspeakConfig(), VoicesConfig(dir=voices_dir)))
+    await worker.start()
+    try:
+        assert await worker.wait_ready() is EngineState.READY
+        normal = await worker.submit(SPEED_LINE, "default").collect()
+        fast = await worker.submit(SPEED_LINE, "default", speed=2.0).collect()
+        assert len(fast) < 0.7 * len(normal)
+        jobs = worker.submit_batch(
+            [(SPEED_LINE, "default", 2.0), (SPEED_LINE, "default"), (SPEED_LINE, "default", 1.0)]
+        )
+        assert [job.speed for job in jobs] == [2.0, 1.0, 1.0]
+        batch = [await job.collect() for job in jobs]
+        assert [len(a) for a in batch] == [len(fast), len(normal), len(normal)]
+        for bad in (0.0, -1.0, float("nan"), float("inf")):
+            with pytest.raises(ValueError, match="speed"):
+                worker.submit(SPEED_LINE, "default", speed=bad)
+            with pytest.raises(ValueError, match="speed"):
+                worker.submit_batch([("ok", "default"), ("no", "default", bad)])
+        assert len(await worker.submit(SPEED_LINE, "default").collect()) == len(normal)
+    finally:
+        await worker.close()
