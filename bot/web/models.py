@@ -1,6 +1,6 @@
 """The JSON the overlay, the control panel and the API's callers read, as typed models.
 
-One model per shape, and one place that turns a model into JSON (``as_json``): the pages
+One model per shape, and one place that turns a model into JSON (``as_text``): the pages
 (``static/panel.js``, ``static/overlay.js``) and other stream tools depend on these field names,
 so they are written down once, here, instead of as dictionaries built in several places.
 """
@@ -222,11 +222,16 @@ class AudioVolume(_Model):
 
 
 def as_json(model: BaseModel) -> dict[str, Any]:
-    """The JSON object a model is sent as (enums as their values)."""
+    """The JSON object a model is sent as (enums as their values), as Python data."""
     data: dict[str, Any] = model.model_dump(mode="json")
     return data
 
 
 def as_text(model: BaseModel) -> str:
-    """``as_json`` as the text of a WebSocket message."""
+    """The JSON text a model is sent as, over HTTP and WebSockets alike.
+
+    ``json.dumps`` writes it, not pydantic's faster ``model_dump_json``: text from chat or
+    another tool may hold lone surrogates (a JSON escape of one is valid JSON), which pydantic
+    refuses to encode as UTF-8 and ``json.dumps`` escapes, as the pages have always been sent.
+    """
     return json.dumps(as_json(model))

@@ -74,7 +74,6 @@ from bot.web.models import (
     PanelState,
     SynthesisView,
     VoicesAnswer,
-    as_json,
     as_text,
 )
 from bot.web.protect import (
@@ -961,7 +960,7 @@ def _json(
     model: BaseModel, *, status: int = 200, headers: dict[str, str] | None = None
 ) -> web.Response:
     """The one place an answer becomes a JSON response."""
-    return web.json_response(as_json(model), status=status, headers=headers)
+    return web.json_response(text=as_text(model), status=status, headers=headers)
 
 
 def _queued(item: SpeechItem, reason: str) -> web.Response:
