@@ -260,12 +260,16 @@ class ServeConfig(Section):
         "offer only those",
     )
 
-    @field_validator("voice_aliases")
+    @field_validator("voice_aliases", mode="before")
     @classmethod
-    def _aliases(cls, value: dict[str, str]) -> dict[str, str]:
+    def _aliases(cls, value: Any) -> Any:
+        # Checked before the types, so a bad entry is one error at serve.voice_aliases
+        # naming it, not a path made of the user's own key.
+        if not isinstance(value, dict):
+            return value  # pydantic words the wrong type
         for alias, voice in value.items():
             for word in (alias, voice):
-                if not VOICE_NAME_RE.match(word):
+                if not isinstance(word, str) or not VOICE_NAME_RE.match(word):
                     raise ValueError(
                         f"{word!r} is not a voice name (1-32 letters, digits, '-' or '_')"
                     )
