@@ -308,8 +308,13 @@ class RemoteEngine(Engine):
             return list(self._voices)
         return self.fallback.voices()
 
-    def synthesize(self, text: str, voice: str, should_stop: StopCheck) -> Iterator[Audio]:
+    def synthesize(
+        self, text: str, voice: str, should_stop: StopCheck, *, speed: float = 1.0
+    ) -> Iterator[Audio]:
         """Stream the message from the server; on a failure, speak it again from the start.
+
+        ``speed`` goes to the server as the request's ``speed`` (left out at 1.0, so the
+        request is the one it always was), and to eSpeak NG when it speaks instead.
 
         Raises:
             EngineError: The server refused the message itself (not the connection), or
@@ -319,17 +324,17 @@ class RemoteEngine(Engine):
             if self._should_try():
                 try:
                     try:
-                        yield from self._from_server(text, voice, should_stop)
+                        yield from self._from_server(text, voice, should_stop, speed)
                     except _VoiceRefused as refused:
                         # Like every engine: an unknown voice speaks in the default one.
                         log.warning("%s; using the server's default voice", refused)
-                        yield from self._from_server(text, None, should_stop)
+                        yield from self._from_server(text, None, should_stop, speed)
                     self._mark_up()
                     return
                 except _Unreachable as exc:
                     self._mark_down(exc.reason, retry_after_s=exc.retry_after_s, fatal=exc.fatal)
             if self.remote.on_failure == "espeak" or self._fatal:
-                yield from self._from_espeak(text, voice, should_stop)
+                yield from self._from_espeak(text, voice, should_stop, speed)
                 return
             self._wait(should_stop)
 
@@ -338,11 +343,19 @@ class RemoteEngine(Engine):
         while not should_stop() and not self._should_try():
             self._sleep(0.05)
 
-    def _from_server(self, text: str, voice: str | None, should_stop: StopCheck) -> Iterator[Audio]:
+    def _from_server(
+        self, text: str, voice: str | None, should_stop: StopCheck, speed: float
+    ) -> Iterator[Audio]:
         client = self._http()
-        body = {"model": "ishowtts", "input": text, "response_format": "pcm"}
+        body: dict[str, str | float] = {
+            "model": "ishowtts",
+            "input": text,
+            "response_format": "pcm",
+        }
         if voice is not None:
             body["voice"] = voice
+        if speed != 1.0:
+            body["speed"] = speed
         try:
             with client.stream("POST", "/v1/audio/speech", json=body) as response:
                 self._check(response)
@@ -363,12 +376,14 @@ class RemoteEngine(Engine):
         except httpx.HTTPError as exc:
             raise _Unreachable(_transport_reason(exc, self.remote.url)) from None
 
-    def _from_espeak(self, text: str, voice: str, should_stop: StopCheck) -> Iterator[Audio]:
+    def _from_espeak(
+        self, text: str, voice: str, should_stop: StopCheck, speed: float
+    ) -> Iterator[Audio]:
         import soxr
 
         rate = self.fallback.sample_rate
         stream = soxr.ResampleStream(rate, RATE, 1, dtype="float32") if rate != RATE else None
-        for chunk in self.fallback.synthesize(text, voice, should_stop):
+        for chunk in self.fallback.synthesize(text, voice, should_stop, speed=speed):
             if stream is None:
                 yield chunk
             else:

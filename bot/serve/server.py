@@ -4,8 +4,9 @@ Endpoints (every ``/v1`` one needs ``Authorization: Bearer TOKEN``):
 
 * ``POST /v1/audio/speech``: JSON ``model``, ``input``, ``voice``, ``response_format``
   (``pcm``, ``wav``, ``opus`` streamed; ``flac``, ``mp3`` whole, see ``bot.serve.audio``),
-  ``speed``, ``stream_format`` (``audio`` or ``sse``). The first chunk leaves as soon as the
-  engine has it; a client that goes away cancels its synthesis at the next chunk.
+  ``speed`` (0.25-4.0, per request), ``stream_format`` (``audio`` or ``sse``). The first
+  chunk leaves as soon as the engine has it; a client that goes away cancels its synthesis
+  at the next chunk.
 * ``GET /v1/models``, ``GET /v1/models/{id}``: the model ids clients may send.
 * ``GET /v1/voices``: our voice names with their problems (what ``ishowtts voices`` shows).
 * ``GET /v1/status``: engine state and request counters (the doctor and tests read it).
@@ -28,6 +29,7 @@ import base64
 import difflib
 import json
 import logging
+import math
 import ssl
 import time
 from collections import Counter
@@ -132,6 +134,8 @@ class SpeechRequest:
     voice: str
     format: Format
     sse: bool
+    speed: float = 1.0
+    """OpenAI's speaking speed factor (0.25-4.0), handed to the engine per request."""
 
 
 class ServeServer:
@@ -520,7 +524,7 @@ class ServeServer:
             )
         self.stats.active += 1
         self._per_token[token] += 1
-        job = self.worker.submit(speech.text, speech.voice)
+        job = self.worker.submit(speech.text, speech.voice, speed=speech.speed)
         try:
             return await self._stream(request, job, speech, arrived)
         finally:
@@ -709,18 +713,14 @@ async def parse_speech(
     speed = body.get("speed", 1.0)
     if isinstance(speed, bool) or not isinstance(speed, int | float):
         raise ApiError(400, "speed must be a number", param="speed")
-    if not _SPEEDS[0] <= float(speed) <= _SPEEDS[1]:
+    try:
+        factor = float(speed)
+    except OverflowError:  # an integer too large for a float
+        factor = math.inf
+    if not _SPEEDS[0] <= factor <= _SPEEDS[1]:  # NaN and infinity fail this too
         raise ApiError(400, f"speed must be between {_SPEEDS[0]} and {_SPEEDS[1]}", param="speed")
-    if float(speed) != 1.0:
-        raise ApiError(
-            400,
-            "speed other than 1.0 is not supported yet; the voices speak at the server's "
-            "engine.f5.speed",
-            param="speed",
-            code="unsupported_speed",
-        )
     voice = await resolve_voice(body.get("voice"), default_voice, voices)
-    return SpeechRequest(text, voice, fmt, stream_format == "sse")
+    return SpeechRequest(text, voice, fmt, stream_format == "sse", factor)
 
 
 async def resolve_voice(

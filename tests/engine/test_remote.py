@@ -247,3 +247,29 @@ async def test_a_server_that_accepts_but_never_answers(tmp_path: Path) -> None:
         for conn in held:
             conn.close()
         listener.close()
+
+
+async def test_speed_goes_to_the_server(server: ServeProcess, tmp_path: Path) -> None:
+    served = server.status()["served"]
+    worker, engine, _seen = await start_worker(tmp_path, server.state_dir, url=server.url)
+    try:
+        normal = await asyncio.wait_for(worker.submit(LINE, "default").collect(), 60)
+        fast = await asyncio.wait_for(worker.submit(LINE, "default", speed=2.0).collect(), 60)
+        assert engine.server_up  # spoken by the server, not by the eSpeak NG fallback here
+        server.wait_status("served", served + 2)
+        assert len(fast) < 0.7 * len(normal)
+    finally:
+        await worker.close()
+
+
+async def test_speed_reaches_the_fallback_too(tmp_path: Path) -> None:
+    (tmp_path / "serve-token").write_text("x" * 30)
+    url = f"http://127.0.0.1:{free_port()}"
+    worker, engine, _seen = await start_worker(tmp_path, tmp_path, url=url)
+    try:
+        normal = await asyncio.wait_for(worker.submit(LINE, "default").collect(), 60)
+        fast = await asyncio.wait_for(worker.submit(LINE, "default", speed=2.0).collect(), 60)
+        assert not engine.server_up
+        assert len(fast) < 0.7 * len(normal)
+    finally:
+        await worker.close()

@@ -176,6 +176,43 @@ def test_refusals_are_the_sdks_exceptions_with_our_messages(server: ServeProcess
     assert missing.json()["error"]["code"] == "missing_token"
 
 
+def test_speed_is_each_requests_own_within_openais_range(server: ServeProcess) -> None:
+    c = client(server)
+
+    def samples(speed: float) -> int:
+        audio = c.audio.speech.create(
+            model="tts-1", voice="default", input=LINE, response_format="pcm", speed=speed
+        )
+        return len(audio.content) // 2
+
+    normal = samples(1.0)
+    fast = samples(2.0)
+    assert abs(normal - len(espeak_reference(LINE))) <= 64  # 1.0 is the engine's own pace
+    assert fast < 0.7 * normal
+    assert samples(1.0) == normal  # the next request is back at the normal pace
+    assert samples(0.25) > normal  # eSpeak NG's slowest rate (80 wpm)
+    assert samples(4.0) < fast
+    with pytest.raises(openai.BadRequestError) as too_fast:
+        c.audio.speech.create(model="tts-1", voice="default", input="hi", speed=5)
+    assert too_fast.value.status_code == 400
+    assert too_fast.value.param == "speed"
+    assert "between 0.25 and 4.0" in too_fast.value.message
+    assert isinstance(too_fast.value.body, dict)
+    assert too_fast.value.body["type"] == "invalid_request_error"
+    with pytest.raises(openai.BadRequestError):
+        c.audio.speech.create(model="tts-1", voice="default", input="hi", speed=0.2)
+    auth = {"Authorization": f"Bearer {server.token}", "Content-Type": "application/json"}
+    for raw in (b"1e400", b"1" + b"0" * 60, b'"2"', b"true", b"-1", b"0"):
+        answer = httpx.post(
+            f"{server.url}/v1/audio/speech",
+            content=b'{"input": "hi", "voice": "default", "speed": ' + raw + b"}",
+            headers=auth,
+        )
+        assert answer.status_code == 400, raw
+        if raw != b"1e400":  # the safe JSON parser refuses an infinite number itself
+            assert answer.json()["error"]["param"] == "speed", raw
+
+
 def test_a_full_queue_is_429_with_retry_after_and_the_server_recovers(
     server: ServeProcess,
 ) -> None:
