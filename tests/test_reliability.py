@@ -294,6 +294,14 @@ async def test_sound_server_killed_mid_message_keeps_the_queue_and_resumes_when_
     app = App(cfg, engine=engine)
     events: list[Any] = []
     app.speaker.add_listener(events.append)
+    opens = [0]  # how often the bot opened the device (the real player's start, counted)
+    first_open = app.player.start
+
+    async def counted_open() -> None:
+        opens[0] += 1
+        await first_open()
+
+    monkeypatch.setattr(app.player, "start", counted_open)
     await app.start()
     try:
         assert await app.worker.wait_ready() is EngineState.READY
@@ -308,7 +316,9 @@ async def test_sound_server_killed_mid_message_keeps_the_queue_and_resumes_when_
         await until(lambda: app.speaker.current is None)
         assert [it.message.id for it in app.queue.snapshot()] == ["first", "second", "third"]
         assert not [ev for ev in events if ev.kind is SpeechEventKind.FINISHED]
-        await asyncio.sleep(1.0)  # the bot keeps trying while the server is away
+        tries = opens[0]
+        await until(lambda: opens[0] >= tries + 2)  # the bot keeps trying while it is away
+        assert app.speaker.current is None
         assert "audio device is back" not in caplog.text
         # The server comes back at the same address; the bot finds it and speaks everything.
         restarted = await asyncio.to_thread(launch_pulse_server, root)
