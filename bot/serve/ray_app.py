@@ -886,9 +886,8 @@ def serve_ray(cfg: Config, settings: RaySettings, stop_when: Callable[[], Any]) 
 
     Starts (or joins, with ``address``) a Ray cluster, puts Serve's HTTP proxy on
     ``serve.host:serve.port`` (with ``serve.cert``/``serve.key`` for TLS), deploys, waits,
-    and shuts Serve down. Blocking (``stop_when`` blocks until the user stops it). A Ctrl-C
-    that lands inside ``ray.init`` or ``serve.run`` is sometimes swallowed by Ray (seen on
-    Ray 2.60): the application then starts, and the next stop signal ends it.
+    and shuts Serve down. Blocking (``stop_when`` blocks until the user stops it); a Ctrl-C
+    while Ray is still starting stops it too.
     """
     try:
         application = build_app_after_init(cfg, settings)
