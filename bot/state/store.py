@@ -913,6 +913,11 @@ class Store:
             self._private_folder(path)
         except OSError as exc:
             raise StoreError(f"cannot create the folder of {self.path}: {exc}") from None
+        if path.is_dir():
+            raise StoreError(
+                f"cannot open the state database {self.path}: it is a folder, not a file; "
+                "move it away or point storage.database at a file"
+            )
         blocker = write_blocker(path) if path.exists() else None
         if blocker is None:
             try:
