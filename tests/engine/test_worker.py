@@ -344,3 +344,25 @@ async def test_a_batch_waits_for_more_but_a_lone_job_does_not(
         assert await _packed(w) == 3
     finally:
         await w.close()
+
+
+async def test_jobs_drained_into_one_batch_keep_their_own_speed(
+    tiny_f5: dict[str, Any], voices_dir: Path
+) -> None:
+    w = await _batching_worker(tiny_f5, voices_dir, max_batch=4)
+    try:
+        text = "the same words at three speeds"
+        gate, blocked = await _hold(w)
+        jobs = [w.submit(text, "alice", speed=s) for s in (2.0, 1.0, 0.5)]
+        gate.set()
+        await blocked
+        audios = await asyncio.gather(*(j.collect() for j in jobs))
+        assert len({j.started_at for j in jobs}) == 1  # drained into one batch
+        assert await _packed(w) == 3
+        for job, audio in zip(jobs, audios, strict=True):
+            plan = await w.call(lambda e, s=job.speed: e.plan(text, "alice", speed=s))  # type: ignore[attr-defined]
+            assert len(audio) == sum(p.samples for p in plan)
+        assert len(audios[0]) < 0.6 * len(audios[1])
+        assert len(audios[1]) < 0.6 * len(audios[2])
+    finally:
+        await w.close()
