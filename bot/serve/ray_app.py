@@ -150,8 +150,13 @@ class _Pending:
 
     text: str
     voice: str
+    speed: float = 1.0
     job: SynthesisJob | None = None
     cancelled: bool = False
+
+    def work(self) -> tuple[str, str] | tuple[str, str, float]:
+        """What ``submit_batch`` takes (the speed only when it is not 1.0, as callers do)."""
+        return (self.text, self.voice) if self.speed == 1.0 else (self.text, self.voice, self.speed)
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -240,13 +245,13 @@ class SpeechEngineReplica:
             "cancelled": s.cancelled,
         }
 
-    async def speak(self, text: str, voice: str) -> AsyncIterator[Piece]:
+    async def speak(self, text: str, voice: str, speed: float = 1.0) -> AsyncIterator[Piece]:
         """Stream one request's pieces; its batch forms in ``_speak_batch``.
 
         A caller that goes away (the client disconnected) cancels its job at the next chunk;
         the rest of the batch goes on.
         """
-        pending = _Pending(text, voice)
+        pending = _Pending(text, voice, speed)
         self._stats.requests += 1
         self._stats.active += 1
         self._stats.waiting += 1
@@ -285,7 +290,7 @@ class SpeechEngineReplica:
         """
         self._stats.batches.append(len(requests))
         self._stats.sizes[len(requests)] += 1
-        jobs = self._worker.submit_batch([(r.text, r.voice) for r in requests])
+        jobs = self._worker.submit_batch([r.work() for r in requests])
         events: asyncio.Queue[tuple[int, Audio | BaseException | None]] = asyncio.Queue()
         for request, job in zip(requests, jobs, strict=True):
             request.job = job
@@ -606,7 +611,7 @@ class SpeechIngress:
         rate = int((await self._engine_info())["sample_rate"])
         self.stats.active += 1
         self._per_token[token] += 1
-        chunks = self.audio(speech.text, speech.voice)
+        chunks = self.audio(speech.text, speech.voice, speech.speed)
         try:
             first = await asyncio.wait_for(anext(chunks), self._timeout_s)
         except BaseException as exc:
@@ -731,7 +736,7 @@ class SpeechIngress:
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
 
-    async def audio(self, text: str, voice: str) -> AsyncGenerator[Audio, None]:
+    async def audio(self, text: str, voice: str, speed: float = 1.0) -> AsyncGenerator[Audio, None]:
         """One message's chunks from the replicas, asked again when a replica dies.
 
         The engine speaks a message the same way every time (eSpeak NG; F5 with a fixed
@@ -750,7 +755,7 @@ class SpeechIngress:
         started = time.monotonic()
         while True:
             seen = 0
-            stream = self._engine.options(stream=True).speak.remote(text, voice)
+            stream = self._engine.options(stream=True).speak.remote(text, voice, speed)
             try:
                 async for piece in stream:
                     if piece.error is not None:

@@ -228,6 +228,25 @@ def test_api_matches_ishowtts_serve(espeak_app: tuple[str, Config]) -> None:
     assert wrong.value.code == "invalid_api_key"
 
 
+def test_each_request_keeps_its_own_speed(espeak_app: tuple[str, Config]) -> None:
+    url, cfg = espeak_app
+    c = client(url, cfg.storage.dir)  # type: ignore[arg-type]
+
+    def length(speed: float) -> int:
+        with c.audio.speech.with_streaming_response.create(
+            model="ishowtts", voice="default", input=LINES[1], response_format="pcm", speed=speed
+        ) as response:
+            return len(response.read()) // 2
+
+    with ThreadPoolExecutor(2) as pool:  # one batch holding both speeds
+        normal, fast = pool.map(length, (1.0, 2.0))
+    assert 0.3 * normal < fast < 0.6 * normal
+    assert abs(length(1.0) - normal) <= 2 * 64  # the next one is back at its own speed
+    with pytest.raises(openai.BadRequestError) as bad:
+        c.audio.speech.create(model="ishowtts", voice="default", input="hi", speed=5)
+    assert bad.value.param == "speed"
+
+
 def test_a_replica_killed_mid_request_is_replaced_and_the_message_retried(
     espeak_app: tuple[str, Config],
 ) -> None:
