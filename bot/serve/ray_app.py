@@ -583,6 +583,9 @@ class SpeechIngress:
         body = await self._read_body(request)
         if not isinstance(body, dict):
             raise ApiError(400, 'send a JSON object, e.g. {"input": "hi", "voice": "default"}')
+        given = body.get("voice")  # serve.voice_aliases, as ServeServer._validate applies them
+        if isinstance(given, str) and given.strip().lower() in self.settings.voice_aliases:
+            body = {**body, "voice": self.settings.voice_aliases[given.strip().lower()]}
         speech = await parse_speech(
             body,
             max_input_chars=self.settings.max_input_chars,

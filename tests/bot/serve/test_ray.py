@@ -179,7 +179,12 @@ def wait_for(check: Any, timeout_s: float = 120.0) -> Any:
 def espeak_app(ray_port: int, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Config]:
     folder = tmp_path_factory.mktemp("ray-espeak")
     cfg = parse_config(
-        {"engine": {"name": "espeak"}, "storage": {"dir": str(folder / "state")}}, folder
+        {
+            "engine": {"name": "espeak"},
+            "storage": {"dir": str(folder / "state")},
+            "serve": {"voice_aliases": {"nova": "default"}},
+        },
+        folder,
     )
     url = deploy(cfg, ray_port, max_batch_size=4, num_cpus=1)
     return url, cfg
@@ -214,6 +219,8 @@ def test_api_matches_ishowtts_serve(espeak_app: tuple[str, Config]) -> None:
         c.audio.speech.create(model="ishowtts", voice="defualt", input="hi")  # type: ignore[arg-type]
     assert unknown.value.code == "voice_not_found"
     assert "did you mean 'default'" in unknown.value.message
+    aliased = speak_pcm(c, "Hi.", voice="nova")  # serve.voice_aliases: OpenAI's name, ours
+    assert len(aliased) > 2400
     with pytest.raises(openai.BadRequestError) as empty:
         c.audio.speech.create(model="ishowtts", voice="default", input="  ")  # type: ignore[arg-type]
     assert empty.value.code == "empty_input"
