@@ -49,6 +49,7 @@ from bot.serve.server import (
     ApiError,
     SpeechRequest,
     _model_card,
+    admit,
     parse_speech,
 )
 from bot.serve.token import load_or_create_serve_token
@@ -593,24 +594,7 @@ class SpeechIngress:
             voices=self._known_voices,
         )
         token = request.headers.get("authorization", "").partition(" ")[2].strip()
-        if self.stats.active >= self.settings.max_queue:
-            raise ApiError(
-                429,
-                f"the server is busy: {self.stats.active} requests are waiting or speaking "
-                f"(serve.max_queue: {self.settings.max_queue}); try again shortly",
-                kind="rate_limit_error",
-                code="queue_full",
-                retry_after_s=self.settings.retry_after_s,
-            )
-        if self._per_token[token] >= self.settings.per_token:
-            raise ApiError(
-                429,
-                f"this token already has {self._per_token[token]} requests in progress "
-                f"(serve.per_token: {self.settings.per_token}); wait for one to finish",
-                kind="rate_limit_error",
-                code="too_many_requests",
-                retry_after_s=self.settings.retry_after_s,
-            )
+        admit(self.settings, active=self.stats.active, of_token=self._per_token[token])
         rate = int((await self._engine_info())["sample_rate"])
         self.stats.active += 1
         self._per_token[token] += 1

@@ -504,24 +504,7 @@ class ServeServer:
         self._check_ready()
         speech = await self._validate(body)
         token = str(request["token"])
-        if self.stats.active >= self.settings.max_queue:
-            raise ApiError(
-                429,
-                f"the server is busy: {self.stats.active} requests are waiting or speaking "
-                f"(serve.max_queue: {self.settings.max_queue}); try again shortly",
-                kind="rate_limit_error",
-                code="queue_full",
-                retry_after_s=self.settings.retry_after_s,
-            )
-        if self._per_token[token] >= self.settings.per_token:
-            raise ApiError(
-                429,
-                f"this token already has {self._per_token[token]} requests in progress "
-                f"(serve.per_token: {self.settings.per_token}); wait for one to finish",
-                kind="rate_limit_error",
-                code="too_many_requests",
-                retry_after_s=self.settings.retry_after_s,
-            )
+        admit(self.settings, active=self.stats.active, of_token=self._per_token[token])
         self.stats.active += 1
         self._per_token[token] += 1
         job = self.worker.submit(speech.text, speech.voice, speed=speech.speed)
@@ -649,6 +632,37 @@ class ServeServer:
             self.metrics.engine_first.observe(job.first_chunk_at - job.submitted_at)
         if job.started_at is not None and job.finished_at is not None and audio_s > 0:
             self.metrics.realtime_factor.observe((job.finished_at - job.started_at) / audio_s)
+
+
+def admit(settings: ServeConfig, *, active: int, of_token: int) -> None:
+    """Refuse a request the server has no room for (the one rule ``serve`` and Ray share).
+
+    Args:
+        settings: The ``serve`` section (``max_queue``, ``per_token``, ``retry_after_s``).
+        active: Requests waiting or speaking now.
+        of_token: Of those, the ones this request's token has.
+
+    Raises:
+        ApiError: 429 with ``Retry-After``: the queue is full, or the token has its share.
+    """
+    if active >= settings.max_queue:
+        raise ApiError(
+            429,
+            f"the server is busy: {active} requests are waiting or speaking "
+            f"(serve.max_queue: {settings.max_queue}); try again shortly",
+            kind="rate_limit_error",
+            code="queue_full",
+            retry_after_s=settings.retry_after_s,
+        )
+    if of_token >= settings.per_token:
+        raise ApiError(
+            429,
+            f"this token already has {of_token} requests in progress "
+            f"(serve.per_token: {settings.per_token}); wait for one to finish",
+            kind="rate_limit_error",
+            code="too_many_requests",
+            retry_after_s=settings.retry_after_s,
+        )
 
 
 async def parse_speech(
