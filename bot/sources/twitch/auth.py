@@ -15,15 +15,12 @@ Why it works this way:
 
 from __future__ import annotations
 
-import asyncio
-import datetime
-import json
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from bot.core import platform
+from bot.sources.tokens import TokenFile, now_iso
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +62,6 @@ class AuthError(Exception):
 def token_path(folder: Path) -> Path:
     """Where the Twitch tokens are stored inside the state folder ``folder``."""
     return folder / TOKEN_FILE_NAME
-
-
-def now_iso() -> str:
-    """The current UTC time as the token file writes it (ISO 8601, seconds)."""
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,62 +140,10 @@ class StoredToken:
         )
 
 
-class TokenStore:
-    """The token file: JSON, mode 0600, replaced atomically on every change.
+class TokenStore(TokenFile[StoredToken]):
+    """The Twitch token file (``bot.sources.tokens.TokenFile``: 0600, replaced atomically)."""
 
-    Construction does no I/O. The async methods run file access on a worker thread so the
-    event loop never waits on the disk; saves are serialised so two quick refreshes cannot
-    interleave and leave an older pair on disk.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = asyncio.Lock()
-
-    def read(self) -> StoredToken | None:
-        """Read the file (blocking); None when nobody has signed in yet.
-
-        A file that others can read is tightened to 0600 with a warning.
-
-        Raises:
-            AuthError: The file exists but cannot be used (the message says how to recover).
-        """
-        try:
-            raw = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise AuthError(f"cannot read the Twitch token file {self.path}: {exc}") from None
-        if platform.tighten(self.path):
-            log.warning("the Twitch token file %s was readable by others; now 0600", self.path)
-        try:
-            return StoredToken.from_json(json.loads(raw))
-        except (ValueError, json.JSONDecodeError) as exc:
-            raise AuthError(
-                f"the Twitch token file {self.path} is damaged ({exc}); "
-                "run `ishowtts login` to sign in again"
-            ) from None
-
-    def write(self, token: StoredToken) -> None:
-        """Replace the file atomically with mode 0600 (blocking).
-
-        The data goes to a temporary file created 0600 in the same folder, is flushed to disk,
-        then renamed over the old file: a crash leaves either the old or the new pair, never
-        half of one, and the tokens are never readable by others, not even for a moment.
-        """
-        platform.make_private_dir(self.path.parent)
-        data = json.dumps(token.to_json(), indent=2).encode("utf-8")
-        platform.write_private_file(self.path, data)
-
-    async def load(self) -> StoredToken | None:
-        """Read the file without blocking the event loop (see :meth:`read`)."""
-        return await asyncio.to_thread(self.read)
-
-    async def save(self, token: StoredToken) -> None:
-        """Write the file without blocking the event loop (see :meth:`write`).
-
-        Raises:
-            OSError: When the file cannot be written.
-        """
-        async with self._lock:
-            await asyncio.to_thread(self.write, token)
+    token_type = StoredToken
+    platform = "Twitch"
+    login = "ishowtts login"
+    error = AuthError

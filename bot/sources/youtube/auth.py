@@ -21,10 +21,8 @@ Why it works this way:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -32,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bot.core.platform import make_private_dir, tighten, write_private_file
+from bot.sources.tokens import TokenFile, now_iso
 from bot.sources.youtube.settings import YouTubeConfig
 
 if TYPE_CHECKING:
@@ -71,10 +69,6 @@ def device_url(cfg: YouTubeConfig) -> str:
 def token_url(cfg: YouTubeConfig) -> str:
     """Google's token endpoint (under ``youtube.oauth_url``)."""
     return cfg.oauth_url + "token"
-
-
-def _now_iso() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +138,7 @@ class YouTubeToken:
             access_token=str(creds.token),
             refresh_token=str(creds.refresh_token or self.refresh_token),
             expiry=expiry,
-            saved_at=_now_iso(),
+            saved_at=now_iso(),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -160,7 +154,7 @@ class YouTubeToken:
             "token_uri": self.token_uri,
             "expiry": self.expiry,
             "scopes": list(self.scopes),
-            "saved_at": self.saved_at or _now_iso(),
+            "saved_at": self.saved_at or now_iso(),
         }
 
     @classmethod
@@ -195,59 +189,13 @@ class YouTubeToken:
         )
 
 
-class YouTubeTokenStore:
-    """The YouTube token file: JSON, mode 0600, replaced atomically on every change.
+class YouTubeTokenStore(TokenFile[YouTubeToken]):
+    """The YouTube token file (``bot.sources.tokens.TokenFile``: 0600, replaced atomically)."""
 
-    Construction does no I/O; the async methods run the file access on a worker thread, and
-    saves are serialised so two quick refreshes cannot leave the older one on disk.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = asyncio.Lock()
-
-    def read(self) -> YouTubeToken | None:
-        """Read the file (blocking); None when nobody has signed in yet.
-
-        Raises:
-            YouTubeAuthError: The file exists but cannot be used (the message says what to do).
-        """
-        try:
-            raw = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise YouTubeAuthError(
-                f"cannot read the YouTube token file {self.path}: {exc}"
-            ) from None
-        with contextlib.suppress(OSError):
-            if tighten(self.path):
-                log.warning("the YouTube token file %s was readable by others; now 0600", self.path)
-        try:
-            return YouTubeToken.from_json(json.loads(raw))
-        except (ValueError, json.JSONDecodeError) as exc:
-            raise YouTubeAuthError(
-                f"the YouTube token file {self.path} is damaged ({exc}); "
-                "run `ishowtts login youtube` to sign in again"
-            ) from None
-
-    def write(self, token: YouTubeToken) -> None:
-        """Replace the file atomically, mode 0600 from creation, in a 0700 folder (blocking)."""
-        make_private_dir(self.path.parent)
-        write_private_file(self.path, json.dumps(token.to_json(), indent=2).encode("utf-8"))
-
-    async def load(self) -> YouTubeToken | None:
-        """Read the file without blocking the event loop (see :meth:`read`)."""
-        return await asyncio.to_thread(self.read)
-
-    async def save(self, token: YouTubeToken) -> None:
-        """Write the file without blocking the event loop.
-
-        Raises:
-            OSError: When the file cannot be written.
-        """
-        async with self._lock:
-            await asyncio.to_thread(self.write, token)
+    token_type = YouTubeToken
+    platform = "YouTube"
+    login = "ishowtts login youtube"
+    error = YouTubeAuthError
 
 
 def build_youtube(
