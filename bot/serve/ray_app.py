@@ -50,11 +50,11 @@ from bot.serve.server import (
     SpeechRequest,
     _model_card,
     admit,
+    check_bearer,
     parse_speech,
 )
 from bot.serve.token import load_or_create_serve_token
 from bot.state.settings import state_dir
-from bot.web.token import tokens_match
 from engine.base import Audio, EngineState, VoiceInfo
 from engine.config import Section, ServeConfig
 from engine.worker import EngineWorker, SynthesisFailed, SynthesisJob
@@ -504,21 +504,7 @@ class SpeechIngress:
         raise ApiError(404, f"no such endpoint: {method} {path}", kind="not_found_error")
 
     def _check_token(self, request: Any) -> None:
-        scheme, _, value = request.headers.get("authorization", "").partition(" ")
-        given = value.strip() if scheme.lower() == "bearer" else ""
-        if not given:
-            raise ApiError(
-                401,
-                "send the serve token as 'Authorization: Bearer TOKEN' (the token is in "
-                f"{self._token_source} on the serving PC; `ishowtts serve --print-token`)",
-                code="missing_token",
-            )
-        if not tokens_match(given, self._token):
-            raise ApiError(
-                401,
-                f"wrong token (the right one is in {self._token_source} on the serving PC)",
-                code="invalid_api_key",
-            )
+        check_bearer(request.headers.get("authorization", ""), self._token, self._token_source)
 
     async def _health(self) -> str:
         """``ready`` once an engine replica answers; ``loading`` while none does yet."""

@@ -381,22 +381,10 @@ class ServeServer:
             request.path.startswith("/v1/") or request.path == "/metrics"
         ):
             return await handler(request)
-        given = _bearer(request)
         assert self._token is not None
-        if given is None:
-            raise ApiError(
-                401,
-                "this server needs its token: send 'Authorization: Bearer TOKEN' (the token "
-                f"is in {self.token_source} on the serving PC; `ishowtts serve --print-token`)",
-                code="missing_token",
-            )
-        if not tokens_match(given, self._token):
-            raise ApiError(
-                401,
-                f"wrong token (the right one is in {self.token_source} on the serving PC)",
-                code="invalid_api_key",
-            )
-        request["token"] = given
+        request["token"] = check_bearer(
+            request.headers.get("Authorization", ""), self._token, self.token_source
+        )
         return await handler(request)
 
     # -- small endpoints ----------------------------------------------------------------
@@ -779,9 +767,30 @@ def _model_card(model: str) -> dict[str, Any]:
     return {"id": model, "object": "model", "created": 0, "owned_by": "ishowtts"}
 
 
-def _bearer(request: web.Request) -> str | None:
-    header = request.headers.get("Authorization", "")
+def check_bearer(header: str, token: str, token_source: str) -> str:
+    """The bearer token of an ``Authorization`` header, if it is the server's (serve and Ray).
+
+    Args:
+        header: The ``Authorization`` header's value ("" when absent).
+        token: The server's token.
+        token_source: Where the token lives on the serving PC (said in the errors).
+
+    Raises:
+        ApiError: 401 ``missing_token`` or ``invalid_api_key``, in OpenAI's shape.
+    """
     scheme, _, value = header.partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    return None
+    given = value.strip() if scheme.lower() == "bearer" else ""
+    if not given:
+        raise ApiError(
+            401,
+            "this server needs its token: send 'Authorization: Bearer TOKEN' (the token "
+            f"is in {token_source} on the serving PC; `ishowtts serve --print-token`)",
+            code="missing_token",
+        )
+    if not tokens_match(given, token):
+        raise ApiError(
+            401,
+            f"wrong token (the right one is in {token_source} on the serving PC)",
+            code="invalid_api_key",
+        )
+    return given
