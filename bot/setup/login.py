@@ -12,13 +12,13 @@ from collections.abc import Callable
 from typing import Any
 
 from bot.config import Config
+from bot.sources.tokens import now_iso
 from bot.sources.twitch.auth import (
     REQUIRED_SCOPES,
     SCOPES,
     AuthError,
     StoredToken,
     TokenStore,
-    now_iso,
     token_path,
 )
 from bot.sources.twitch.readiness import login_scopes, wanted_scopes
